@@ -1,1 +1,32 @@
-fn main() {}
+//! `robustify`: certified robustness for black-box image classifiers.
+//!
+//! This binary is glue: it parses flags, builds each library's validated parameters, calls
+//! the libraries and renders their results (a table for people, `--json` for programs).
+//! Statistics live in `robustify-smoothing`, providers and logs in `robustify-providers`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cmd;
+mod input;
+mod render;
+
+/// Certified robustness for any image classifier, by denoised randomized smoothing.
+#[derive(Parser)]
+#[command(name = "robustify", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cmd::run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

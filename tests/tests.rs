@@ -1,1 +1,11 @@
-//! End-to-end tests of the `robustify` binary.
+//! End-to-end tests of the `robustify` binary. One test binary (ripgrep's layout): each
+//! file below is a module, so the suite links once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+mod errors;
+mod estimate;
+mod noise;
+mod replay;

@@ -1,1 +1,31 @@
-//! placeholder
+//! # robustify-providers
+//!
+//! Everything between robustify and a paid vision API: provider definitions (endpoint,
+//! credentials, limits, prices), cost arithmetic, and the logs that make paid responses
+//! reusable.
+//!
+//! - [`ProviderDef`]: a provider as its `providers/*.toml` file describes it; the built-in
+//!   files ship inside the binary.
+//! - [`Pricing`]: tiered prices; [`Pricing::cost_usd`].
+//! - [`replay`]: reading logged label sequences (`robustify replay`).
+//!
+//! What a certification on Google costs, 100 images of 20 + 100 draws each:
+//!
+//! ```
+//! use robustify_providers::ProviderDef;
+//!
+//! let google = ProviderDef::load("google")?;
+//! let queries = 100 * (20 + 100);
+//! assert_eq!(google.pricing.cost_usd(queries, false), 18.0); // $1.50 per 1,000
+//! assert_eq!(google.pricing.cost_usd(queries, true), 16.5); // first 1,000 free
+//! # Ok::<(), robustify_providers::Error>(())
+//! ```
+
+pub mod cost;
+pub mod definition;
+mod error;
+pub mod replay;
+
+pub use cost::{Pricing, Tier};
+pub use definition::{Adapter, Limits, ProviderDef};
+pub use error::{Error, Result};

@@ -5,6 +5,8 @@
 //! [`certify`] with real noise and batching, against base classifiers whose smoothed
 //! behaviour is known in closed form.
 
+#![allow(clippy::unwrap_used)]
+
 use std::convert::Infallible;
 use std::sync::Mutex;
 

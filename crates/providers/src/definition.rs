@@ -1,0 +1,210 @@
+//! Provider definitions: one TOML file per provider, in `providers/` at the repository root.
+//!
+//! The built-in files are compiled into the binary, so a fresh install knows every vendor;
+//! a user adds a provider by writing a file and passing its path.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cost::Pricing;
+use crate::{Error, Result};
+
+/// Which wire format a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Adapter {
+    /// Azure AI Vision Image Analysis 4.0, `features=tags`.
+    Azure,
+    /// Azure Computer Vision v3.2 `/vision/v3.2/tag`.
+    #[serde(rename = "azure-v3.2")]
+    AzureV32,
+    /// Google Cloud Vision `images:annotate`, `LABEL_DETECTION`.
+    Google,
+    /// AWS Rekognition `DetectLabels` with SigV4.
+    Aws,
+    /// Clarifai model outputs.
+    Clarifai,
+    /// Hugging Face inference, image classification.
+    Huggingface,
+    /// A JSON API described entirely by its definition.
+    Generic,
+    /// The stand-in model in-process (no HTTP).
+    StandinLocal,
+}
+
+/// Client-side traffic limits and vendor-side size limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Sustained requests per second allowed by the vendor (per key or project).
+    pub requests_per_second: f64,
+    /// Requests that may go at once after an idle period.
+    #[serde(default = "one")]
+    pub burst: u32,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: u32,
+    /// Images the vendor accepts in one request.
+    #[serde(default = "one")]
+    pub images_per_request: u32,
+    /// Largest encoded image the vendor accepts, in bytes.
+    pub max_image_bytes: u64,
+    /// Largest `width × height` the vendor accepts, if it states one.
+    #[serde(default)]
+    pub max_pixels: Option<u64>,
+    /// Where the figures come from, and when they were read.
+    pub source: String,
+    /// False when the figures could not be checked against the vendor's page.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_concurrency() -> u32 {
+    8
+}
+
+impl Limits {
+    /// Requests needed to send `draws` images of one image's step, batched as the vendor
+    /// allows.
+    pub fn requests_for(&self, draws: u64) -> u64 {
+        draws.div_ceil(u64::from(self.images_per_request))
+    }
+
+    /// The least time `requests` requests take at the sustained rate.
+    pub fn min_seconds(&self, requests: u64) -> f64 {
+        requests as f64 / self.requests_per_second
+    }
+}
+
+/// One provider, as its definition file describes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderDef {
+    /// Short name users type (`--provider NAME`).
+    pub name: String,
+    /// One line for listings.
+    pub description: String,
+    /// Wire format.
+    pub adapter: Adapter,
+    /// Base URL; `--endpoint` overrides it.
+    pub endpoint: String,
+    /// Environment variables holding the credentials, in the order the adapter reads them.
+    #[serde(default)]
+    pub auth_env: Vec<String>,
+    /// Rate and size limits.
+    pub limits: Limits,
+    /// Prices.
+    pub pricing: Pricing,
+}
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("aws", include_str!("../../../providers/aws.toml")),
+    ("azure", include_str!("../../../providers/azure.toml")),
+    ("clarifai", include_str!("../../../providers/clarifai.toml")),
+    ("google", include_str!("../../../providers/google.toml")),
+    (
+        "huggingface",
+        include_str!("../../../providers/huggingface.toml"),
+    ),
+    ("standin", include_str!("../../../providers/standin.toml")),
+];
+
+impl ProviderDef {
+    /// Parses and checks a definition; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<ProviderDef> {
+        let err = |message: String| Error::Definition {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let def: ProviderDef = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        def.pricing.validate().map_err(err)?;
+        let l = &def.limits;
+        if !(l.requests_per_second.is_finite() && l.requests_per_second > 0.0) {
+            return Err(err("limits.requests_per_second must be > 0".into()));
+        }
+        if l.images_per_request == 0 || l.max_concurrency == 0 || l.burst == 0 {
+            return Err(err(
+                "limits.images_per_request, max_concurrency and burst must be ≥ 1".into(),
+            ));
+        }
+        Ok(def)
+    }
+
+    /// A built-in provider by name, or a definition file by path (anything containing a
+    /// path separator or ending in `.toml`).
+    pub fn load(name_or_path: &str) -> Result<ProviderDef> {
+        let looks_like_path = name_or_path.ends_with(".toml")
+            || name_or_path.contains(std::path::MAIN_SEPARATOR)
+            || name_or_path.contains('/');
+        if looks_like_path {
+            let path = PathBuf::from(name_or_path);
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            return ProviderDef::from_toml(&text, &path);
+        }
+        match BUILTIN.iter().find(|(name, _)| *name == name_or_path) {
+            Some((name, text)) => {
+                ProviderDef::from_toml(text, Path::new(&format!("builtin:{name}")))
+            }
+            None => Err(Error::UnknownProvider {
+                name: name_or_path.to_owned(),
+                known: ProviderDef::builtin_names().join(", "),
+            }),
+        }
+    }
+
+    /// Names of the built-in providers.
+    pub fn builtin_names() -> Vec<&'static str> {
+        BUILTIN.iter().map(|(name, _)| *name).collect()
+    }
+
+    /// All built-in definitions.
+    pub fn builtins() -> Result<Vec<ProviderDef>> {
+        ProviderDef::builtin_names()
+            .into_iter()
+            .map(ProviderDef::load)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_definition_parses() {
+        let defs = ProviderDef::builtins().unwrap();
+        assert_eq!(defs.len(), 6);
+        for def in &defs {
+            assert!(ProviderDef::builtin_names().contains(&def.name.as_str()));
+        }
+        let google = ProviderDef::load("google").unwrap();
+        assert_eq!(google.limits.images_per_request, 16);
+        assert_eq!(google.pricing.free_units_per_month, 1000);
+        assert!((google.pricing.cost_usd(12_000, false) - 18.0).abs() < 1e-9);
+        let clarifai = ProviderDef::load("clarifai").unwrap();
+        assert_eq!(clarifai.limits.images_per_request, 128);
+        assert_eq!(clarifai.limits.requests_per_second, 15.0);
+    }
+
+    #[test]
+    fn bad_definitions_name_their_file() {
+        let err = ProviderDef::load("nonesuch").unwrap_err().to_string();
+        assert!(err.contains("nonesuch") && err.contains("google"), "{err}");
+        let err = ProviderDef::from_toml("name = 3", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("provider definition x.toml"), "{err}");
+        let err = ProviderDef::load("/no/such/file.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/no/such/file.toml"), "{err}");
+    }
+}

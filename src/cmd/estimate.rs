@@ -1,0 +1,180 @@
+//! `robustify estimate`: the cost dry run — nothing is sent.
+
+use std::process::ExitCode;
+
+use robustify_providers::ProviderDef;
+use robustify_smoothing::CertifyParams;
+use robustify_smoothing::stats::{max_certifiable_radius, min_draws_for_radius};
+use serde::Serialize;
+
+use crate::render::{self, thousands};
+
+/// Arguments of `robustify estimate`.
+#[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
+pub struct Args {
+    /// Provider name (see `robustify providers`) or path to a definition file.
+    #[arg(long)]
+    provider: String,
+    /// Images to certify.
+    #[arg(long)]
+    images: u64,
+    /// Selection draws per image.
+    #[arg(long)]
+    n0: u64,
+    /// Estimation draws per image.
+    #[arg(long)]
+    n: u64,
+    /// Noise level σ.
+    #[arg(long, default_value_t = 0.25)]
+    sigma: f64,
+    /// Failure probability α.
+    #[arg(long, default_value_t = 0.001)]
+    alpha: f64,
+    /// Also report the smallest n that can certify this radius.
+    #[arg(long)]
+    target_radius: Option<f64>,
+    /// Count the provider's free monthly units (assumes none used yet this month).
+    #[arg(long)]
+    free_tier: bool,
+    /// Add one clean (noise-free) query per image, as the paper's API protocol does to
+    /// get the reference label.
+    #[arg(long)]
+    clean_query: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct EstimateJson {
+    provider: String,
+    images: u64,
+    queries: u64,
+    clean_queries: u64,
+    requests: u64,
+    cost_usd: f64,
+    prices_verified: bool,
+    min_seconds: f64,
+    sigma: f64,
+    alpha: f64,
+    /// `null` when even n agreeing draws cannot certify at α.
+    max_radius: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n_for_target_radius: Option<Option<u64>>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let params = CertifyParams::new(args.sigma, args.n0, args.n, args.alpha)?;
+    if args.images == 0 {
+        anyhow::bail!("invalid parameter images: must be at least 1");
+    }
+    if let Some(r) = args.target_radius
+        && !(r.is_finite() && r >= 0.0)
+    {
+        anyhow::bail!("invalid parameter target-radius: must be finite and ≥ 0, got {r}");
+    }
+    let def = ProviderDef::load(&args.provider)?;
+    let k = args.images;
+    let clean = u64::from(args.clean_query);
+    let queries = k * (args.n0 + args.n + clean);
+    let requests = k * (def.limits.requests_for(args.n0) + def.limits.requests_for(args.n) + clean);
+    let cost = def.pricing.cost_usd(queries, args.free_tier);
+    let min_seconds = def.limits.min_seconds(requests);
+    let max_radius = max_certifiable_radius(params.sigma(), params.alpha(), args.n);
+    let n_for_target = args
+        .target_radius
+        .map(|r| min_draws_for_radius(params.sigma(), params.alpha(), r));
+
+    if args.json {
+        render::print_json(&EstimateJson {
+            provider: def.name.clone(),
+            images: k,
+            queries,
+            clean_queries: k * clean,
+            requests,
+            cost_usd: cost,
+            prices_verified: def.pricing.verified,
+            min_seconds,
+            sigma: args.sigma,
+            alpha: args.alpha,
+            max_radius,
+            n_for_target_radius: n_for_target,
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("provider    {} — {}", def.name, def.description);
+    let clean_note = if clean > 0 { " + 1 clean" } else { "" };
+    println!(
+        "queries     {} = {} images × ({} selection + {} estimation{clean_note})",
+        thousands(queries),
+        thousands(k),
+        thousands(args.n0),
+        thousands(args.n)
+    );
+    if clean > 0 {
+        println!(
+            "            includes {} clean queries for the reference label",
+            thousands(k)
+        );
+    }
+    println!(
+        "requests    {} ({} image(s) per request)",
+        thousands(requests),
+        def.limits.images_per_request
+    );
+    let free_note = if args.free_tier {
+        format!(
+            "the first {} units free",
+            thousands(def.pricing.free_units_per_month)
+        )
+    } else {
+        "free tier not counted; --free-tier counts it".to_owned()
+    };
+    let verified = if def.pricing.verified {
+        ""
+    } else {
+        "; UNVERIFIED prices"
+    };
+    println!("cost        ${cost:.2} ({free_note}{verified})");
+    println!(
+        "min time    {} at {} requests/s",
+        duration(min_seconds),
+        def.limits.requests_per_second
+    );
+    match max_radius {
+        Some(r) => println!(
+            "max radius  {r:.4} (σ = {}, α = {}: all {} estimation draws agree)",
+            args.sigma, args.alpha, args.n
+        ),
+        None => println!(
+            "max radius  none: {} draws cannot certify anything at α = {} (need ≥ {})",
+            args.n,
+            args.alpha,
+            min_draws_for_radius(params.sigma(), params.alpha(), 0.0).unwrap_or(0)
+        ),
+    }
+    if let (Some(r), Some(n)) = (args.target_radius, n_for_target) {
+        match n {
+            Some(n) => println!(
+                "target      radius {r} needs n ≥ {} agreeing draws",
+                thousands(n)
+            ),
+            None => println!(
+                "target      radius {r} is out of reach at σ = {}",
+                args.sigma
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn duration(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{seconds:.1} s")
+    } else if seconds < 7200.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
+}

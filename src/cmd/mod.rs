@@ -1,0 +1,31 @@
+//! One file per subcommand; this enum dispatches to them.
+
+use std::process::ExitCode;
+
+mod estimate;
+mod noise;
+mod providers;
+mod replay;
+
+/// The subcommands.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Certify from a log of labels alone: no noise drawn, nothing sent, nothing paid.
+    Replay(replay::Args),
+    /// Cost dry run: queries, dollars, minimum time and reachable radius of a certification.
+    Estimate(estimate::Args),
+    /// Write noisy copies of an image as a provider would receive them (8-bit PNG).
+    Noise(noise::Args),
+    /// List the built-in provider definitions.
+    Providers(providers::Args),
+}
+
+/// Runs one subcommand; `Err` is reported by `main` with exit code 2.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Replay(args) => replay::run(args),
+        Command::Estimate(args) => estimate::run(args),
+        Command::Noise(args) => noise::run(args),
+        Command::Providers(args) => providers::run(args),
+    }
+}

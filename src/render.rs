@@ -1,0 +1,45 @@
+//! Rendering helpers shared by subcommands: JSON for programs, aligned text for people.
+
+use robustify_smoothing::table::AccuracyRow;
+
+/// Prints `value` as one line of JSON.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// The certified-accuracy table as aligned text.
+pub fn accuracy_table(rows: &[AccuracyRow]) -> String {
+    let mut out = String::from("radius  certified accuracy\n");
+    for row in rows {
+        out.push_str(&format!(
+            "{:>6.2}  {:>18.3}\n",
+            row.radius, row.certified_accuracy
+        ));
+    }
+    out
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(12_000), "12,000");
+        assert_eq!(super::thousands(1_234_567), "1,234,567");
+    }
+}

@@ -5,6 +5,7 @@
 
 mod util;
 
+mod classify;
 mod errors;
 mod estimate;
 mod noise;

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+mod classify;
 mod estimate;
 mod noise;
 mod providers;
@@ -10,6 +11,8 @@ mod replay;
 /// The subcommands.
 #[derive(clap::Subcommand)]
 pub enum Command {
+    /// Classify images once, without noise: top-5 labels with scores.
+    Classify(classify::Args),
     /// Certify from a log of labels alone: no noise drawn, nothing sent, nothing paid.
     Replay(replay::Args),
     /// Cost dry run: queries, dollars, minimum time and reachable radius of a certification.
@@ -23,6 +26,7 @@ pub enum Command {
 /// Runs one subcommand; `Err` is reported by `main` with exit code 2.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Classify(args) => classify::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Noise(args) => noise::run(args),

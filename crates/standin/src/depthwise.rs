@@ -1,0 +1,203 @@
+//! Depthwise 2-D convolution with fused bias and ReLU6, as a candle custom op.
+//!
+//! candle's grouped `conv2d` runs one convolution per group, which for a depthwise layer
+//! with 1,152 channels means 1,152 tiny convolutions and a concatenation. This op does the
+//! whole layer in one pass over the input, with TensorFlow "SAME" padding (the padding the
+//! EfficientNet weights were trained with: for stride 2 the extra row and column go at the
+//! bottom and right).
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+/// Depthwise convolution weights with the bias already folded in from BatchNorm.
+#[derive(Clone, Debug)]
+pub struct Depthwise {
+    channels: usize,
+    kernel: usize,
+    stride: usize,
+    /// `[channels, kernel, kernel]`.
+    weight: Vec<f32>,
+    /// `[channels]`.
+    bias: Vec<f32>,
+    relu6: bool,
+}
+
+/// TF "SAME" padding: `(before, after)` for one spatial axis.
+pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = input.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(input);
+    (total / 2, total - total / 2)
+}
+
+impl Depthwise {
+    /// `weight` is `[channels, 1, k, k]`, `bias` is `[channels]`.
+    pub fn new(
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        relu6: bool,
+    ) -> candle_core::Result<Self> {
+        let (channels, one, kernel, k2) = weight.dims4()?;
+        if one != 1 || kernel != k2 {
+            candle_core::bail!(
+                "depthwise weight must be [C, 1, k, k], got {:?}",
+                weight.shape()
+            );
+        }
+        Ok(Depthwise {
+            channels,
+            kernel,
+            stride,
+            weight: weight.flatten_all()?.to_vec1()?,
+            bias: bias.to_vec1()?,
+            relu6,
+        })
+    }
+
+    /// Applies the layer to an NCHW tensor.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.apply_op1_no_bwd(self)
+    }
+}
+
+impl CustomOp1 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-same"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("depthwise: only f32 is supported");
+        };
+        let (b, c, h, w) = layout.shape().dims4()?;
+        if c != self.channels {
+            candle_core::bail!("depthwise: {} channels, input has {c}", self.channels);
+        }
+        let data = match layout.contiguous_offsets() {
+            Some((start, end)) => &data[start..end],
+            None => candle_core::bail!("depthwise: input must be contiguous"),
+        };
+        let (k, s) = (self.kernel, self.stride);
+        let (pt, _) = same_padding(h, k, s);
+        let (pl, _) = same_padding(w, k, s);
+        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+        let mut out = vec![0f32; b * c * oh * ow];
+        for (plane, out_plane) in out.chunks_exact_mut(oh * ow).enumerate() {
+            let ch = plane % c;
+            let input = &data[plane * h * w..(plane + 1) * h * w];
+            let wk = &self.weight[ch * k * k..(ch + 1) * k * k];
+            out_plane.fill(self.bias[ch]);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let wv = wk[ky * k + kx];
+                    for oy in 0..oh {
+                        let iy = (oy * s + ky) as isize - pt as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let row = &input[iy as usize * w..(iy as usize + 1) * w];
+                        let orow = &mut out_plane[oy * ow..(oy + 1) * ow];
+                        // Valid output columns: 0 ≤ ox·s + kx − pl < w.
+                        let lo = pl.saturating_sub(kx).div_ceil(s);
+                        let hi = ((w + pl).saturating_sub(kx)).div_ceil(s).min(ow);
+                        if s == 1 {
+                            let off = lo + kx - pl;
+                            for (o, i) in orow[lo..hi].iter_mut().zip(&row[off..off + hi - lo]) {
+                                *o += wv * i;
+                            }
+                        } else {
+                            for ox in lo..hi {
+                                orow[ox] += wv * row[ox * s + kx - pl];
+                            }
+                        }
+                    }
+                }
+            }
+            if self.relu6 {
+                for v in out_plane.iter_mut() {
+                    *v = v.clamp(0.0, 6.0);
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// Reference: candle's grouped conv2d on an explicitly padded input.
+    fn reference(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) -> Tensor {
+        let (_, c, h, wd) = x.dims4().unwrap();
+        let k = w.dims4().unwrap().2;
+        let (pt, pb) = same_padding(h, k, stride);
+        let (pl, pr) = same_padding(wd, k, stride);
+        let xp = x
+            .pad_with_zeros(2, pt, pb)
+            .unwrap()
+            .pad_with_zeros(3, pl, pr)
+            .unwrap();
+        xp.conv2d(w, 0, stride, 1, c)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn matches_candle_grouped_conv_on_odd_shapes() {
+        let dev = Device::Cpu;
+        for (c, h, w, k, s) in [
+            (3, 7, 5, 3, 1),
+            (4, 8, 8, 3, 2),
+            (2, 9, 6, 5, 2),
+            (5, 5, 11, 5, 1),
+            (1, 1, 1, 3, 2),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (2, c, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
+            let ours = Depthwise::new(&wt, &b, s, false)
+                .unwrap()
+                .forward(&x)
+                .unwrap();
+            let want = reference(&x, &wt, &b, s);
+            assert_eq!(ours.dims(), want.dims(), "{c} {h} {w} {k} {s}");
+            let diff = (ours - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{c} {h} {w} {k} {s}: {diff}");
+            let relu = Depthwise::new(&wt, &b, s, true)
+                .unwrap()
+                .forward(&x)
+                .unwrap();
+            let want = want.clamp(0f32, 6f32).unwrap();
+            let diff = (relu - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4);
+        }
+    }
+
+    #[test]
+    fn same_padding_puts_the_extra_pixel_after() {
+        assert_eq!(same_padding(224, 3, 2), (0, 1));
+        assert_eq!(same_padding(224, 3, 1), (1, 1));
+        assert_eq!(same_padding(112, 5, 2), (1, 2));
+        assert_eq!(same_padding(7, 3, 2), (1, 1));
+    }
+}

@@ -1,0 +1,135 @@
+//! The ImageNet stand-in: EfficientNet-Lite0 with the 1,000 ImageNet class names.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, Device};
+use robustify_smoothing::Image;
+
+use crate::efficientnet_lite::{Config, EfficientNetLite};
+use crate::preprocess::{Geometry, Normalization, batch};
+use crate::weights::Weights;
+use crate::{Error, Result};
+
+/// One ImageNet class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassName {
+    /// WordNet id (`n01440764`); the class index is its position among the sorted ids.
+    pub wnid: String,
+    /// Human-readable name (`tench`).
+    pub name: String,
+}
+
+/// A label with its score (softmax probability), as a vendor returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// Class index.
+    pub index: usize,
+    /// Class name.
+    pub label: String,
+    /// Probability in `[0, 1]`.
+    pub score: f32,
+}
+
+/// The shipped files, relative to the repository root.
+pub const WEIGHTS: &str = "providers/standin/efficientnet_lite0.safetensors";
+/// The class list shipped beside the weights (`wnid<TAB>name`, sorted by wnid).
+pub const CLASSES: &str = "providers/standin/imagenet_classes.tsv";
+
+/// The repository root this crate was built from (where the shipped files are).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Reads `wnid<TAB>name` lines.
+pub fn read_classes(path: &Path) -> Result<Vec<ClassName>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Weights {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let (wnid, name) = line.split_once('\t').ok_or_else(|| Error::Weights {
+                path: path.to_path_buf(),
+                message: format!("line {}: expected wnid<TAB>name", i + 1),
+            })?;
+            Ok(ClassName {
+                wnid: wnid.to_owned(),
+                name: name.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// EfficientNet-Lite0 on ImageNet, preprocessed as TensorFlow evaluates it.
+pub struct ImageNetClassifier {
+    model: EfficientNetLite,
+    classes: Vec<ClassName>,
+    device: Device,
+}
+
+impl ImageNetClassifier {
+    /// Loads the shipped weights and class names.
+    pub fn load_default() -> Result<ImageNetClassifier> {
+        let root = repo_root();
+        ImageNetClassifier::load(&root.join(WEIGHTS), &root.join(CLASSES))
+    }
+
+    /// Loads weights and class names from the given files.
+    pub fn load(weights: &Path, classes: &Path) -> Result<ImageNetClassifier> {
+        let device = Device::Cpu;
+        let w = Weights::load(weights, &device)?;
+        let model = EfficientNetLite::new(&Config::lite0(), &w)?;
+        let classes = read_classes(classes)?;
+        if classes.len() != 1000 {
+            return Err(Error::Weights {
+                path: classes_path_hint(),
+                message: format!("expected 1000 classes, found {}", classes.len()),
+            });
+        }
+        Ok(ImageNetClassifier {
+            model,
+            classes,
+            device,
+        })
+    }
+
+    /// The class list.
+    pub fn classes(&self) -> &[ClassName] {
+        &self.classes
+    }
+
+    /// The `top_k` classes of each image, best first.
+    pub fn classify(&self, images: &[Image], top_k: usize) -> Result<Vec<Vec<Scored>>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let x = batch(
+            images,
+            Geometry::CenterCrop { size: 224 },
+            &Normalization::EFFICIENTNET_LITE,
+            &self.device,
+        )?;
+        let probs = candle_nn::ops::softmax(&self.model.forward(&x)?, D::Minus1)?;
+        let rows: Vec<Vec<f32>> = probs.to_vec2()?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let mut idx: Vec<usize> = (0..row.len()).collect();
+                idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                idx.into_iter()
+                    .take(top_k)
+                    .map(|i| Scored {
+                        index: i,
+                        label: self.classes[i].name.clone(),
+                        score: row[i],
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+fn classes_path_hint() -> PathBuf {
+    PathBuf::from(CLASSES)
+}

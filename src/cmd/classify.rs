@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use robustify_smoothing::DecodeLimits;
 use robustify_standin::imagenet::ImageNetClassifier;
+use robustify_standin::model::Classifier;
 use serde::Serialize;
 
 use crate::input::read_image;

@@ -7,6 +7,7 @@ mod estimate;
 mod noise;
 mod providers;
 mod replay;
+mod standin;
 
 /// The subcommands.
 #[derive(clap::Subcommand)]
@@ -19,6 +20,8 @@ pub enum Command {
     Estimate(estimate::Args),
     /// Write noisy copies of an image as a provider would receive them (8-bit PNG).
     Noise(noise::Args),
+    /// The local stand-in vision API.
+    Standin(standin::Args),
     /// List the built-in provider definitions.
     Providers(providers::Args),
 }
@@ -31,5 +34,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Estimate(args) => estimate::run(args),
         Command::Noise(args) => noise::run(args),
         Command::Providers(args) => providers::run(args),
+        Command::Standin(args) => standin::run(args),
     }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use robustify_smoothing::{DecodeLimits, Image};
 use robustify_standin::imagenet::ImageNetClassifier;
+use robustify_standin::model::Classifier;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

@@ -6,6 +6,7 @@ use candle_core::{D, Device};
 use robustify_smoothing::Image;
 
 use crate::efficientnet_lite::{Config, EfficientNetLite};
+use crate::model::{Classifier, Scored};
 use crate::preprocess::{Geometry, Normalization, batch};
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -17,17 +18,6 @@ pub struct ClassName {
     pub wnid: String,
     /// Human-readable name (`tench`).
     pub name: String,
-}
-
-/// A label with its score (softmax probability), as a vendor returns it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Scored {
-    /// Class index.
-    pub index: usize,
-    /// Class name.
-    pub label: String,
-    /// Probability in `[0, 1]`.
-    pub score: f32,
 }
 
 /// The shipped files, relative to the repository root.
@@ -98,9 +88,14 @@ impl ImageNetClassifier {
     pub fn classes(&self) -> &[ClassName] {
         &self.classes
     }
+}
 
-    /// The `top_k` classes of each image, best first.
-    pub fn classify(&self, images: &[Image], top_k: usize) -> Result<Vec<Vec<Scored>>> {
+impl Classifier for ImageNetClassifier {
+    fn name(&self) -> &str {
+        "imagenet-efficientnet-lite0"
+    }
+
+    fn classify(&self, images: &[Image], top_k: usize) -> Result<Vec<Vec<Scored>>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
@@ -121,6 +116,7 @@ impl ImageNetClassifier {
                     .take(top_k)
                     .map(|i| Scored {
                         index: i,
+                        id: self.classes[i].wnid.clone(),
                         label: self.classes[i].name.clone(),
                         score: row[i],
                     })

@@ -11,6 +11,7 @@
 //!
 //! ```no_run
 //! use robustify_standin::imagenet::ImageNetClassifier;
+//! use robustify_standin::model::Classifier;
 //! use robustify_smoothing::{DecodeLimits, Image};
 //!
 //! let model = ImageNetClassifier::load_default()?;
@@ -25,7 +26,10 @@ pub mod depthwise;
 pub mod efficientnet_lite;
 mod error;
 pub mod imagenet;
+pub mod model;
 pub mod preprocess;
+pub mod server;
+pub mod sigv4;
 pub mod weights;
 
 pub use error::{Error, Result};

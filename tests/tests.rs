@@ -5,6 +5,7 @@
 
 mod util;
 
+mod certify;
 mod classify;
 mod errors;
 mod estimate;

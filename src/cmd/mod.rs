@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+mod certify;
 mod classify;
 mod estimate;
 mod noise;
@@ -12,6 +13,8 @@ mod standin;
 /// The subcommands.
 #[derive(clap::Subcommand)]
 pub enum Command {
+    /// Certify images: a label and an ℓ2 radius no perturbation within can change.
+    Certify(certify::Args),
     /// Classify images once, without noise: top-5 labels with scores.
     Classify(classify::Args),
     /// Certify from a log of labels alone: no noise drawn, nothing sent, nothing paid.
@@ -29,6 +32,7 @@ pub enum Command {
 /// Runs one subcommand; `Err` is reported by `main` with exit code 2.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Certify(args) => certify::run(args),
         Command::Classify(args) => classify::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Estimate(args) => estimate::run(args),

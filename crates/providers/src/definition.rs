@@ -112,6 +112,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../providers/huggingface.toml"),
     ),
     ("standin", include_str!("../../../providers/standin.toml")),
+    (
+        "standin-local",
+        include_str!("../../../providers/standin-local.toml"),
+    ),
 ];
 
 impl ProviderDef {
@@ -181,7 +185,7 @@ mod tests {
     #[test]
     fn every_builtin_definition_parses() {
         let defs = ProviderDef::builtins().unwrap();
-        assert_eq!(defs.len(), 6);
+        assert_eq!(defs.len(), 7);
         for def in &defs {
             assert!(ProviderDef::builtin_names().contains(&def.name.as_str()));
         }

@@ -32,6 +32,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A provider call failed.
+    #[error("provider {provider}: {message}")]
+    Provider {
+        /// The provider's name.
+        provider: String,
+        /// What went wrong (never contains credentials).
+        message: String,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

@@ -7,6 +7,9 @@
 //! - [`ProviderDef`]: a provider as its `providers/*.toml` file describes it; the built-in
 //!   files ship inside the binary.
 //! - [`Pricing`]: tiered prices; [`Pricing::cost_usd`].
+//! - [`Provider`]: a vision API behind one trait; [`ProviderClassifier`] turns it into a
+//!   smoothing base classifier (top-1 label in the vendor's order, `(none)` when empty).
+//! - [`adapters`]: one file per vendor (`standin_local` so far).
 //! - [`replay`]: reading logged label sequences (`robustify replay`).
 //!
 //! What a certification on Google costs, 100 images of 20 + 100 draws each:
@@ -21,11 +24,14 @@
 //! # Ok::<(), robustify_providers::Error>(())
 //! ```
 
+pub mod adapters;
 pub mod cost;
 pub mod definition;
 mod error;
+pub mod provider;
 pub mod replay;
 
 pub use cost::{Pricing, Tier};
 pub use definition::{Adapter, Limits, ProviderDef};
 pub use error::{Error, Result};
+pub use provider::{Answer, Provider, ProviderClassifier, ScoredLabel};

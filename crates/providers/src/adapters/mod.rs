@@ -1,0 +1,3 @@
+//! One file per vendor: request building, label extraction, error sorting.
+
+pub mod standin_local;

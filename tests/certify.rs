@@ -1,0 +1,96 @@
+//! `robustify certify` end to end with the in-process ImageNet stand-in.
+
+use crate::util::{robustify, temp_dir};
+
+fn certify_json(seed: &str) -> serde_json::Value {
+    robustify([
+        "certify",
+        "examples/images/goldfish.jpg",
+        "--provider",
+        "standin-local",
+        "--no-denoiser",
+        "--sigma",
+        "0.12",
+        "--n0",
+        "4",
+        "--n",
+        "24",
+        "--seed",
+        seed,
+        "--batch-size",
+        "8",
+        "--json",
+    ])
+    .json()
+}
+
+#[test]
+fn certificate_fields_and_reproducibility() {
+    let a = certify_json("7");
+    assert_eq!(a["queries"], 28);
+    assert_eq!(a["n0"], 4);
+    assert_eq!(a["n"], 24);
+    assert_eq!(a["seed"], 7);
+    assert_eq!(a["cost_usd"], 0.0);
+    let total: u64 = a["counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 24);
+    // At σ = 0.12 the stand-in still sees a goldfish in every draw: 24 agreeing draws
+    // certify σ·Φ⁻¹(0.001^(1/24)) = 0.12·Φ⁻¹(0.7499) = 0.0809.
+    assert_eq!(a["label"], "goldfish");
+    assert!((a["radius"].as_f64().unwrap() - 0.0809).abs() < 1e-3, "{a}");
+    // Same seed, same draws, same certificate.
+    assert_eq!(certify_json("7"), a);
+}
+
+#[test]
+fn unimplemented_providers_and_bad_images_fail_clearly() {
+    let err = robustify([
+        "certify",
+        "examples/images/goldfish.jpg",
+        "--provider",
+        "google",
+        "--sigma",
+        "0.25",
+        "--n0",
+        "1",
+        "--n",
+        "10",
+    ])
+    .fails();
+    assert!(err.contains("not implemented yet"), "{err}");
+    let dir = temp_dir("certify-bad");
+    let bad = dir.join("empty.png");
+    std::fs::write(&bad, b"").unwrap();
+    let err = robustify([
+        "certify",
+        bad.to_str().unwrap(),
+        "--sigma",
+        "0.25",
+        "--n0",
+        "1",
+        "--n",
+        "10",
+    ])
+    .fails();
+    assert!(
+        err.contains("empty.png") && err.contains("0 bytes"),
+        "{err}"
+    );
+    let err = robustify([
+        "certify",
+        "examples/images/goldfish.jpg",
+        "--sigma",
+        "0",
+        "--n0",
+        "1",
+        "--n",
+        "10",
+    ])
+    .fails();
+    assert!(err.contains("sigma"), "{err}");
+}

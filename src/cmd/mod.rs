@@ -9,6 +9,7 @@ mod noise;
 mod providers;
 mod replay;
 mod standin;
+mod train;
 
 /// The subcommands.
 #[derive(clap::Subcommand)]
@@ -25,6 +26,8 @@ pub enum Command {
     Noise(noise::Args),
     /// The local stand-in vision API.
     Standin(standin::Args),
+    /// Train the models robustify ships.
+    Train(train::Args),
     /// List the built-in provider definitions.
     Providers(providers::Args),
 }
@@ -39,5 +42,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Noise(args) => noise::run(args),
         Command::Providers(args) => providers::run(args),
         Command::Standin(args) => standin::run(args),
+        Command::Train(args) => train::run(args),
     }
 }

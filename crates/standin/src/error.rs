@@ -17,6 +17,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Training data, optimiser or checkpoint trouble.
+    #[error(transparent)]
+    Train(#[from] robustify_train::Error),
     /// An image could not be decoded or is unusable.
     #[error(transparent)]
     Image(#[from] robustify_smoothing::Error),

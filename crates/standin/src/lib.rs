@@ -22,6 +22,8 @@
 //! # Ok::<(), robustify_standin::Error>(())
 //! ```
 
+pub mod cifar;
+pub mod cifar_train;
 pub mod depthwise;
 pub mod efficientnet_lite;
 mod error;

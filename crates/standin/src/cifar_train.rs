@@ -1,0 +1,239 @@
+//! Training the CIFAR-10 stand-in: SGD with Nesterov momentum, cosine learning rate, random
+//! crops (padding 4) and horizontal flips, no noise. Checkpoints make it resumable: the
+//! data order and augmentation of every batch derive from `(seed, epoch, batch)`, so a run
+//! resumed mid-epoch continues as if never stopped.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use robustify_train::augment::random_crop_flip;
+use robustify_train::checkpoint::{Checkpoint, Progress};
+use robustify_train::dataset::ImageFolder;
+use robustify_train::optim::Sgd;
+use serde::{Deserialize, Serialize};
+
+use crate::cifar::{CifarResNet, Config};
+use crate::{Error, Result};
+
+/// Settings of a training run (saved in the checkpoint; a resume must use the same).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Epochs in total (the learning-rate schedule spans them).
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Nesterov momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Seed of initialisation, data order and augmentation.
+    pub seed: u64,
+    /// The architecture.
+    pub arch: Config,
+}
+
+impl TrainConfig {
+    /// Learning rate at `step` of `total`: linear warm-up over the first 2%, then cosine.
+    pub fn lr_at(&self, step: u64, total: u64) -> f64 {
+        let warm = (total / 50).max(1);
+        if step < warm {
+            self.lr * (step + 1) as f64 / warm as f64
+        } else {
+            let t = (step - warm) as f64 / (total - warm).max(1) as f64;
+            self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+        }
+    }
+}
+
+/// What a finished batch reports (for progress bars).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchReport {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Batch within the epoch.
+    pub batch: usize,
+    /// Batches per epoch.
+    pub batches: usize,
+    /// This batch's mean cross-entropy.
+    pub loss: f32,
+    /// This batch's accuracy.
+    pub accuracy: f32,
+}
+
+fn batch_tensor(
+    data: &ImageFolder,
+    idx: &[usize],
+    augment: Option<&mut ChaCha8Rng>,
+    dev: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let (h, w) = (data.height, data.width);
+    let mut pixels = Vec::with_capacity(idx.len() * 3 * h * w);
+    let mut rng = augment;
+    for &i in idx {
+        match rng.as_deref_mut() {
+            Some(r) => pixels.extend(random_crop_flip(data.image(i), h, w, h, w, 4, r)),
+            None => pixels.extend_from_slice(data.image(i)),
+        }
+    }
+    let x = Tensor::from_vec(pixels, (idx.len(), 3, h, w), dev)?
+        .to_dtype(DType::F32)?
+        .affine(1.0 / 255.0, 0.0)?;
+    let labels: Vec<u32> = idx.iter().map(|&i| data.labels[i]).collect();
+    let y = Tensor::from_vec(labels, idx.len(), dev)?;
+    Ok((x, y))
+}
+
+/// Accuracy of `model` on `data`.
+pub fn evaluate(model: &CifarResNet, data: &ImageFolder, batch: usize) -> Result<f64> {
+    let dev = Device::Cpu;
+    let mut correct = 0usize;
+    let all: Vec<usize> = (0..data.len()).collect();
+    for chunk in all.chunks(batch.max(1)) {
+        let (x, y) = batch_tensor(data, chunk, None, &dev)?;
+        let pred = model.forward_t(&x, false)?.argmax(1)?;
+        correct += pred
+            .eq(&y)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()? as usize;
+    }
+    Ok(correct as f64 / data.len().max(1) as f64)
+}
+
+/// Callbacks of a training run.
+pub struct Hooks<'a> {
+    /// After every batch (progress bars).
+    pub on_batch: &'a mut dyn FnMut(&BatchReport),
+    /// After every epoch, with its history entry.
+    pub on_epoch: &'a mut dyn FnMut(&serde_json::Value),
+    /// Checked after every batch: `true` saves a checkpoint and returns early (time limits,
+    /// and tests of `--resume`).
+    pub should_stop: &'a mut dyn FnMut(&Progress) -> bool,
+}
+
+/// Trains (or resumes) into the checkpoint folder `out`, saving at least every
+/// `save_every` and at each epoch's end. `test`, when given, is scored after each epoch.
+pub fn train(
+    data: &ImageFolder,
+    test: Option<&ImageFolder>,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    save_every: Duration,
+    hooks: Hooks<'_>,
+) -> Result<Progress> {
+    let dev = Device::Cpu;
+    let mut varmap = VarMap::new();
+    let model = CifarResNet::new(
+        &cfg.arch,
+        VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+    )?;
+    // Initialisation is seeded too.
+    robustify_train::optim::seeded_init(&varmap, cfg.seed, &["fc.bias"])?;
+    let mut sgd = Sgd::new(cfg.momentum, cfg.weight_decay, true);
+    let ckpt = Checkpoint::new(out);
+    let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Weights {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut progress = Progress {
+        config: cfg_json.clone(),
+        ..Progress::default()
+    };
+    if resume {
+        if let Some((state, p)) = ckpt.load(&mut varmap)? {
+            if p.config != cfg_json {
+                return Err(Error::Weights {
+                    path: out.to_path_buf(),
+                    message: format!("the checkpoint was made with other settings: {}", p.config),
+                });
+            }
+            sgd.load_state(state);
+            progress = p;
+        }
+    } else if out.join("progress.json").exists() {
+        return Err(Error::Weights {
+            path: out.to_path_buf(),
+            message:
+                "a checkpoint exists here: pass --resume to continue it, or choose another --out"
+                    .into(),
+        });
+    }
+    let batches = data.len().div_ceil(cfg.batch_size);
+    let total = (batches * cfg.epochs) as u64;
+    let mut last_save = Instant::now();
+    while progress.epoch < cfg.epochs {
+        let epoch = progress.epoch;
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            cfg.seed.wrapping_add(epoch as u64),
+        ));
+        let started = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0.0f64, 0usize);
+        for b in progress.batch..batches {
+            let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(data.len())];
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                cfg.seed
+                    ^ ((epoch as u64) << 32)
+                    ^ (b as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            let (x, y) = batch_tensor(data, idx, Some(&mut rng), &dev)?;
+            let logits = model.forward_t(&x, true)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let grads = loss.backward()?;
+            sgd.step(&varmap, &grads, cfg.lr_at(progress.step, total))?;
+            progress.step += 1;
+            progress.batch = b + 1;
+            let l = loss.to_scalar::<f32>()?;
+            let acc = logits
+                .argmax(1)?
+                .eq(&y)?
+                .to_dtype(DType::F32)?
+                .mean_all()?
+                .to_scalar::<f32>()?;
+            loss_sum += f64::from(l) * idx.len() as f64;
+            correct += f64::from(acc) * idx.len() as f64;
+            seen += idx.len();
+            (hooks.on_batch)(&BatchReport {
+                epoch,
+                batch: b,
+                batches,
+                loss: l,
+                accuracy: acc,
+            });
+            if (hooks.should_stop)(&progress) {
+                ckpt.save(&varmap, &sgd.state(), &progress)?;
+                return Ok(progress);
+            }
+            if last_save.elapsed() >= save_every {
+                ckpt.save(&varmap, &sgd.state(), &progress)?;
+                last_save = Instant::now();
+            }
+        }
+        let test_acc = match test {
+            Some(t) => Some(evaluate(&model, t, 500)?),
+            None => None,
+        };
+        let entry = serde_json::json!({
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen.max(1) as f64,
+            "train_accuracy": correct / seen.max(1) as f64,
+            "test_accuracy": test_acc,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        (hooks.on_epoch)(&entry);
+        progress.history.push(entry);
+        progress.epoch += 1;
+        progress.batch = 0;
+        ckpt.save(&varmap, &sgd.state(), &progress)?;
+        last_save = Instant::now();
+    }
+    Ok(progress)
+}

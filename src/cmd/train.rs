@@ -134,6 +134,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let card_path = a.out.join("card.json");
     std::fs::write(&card_path, serde_json::to_string_pretty(&card)?)
         .with_context(|| format!("{}", card_path.display()))?;
-    println!("{}", serde_json::to_string(&last)?);
+    if progress.epoch < cfg.epochs {
+        println!(
+            "stopped at epoch {} batch {} (step {}); continue with the same command and --resume",
+            progress.epoch + 1,
+            progress.batch,
+            progress.step
+        );
+    } else {
+        println!("{}", serde_json::to_string(&last)?);
+    }
     Ok(ExitCode::SUCCESS)
 }

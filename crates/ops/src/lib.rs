@@ -1,0 +1,23 @@
+//! # robustify-ops
+//!
+//! CPU building blocks that make robustify's candle models train at a useful speed on a
+//! laptop. The first is [`conv2d`]: a convolution expressed as `im2col` + matrix product,
+//! whose backward pass is two matrix products and a `col2im`, instead of candle's direct
+//! convolution and transposed convolution. It is a drop-in for `Tensor::conv2d` with
+//! groups = 1 and dilation = 1, and autograd flows through it.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//!
+//! let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 7), &Device::Cpu)?;
+//! let w = Tensor::randn(0f32, 1.0, (4, 3, 3, 3), &Device::Cpu)?;
+//! let ours = robustify_ops::conv2d(&x, &w, 1, 1)?;
+//! let stock = x.conv2d(&w, 1, 1, 1, 1)?;
+//! let diff = (ours - stock)?.abs()?.max_all()?.to_scalar::<f32>()?;
+//! assert!(diff < 1e-4);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+mod conv;
+
+pub use conv::{Col2Im, Im2Col, conv2d};

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Module, ModuleT, Tensor};
 use candle_nn::{BatchNorm, Linear, VarBuilder};
 use robustify_smoothing::Image;
 
-use crate::model::{Classifier, Scored};
+use crate::model::{Classifier, Scored, ranked};
 use crate::{Error, Result};
 
 /// The ten classes, in the order of their folder names (sorted).
@@ -257,23 +257,8 @@ impl Classifier for CifarClassifier {
         }
         let data: Vec<f32> = images.iter().flat_map(to_32).collect();
         let x = Tensor::from_vec(data, (images.len(), 3, 32, 32), &self.device)?;
-        let probs = candle_nn::ops::softmax(&self.logits(&x)?, 1)?;
-        let rows: Vec<Vec<f32>> = probs.to_vec2()?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let mut idx: Vec<usize> = (0..row.len()).collect();
-                idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-                idx.into_iter()
-                    .take(top_k)
-                    .map(|i| Scored {
-                        index: i,
-                        id: CLASSES[i].into(),
-                        label: CLASSES[i].into(),
-                        score: row[i],
-                    })
-                    .collect()
-            })
-            .collect())
+        ranked(&self.logits(&x)?, top_k, |i| {
+            (CLASSES[i].into(), CLASSES[i].into())
+        })
     }
 }

@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{D, Device};
+use candle_core::Device;
 use robustify_smoothing::Image;
 
 use crate::efficientnet_lite::{Config, EfficientNetLite};
-use crate::model::{Classifier, Scored};
+use crate::model::{Classifier, Scored, ranked};
 use crate::preprocess::{Geometry, Normalization, batch};
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -105,24 +105,9 @@ impl Classifier for ImageNetClassifier {
             &Normalization::EFFICIENTNET_LITE,
             &self.device,
         )?;
-        let probs = candle_nn::ops::softmax(&self.model.forward(&x)?, D::Minus1)?;
-        let rows: Vec<Vec<f32>> = probs.to_vec2()?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let mut idx: Vec<usize> = (0..row.len()).collect();
-                idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-                idx.into_iter()
-                    .take(top_k)
-                    .map(|i| Scored {
-                        index: i,
-                        id: self.classes[i].wnid.clone(),
-                        label: self.classes[i].name.clone(),
-                        score: row[i],
-                    })
-                    .collect()
-            })
-            .collect())
+        ranked(&self.model.forward(&x)?, top_k, |i| {
+            (self.classes[i].wnid.clone(), self.classes[i].name.clone())
+        })
     }
 }
 

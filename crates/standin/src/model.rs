@@ -1,5 +1,6 @@
 //! What every stand-in model offers the server: a batch of images in, ranked labels out.
 
+use candle_core::Tensor;
 use robustify_smoothing::Image;
 
 use crate::Result;
@@ -25,4 +26,34 @@ pub trait Classifier: Send + Sync {
 
     /// The `top_k` classes of each image, best first.
     fn classify(&self, images: &[Image], top_k: usize) -> Result<Vec<Vec<Scored>>>;
+}
+
+/// Softmax over `logits: [N, classes]`, then each row's `top_k` classes, best first;
+/// `name(i)` gives class `i`'s `(id, label)`.
+pub fn ranked(
+    logits: &Tensor,
+    top_k: usize,
+    name: impl Fn(usize) -> (String, String),
+) -> Result<Vec<Vec<Scored>>> {
+    let probs = candle_nn::ops::softmax(logits, 1)?;
+    let rows: Vec<Vec<f32>> = probs.to_vec2()?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mut idx: Vec<usize> = (0..row.len()).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            idx.into_iter()
+                .take(top_k)
+                .map(|i| {
+                    let (id, label) = name(i);
+                    Scored {
+                        index: i,
+                        id,
+                        label,
+                        score: row[i],
+                    }
+                })
+                .collect()
+        })
+        .collect())
 }

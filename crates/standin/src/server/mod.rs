@@ -214,6 +214,19 @@ pub(crate) async fn classify<V: Vendor>(
     }
 }
 
+/// Decodes one raw image body and classifies it: the labels and the image's `(width,
+/// height)`, or the vendor's error response.
+pub(crate) async fn classify_one<V: Vendor>(
+    state: &AppState,
+    body: &[u8],
+    top_k: usize,
+) -> Result<(Vec<Scored>, u32, u32), Response> {
+    let image = decode::<V>(body).map_err(|msg| reject::<V>(state, &msg))?;
+    let (w, h) = (image.width(), image.height());
+    let mut labels = classify::<V>(state, vec![image], top_k).await?;
+    Ok((labels.pop().unwrap_or_default(), w, h))
+}
+
 /// A request rejected for its content (bad image, bad JSON): counted and answered.
 pub(crate) fn reject<V: Vendor>(state: &AppState, message: &str) -> Response {
     state.stats.record(V::ROUTE, stats::Event::Rejected);

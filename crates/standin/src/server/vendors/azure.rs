@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{header, json as respond, request_id};
 use crate::server::{
-    AppState, AuthError, Route, Vendor, check_key, classify, decode, gate, model_version, reject,
+    AppState, AuthError, Route, Vendor, check_key, classify_one, gate, model_version,
 };
 
 /// Tags returned per image.
@@ -113,13 +113,8 @@ pub async fn analyze_v4(
             &[],
         );
     }
-    let image = match decode::<AzureV4>(&body) {
-        Ok(img) => img,
-        Err(msg) => return reject::<AzureV4>(&state, &msg),
-    };
-    let (w, h) = (image.width(), image.height());
-    let labels = match classify::<AzureV4>(&state, vec![image], TOP_K).await {
-        Ok(mut l) => l.pop().unwrap_or_default(),
+    let (labels, w, h) = match classify_one::<AzureV4>(&state, &body, TOP_K).await {
+        Ok(out) => out,
         Err(resp) => return resp,
     };
     let values: Vec<_> = labels
@@ -148,13 +143,8 @@ pub async fn tag_v32(
     if let Err(resp) = gate::<AzureV32>(&state, auth).await {
         return resp;
     }
-    let image = match decode::<AzureV32>(&body) {
-        Ok(img) => img,
-        Err(msg) => return reject::<AzureV32>(&state, &msg),
-    };
-    let (w, h) = (image.width(), image.height());
-    let labels = match classify::<AzureV32>(&state, vec![image], TOP_K).await {
-        Ok(mut l) => l.pop().unwrap_or_default(),
+    let (labels, w, h) = match classify_one::<AzureV32>(&state, &body, TOP_K).await {
+        Ok(out) => out,
         Err(resp) => return resp,
     };
     let tags: Vec<_> = labels

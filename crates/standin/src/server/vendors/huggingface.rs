@@ -9,9 +9,7 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::{auth_token, json as respond};
-use crate::server::{
-    AppState, AuthError, Route, Vendor, check_key, classify, decode, gate, reject,
-};
+use crate::server::{AppState, AuthError, Route, Vendor, check_key, classify_one, gate};
 
 /// Labels per image (the pipeline's default `top_k`).
 const TOP_K: usize = 5;
@@ -61,12 +59,8 @@ pub async fn classify_image(
     if let Err(resp) = gate::<HuggingFace>(&state, auth).await {
         return resp;
     }
-    let image = match decode::<HuggingFace>(&body) {
-        Ok(img) => img,
-        Err(msg) => return reject::<HuggingFace>(&state, &msg),
-    };
-    let labels = match classify::<HuggingFace>(&state, vec![image], TOP_K).await {
-        Ok(mut l) => l.pop().unwrap_or_default(),
+    let (labels, _, _) = match classify_one::<HuggingFace>(&state, &body, TOP_K).await {
+        Ok(out) => out,
         Err(resp) => return resp,
     };
     let out: Vec<_> = labels

@@ -162,14 +162,21 @@ pub(crate) async fn gate<V: Vendor>(
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let limited = match &state.limiter {
-        Some(limiter) => limiter.check().is_err(),
-        None => false,
+    // When the limiter refuses, it says how long until the next request would pass.
+    let wait = match &state.limiter {
+        Some(limiter) => limiter.check().err().map(|not_until| {
+            use governor::clock::{Clock, DefaultClock};
+            not_until.wait_time_from(DefaultClock::default().now())
+        }),
+        None => None,
     };
-    if limited || fault == Fault::Throttle {
+    if wait.is_some() || fault == Fault::Throttle {
         state.stats.record(V::ROUTE, Event::Throttled);
-        let retry = state.rate.map_or(1, |r| (1.0 / r).ceil().max(1.0) as u64);
-        return Err(V::throttled(retry, !limited));
+        let secs = match wait {
+            Some(w) => w.as_secs_f64(),
+            None => state.rate.map_or(1.0, |r| 1.0 / r),
+        };
+        return Err(V::throttled(secs.ceil().max(1.0) as u64, wait.is_none()));
     }
     match fault {
         Fault::None | Fault::Throttle => Ok(()),

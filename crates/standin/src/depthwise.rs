@@ -131,6 +131,17 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     /// Reference: candle's grouped conv2d on an explicitly padded input.
     fn reference(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) -> Tensor {
         let (_, c, h, wd) = x.dims4().unwrap();
@@ -167,29 +178,14 @@ mod tests {
                 .unwrap();
             let want = reference(&x, &wt, &b, s);
             assert_eq!(ours.dims(), want.dims(), "{c} {h} {w} {k} {s}");
-            let diff = (ours - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_diff(&ours, &want);
             assert!(diff < 1e-4, "{c} {h} {w} {k} {s}: {diff}");
             let relu = Depthwise::new(&wt, &b, s, true)
                 .unwrap()
                 .forward(&x)
                 .unwrap();
             let want = want.clamp(0f32, 6f32).unwrap();
-            let diff = (relu - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(diff < 1e-4);
+            assert!(max_diff(&relu, &want) < 1e-4);
         }
     }
 

@@ -7,7 +7,9 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{Value, json};
+
+use crate::model::Scored;
 
 use super::{header, json as respond, request_id};
 use crate::server::{
@@ -68,6 +70,14 @@ macro_rules! azure_shapes {
 azure_shapes!(AzureV4, Route::Azure, 20_000_000);
 azure_shapes!(AzureV32, Route::AzureV32, 4_000_000);
 
+/// Tags as both API versions list them: `[{"name", "confidence"}]`.
+fn tag_list(labels: &[Scored]) -> Vec<Value> {
+    labels
+        .iter()
+        .map(|s| json!({"name": s.label, "confidence": s.score}))
+        .collect()
+}
+
 fn key(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
     header(headers, "ocp-apim-subscription-key")
         .map(str::to_owned)
@@ -117,16 +127,12 @@ pub async fn analyze_v4(
         Ok(out) => out,
         Err(resp) => return resp,
     };
-    let values: Vec<_> = labels
-        .iter()
-        .map(|s| json!({"name": s.label, "confidence": s.score}))
-        .collect();
     respond(
         StatusCode::OK,
         json!({
             "modelVersion": model_version(&state),
             "metadata": {"width": w, "height": h},
-            "tagsResult": {"values": values},
+            "tagsResult": {"values": tag_list(&labels)},
         }),
         &[],
     )
@@ -147,14 +153,10 @@ pub async fn tag_v32(
         Ok(out) => out,
         Err(resp) => return resp,
     };
-    let tags: Vec<_> = labels
-        .iter()
-        .map(|s| json!({"name": s.label, "confidence": s.score}))
-        .collect();
     respond(
         StatusCode::OK,
         json!({
-            "tags": tags,
+            "tags": tag_list(&labels),
             "requestId": request_id(),
             "metadata": {"height": h, "width": w, "format": "Png"},
             "modelVersion": model_version(&state),

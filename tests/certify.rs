@@ -48,7 +48,7 @@ fn certificate_fields_and_reproducibility() {
 }
 
 #[test]
-fn unimplemented_providers_and_bad_images_fail_clearly() {
+fn missing_keys_and_bad_images_fail_clearly() {
     let err = robustify([
         "certify",
         "examples/images/goldfish.jpg",
@@ -62,7 +62,7 @@ fn unimplemented_providers_and_bad_images_fail_clearly() {
         "10",
     ])
     .fails();
-    assert!(err.contains("not implemented yet"), "{err}");
+    assert!(err.contains("GOOGLE_API_KEY"), "{err}");
     let dir = temp_dir("certify-bad");
     let bad = dir.join("empty.png");
     std::fs::write(&bad, b"").unwrap();

@@ -10,4 +10,5 @@ mod classify;
 mod errors;
 mod estimate;
 mod noise;
+mod providers;
 mod replay;

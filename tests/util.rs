@@ -53,18 +53,98 @@ impl Run {
     }
 }
 
+/// `robustify ARGS…` in the repository root, with no credentials inherited from the
+/// environment running the tests.
+pub fn command<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_robustify"));
+    cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    for var in [
+        "AZURE_VISION_KEY",
+        "GOOGLE_API_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "CLARIFAI_PAT",
+        "HF_TOKEN",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// Runs `robustify ARGS…` in the repository root.
 pub fn robustify<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let output = Command::new(env!("CARGO_BIN_EXE_robustify"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run robustify");
-    Run { output }
+    run(command(args))
+}
+
+/// Runs a prepared command to completion.
+pub fn run(mut cmd: Command) -> Run {
+    Run {
+        output: cmd.output().expect("run robustify"),
+    }
+}
+
+/// A `robustify standin serve` child on an ephemeral loopback port, killed when dropped.
+pub struct Standin {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Standin {
+    /// Starts the stand-in with `args` after `standin serve --addr 127.0.0.1:0`, and waits
+    /// for the address it prints.
+    pub fn start(args: &[&str]) -> Standin {
+        use std::io::BufRead;
+        let mut child = command(["standin", "serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the stand-in");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the address");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Standin { child, url }
+    }
+
+    /// The stand-in's counters (`GET /stats`).
+    pub fn stats(&self) -> serde_json::Value {
+        let addr = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        use std::io::{Read, Write};
+        write!(
+            stream,
+            "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split("\r\n\r\n").nth(1).expect("a body");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `tests/fixtures/NAME`.

@@ -1,34 +1,27 @@
 //! `robustify certify`: CERTIFY each image against a provider.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use robustify_providers::adapters::standin_local::StandinLocal;
-use robustify_providers::{Adapter, Provider, ProviderClassifier, ProviderDef};
-use robustify_smoothing::{
-    BaseClassifier, Certificate, CertifyParams, DecodeLimits, Image, certify,
-};
-use robustify_standin::imagenet::ImageNetClassifier;
+use robustify_smoothing::{Certificate, CertifyParams, DecodeLimits, certify};
 use serde::Serialize;
 
-use crate::input::read_image;
+use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
+use crate::input::read_image_bytes;
 use crate::render;
 
 /// Arguments of `robustify certify`.
+///
+/// Exit status: 0 when every image was certified or abstained, 2 on an error (the other
+/// images still run), 3 when the budget stopped the run (images not reached are listed).
 #[derive(clap::Args)]
 #[command(allow_negative_numbers = true)]
 pub struct Args {
     /// Image files (PNG, JPEG, WebP or BMP).
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// Provider name (see `robustify providers`) or definition file.
-    #[arg(long, default_value = "standin-local")]
-    provider: String,
-    /// Send the noisy images to the provider as they are (the only mode until denoisers ship).
-    #[arg(long)]
-    no_denoiser: bool,
+    #[command(flatten)]
+    provider: ProviderArgs,
     /// Noise level σ in [0, 1] pixel units.
     #[arg(long)]
     sigma: f64,
@@ -44,9 +37,10 @@ pub struct Args {
     /// Master seed of the noise (recorded in the result).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Noisy images per provider call.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Noisy images per provider call [default: the provider's images per request × its
+    /// concurrency].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Print one JSON object per image (JSON Lines) instead of a table.
     #[arg(long)]
     json: bool,
@@ -55,11 +49,13 @@ pub struct Args {
 #[derive(Serialize)]
 struct CertJson<'a> {
     image: String,
+    status: &'a str,
     label: Option<&'a str>,
     radius: f64,
     p_lower: f64,
     counts: &'a std::collections::BTreeMap<String, u64>,
     queries: u64,
+    reused: u64,
     cost_usd: f64,
     seed: Option<u64>,
     sigma: f64,
@@ -68,109 +64,149 @@ struct CertJson<'a> {
     alpha: f64,
 }
 
-/// Counts draws on a progress bar as they are answered.
-struct Progressed<C> {
-    inner: C,
-    bar: ProgressBar,
-}
-
-impl<C: BaseClassifier + Sync> BaseClassifier for Progressed<C> {
-    type Error = C::Error;
-
-    async fn classify(&self, batch: &[Image]) -> Result<Vec<String>, Self::Error> {
-        let out = self.inner.classify(batch).await?;
-        self.bar.inc(batch.len() as u64);
-        Ok(out)
-    }
-}
-
-fn provider(def: &ProviderDef) -> anyhow::Result<Arc<dyn Provider>> {
-    match def.adapter {
-        Adapter::StandinLocal => Ok(Arc::new(StandinLocal::new(Arc::new(
-            ImageNetClassifier::load_default()?,
-        )))),
-        other => anyhow::bail!(
-            "provider {:?} uses the {other:?} adapter, which is not implemented yet; \
-             use --provider standin-local, or `robustify replay` on a logged run",
-            def.name
-        ),
-    }
+#[derive(Serialize)]
+struct Unfinished<'a> {
+    image: String,
+    status: &'a str,
+    label: Option<&'a str>,
+    error: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let params = CertifyParams::new(args.sigma, args.n0, args.n, args.alpha)?
-        .with_batch_size(args.batch_size)?;
-    let def = ProviderDef::load(&args.provider)?;
-    let provider = provider(&def)?;
     let runtime = tokio::runtime::Runtime::new()?;
+    let _guard = runtime.enter();
+    let session = Session::open(&args.provider)?;
+    let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
+    let params =
+        CertifyParams::new(args.sigma, args.n0, args.n, args.alpha)?.with_batch_size(batch)?;
     let mut failed = false;
+    let mut budget_hit = false;
     if !args.json {
         println!(
             "provider {} · no denoiser · σ = {} · n0 = {} · n = {} · α = {} · seed {}\n",
-            def.name, args.sigma, args.n0, args.n, args.alpha, args.seed
+            session.def.name, args.sigma, args.n0, args.n, args.alpha, args.seed
         );
         println!(
-            "{:<36} {:<24} {:>8} {:>8} {:>9}",
-            "image", "label", "radius", "p_lower", "n_A/n"
+            "{:<36} {:<24} {:>8} {:>8} {:>9} {:>9}",
+            "image", "label", "radius", "p_lower", "n_A/n", "cost $"
         );
     }
     for path in &args.images {
-        let image = match read_image(path, &DecodeLimits::default()) {
-            Ok(img) => img,
+        if budget_hit {
+            unfinished(
+                &args,
+                path,
+                "budget_exhausted",
+                "not started: budget reached",
+            )?;
+            continue;
+        }
+        let (bytes, image) = match read_image_bytes(path, &DecodeLimits::default()) {
+            Ok(x) => x,
             Err(err) => {
                 eprintln!("error: {err:#}");
+                unfinished(&args, path, "error", &format!("{err:#}"))?;
                 failed = true;
                 continue;
             }
         };
-        let bar = ProgressBar::new(args.n0 + args.n);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} draws, {per_sec}, eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_message(path.display().to_string());
-        let classifier = Progressed {
-            inner: ProviderClassifier::new(provider.clone()),
+        let classifier = session.classifier(&bytes, args.sigma, args.seed);
+        let bar = draw_bar(args.n0 + args.n, path.display().to_string());
+        let progressed = Progressed {
+            inner: classifier.clone(),
             bar: bar.clone(),
+            session: &session,
         };
-        let result = runtime.block_on(certify(&classifier, &image, &params, args.seed));
+        let spent_before = session.spent_usd();
+        let result = runtime.block_on(certify(&progressed, &image, &params, args.seed));
         bar.finish_and_clear();
+        let cost = session.spent_usd() - spent_before;
         match result {
-            Ok(cert) => print_cert(
-                &args,
-                path,
-                &cert,
-                def.pricing.cost_usd(cert.queries, false),
-            )?,
+            Ok(cert) => print_cert(&args, path, &cert, cost, classifier.reused())?,
+            Err(err) if is_budget(&err) => {
+                eprintln!("error: {}: {err}", path.display());
+                unfinished(&args, path, "budget_exhausted", &err.to_string())?;
+                budget_hit = true;
+            }
             Err(err) => {
                 eprintln!("error: {}: {err}", path.display());
+                unfinished(&args, path, "error", &err.to_string())?;
                 failed = true;
             }
         }
     }
-    Ok(if failed {
+    session.close()?;
+    report_traffic(&session, args.json);
+    Ok(if budget_hit {
+        ExitCode::from(EXIT_BUDGET)
+    } else if failed {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
 }
 
+/// Spend and traffic on stderr (never mixed into JSON output).
+pub fn report_traffic(session: &Session, json: bool) {
+    if let Some(t) = session.traffic() {
+        let line = format!(
+            "{}: {} requests ({} retries, {} throttled, {} transient failures), {} images answered, ${:.4} spent{}",
+            session.def.name,
+            t.requests,
+            t.retries,
+            t.throttled,
+            t.transient,
+            t.images,
+            session.spent_usd(),
+            session
+                .log
+                .as_ref()
+                .map(|l| format!(", log {}", l.path().display()))
+                .unwrap_or_default()
+        );
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("\n{line}");
+        }
+    }
+}
+
+fn unfinished(args: &Args, path: &Path, status: &str, error: &str) -> anyhow::Result<()> {
+    if args.json {
+        render::print_json(&Unfinished {
+            image: path.display().to_string(),
+            status,
+            label: None,
+            error: error.to_owned(),
+        })
+    } else {
+        println!("{:<36} {:<24}", path.display(), status.replace('_', " "));
+        Ok(())
+    }
+}
+
 fn print_cert(
     args: &Args,
-    path: &std::path::Path,
+    path: &Path,
     cert: &Certificate,
     cost: f64,
+    reused: u64,
 ) -> anyhow::Result<()> {
     if args.json {
         return render::print_json(&CertJson {
             image: path.display().to_string(),
+            status: if cert.label.is_some() {
+                "certified"
+            } else {
+                "abstained"
+            },
             label: cert.label.as_deref(),
             radius: cert.radius,
             p_lower: cert.p_lower,
             counts: &cert.counts,
             queries: cert.queries,
+            reused,
             cost_usd: cost,
             seed: cert.seed,
             sigma: cert.sigma,
@@ -185,12 +221,13 @@ fn print_cert(
         (None, None) => "abstain".into(),
     };
     println!(
-        "{:<36} {:<24} {:>8.4} {:>8.4} {:>9}",
+        "{:<36} {:<24} {:>8.4} {:>8.4} {:>9} {:>9.4}",
         path.display(),
         label,
         cert.radius,
         cert.p_lower,
-        format!("{}/{}", cert.n_a, cert.n)
+        format!("{}/{}", cert.n_a, cert.n),
+        cost
     );
     Ok(())
 }

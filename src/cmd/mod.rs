@@ -6,8 +6,10 @@ mod certify;
 mod classify;
 mod estimate;
 mod noise;
+mod predict;
 mod providers;
 mod replay;
+mod session;
 mod standin;
 mod train;
 
@@ -16,6 +18,8 @@ mod train;
 pub enum Command {
     /// Certify images: a label and an ℓ2 radius no perturbation within can change.
     Certify(certify::Args),
+    /// Predict the smoothed label of images (or abstain), without a radius.
+    Predict(predict::Args),
     /// Classify images once, without noise: top-5 labels with scores.
     Classify(classify::Args),
     /// Certify from a log of labels alone: no noise drawn, nothing sent, nothing paid.
@@ -37,6 +41,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Certify(args) => certify::run(args),
         Command::Classify(args) => classify::run(args),
+        Command::Predict(args) => predict::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Noise(args) => noise::run(args),

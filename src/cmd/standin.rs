@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use robustify_standin::cifar::CifarClassifier;
 use robustify_standin::imagenet::ImageNetClassifier;
+use robustify_standin::model::Classifier;
 use robustify_standin::server::{AppState, FaultConfig, Keys, ServerConfig, serve};
 
 /// `robustify standin …`
@@ -26,6 +28,8 @@ enum StandinCommand {
 enum ModelChoice {
     /// EfficientNet-Lite0, 1,000 ImageNet classes.
     Imagenet,
+    /// ResNet-20 trained on CIFAR-10 (32×32; larger images are resized), 10 classes.
+    Cifar10,
 }
 
 #[derive(clap::Args)]
@@ -73,8 +77,9 @@ struct ServeArgs {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let StandinCommand::Serve(a) = args.command;
-    let model = match a.model {
+    let model: Arc<dyn Classifier> = match a.model {
         ModelChoice::Imagenet => Arc::new(ImageNetClassifier::load_default()?),
+        ModelChoice::Cifar10 => Arc::new(CifarClassifier::load_default()?),
     };
     let config = ServerConfig {
         keys: Keys {

@@ -53,6 +53,12 @@ pub struct Limits {
     /// Largest `width × height` the vendor accepts, if it states one.
     #[serde(default)]
     pub max_pixels: Option<u64>,
+    /// Seconds before a request without an answer is abandoned (and retried).
+    #[serde(default = "default_timeout")]
+    pub timeout_s: f64,
+    /// Retries of one request after throttling or a transient error.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
     /// Where the figures come from, and when they were read.
     pub source: String,
     /// False when the figures could not be checked against the vendor's page.
@@ -62,6 +68,75 @@ pub struct Limits {
 
 fn one() -> u32 {
     1
+}
+
+fn default_timeout() -> f64 {
+    30.0
+}
+
+fn default_retries() -> u32 {
+    8
+}
+
+fn default_max_labels() -> u32 {
+    10
+}
+
+/// Adapter settings beyond the endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Labels asked for per image, where the vendor takes a number.
+    #[serde(default = "default_max_labels")]
+    pub max_labels: u32,
+    /// AWS region to sign for; by default the one in the endpoint's host name, else
+    /// `AWS_REGION`, else `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Clarifai model path below `/v2/` (e.g. `users/clarifai/apps/main/models/general-image-recognition`).
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_labels: default_max_labels(),
+            region: None,
+            model: None,
+        }
+    }
+}
+
+/// A JSON API described entirely by its definition (`adapter = "generic"`).
+///
+/// Templates substitute `{endpoint}`, `{image_base64}` (body only) and `{key}` (auth only).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenericSpec {
+    /// URL template, e.g. `{endpoint}/v1/classify`.
+    pub url: String,
+    /// Header carrying the credential, e.g. `Authorization`; none when absent.
+    #[serde(default)]
+    pub auth_header: Option<String>,
+    /// The header's value, e.g. `Bearer {key}` (`{key}` is the first `auth_env` variable).
+    #[serde(default = "default_auth_format")]
+    pub auth_format: String,
+    /// JSON body template with `{image_base64}` inside a string; the raw PNG bytes are sent
+    /// as the body when absent.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// JSON pointer (RFC 6901) to the list of labels in the response, `""` for the root.
+    pub labels_pointer: String,
+    /// JSON pointer to the label text inside one list element.
+    pub label_pointer: String,
+    /// JSON pointer to the score inside one list element; scores are 0 when absent.
+    #[serde(default)]
+    pub score_pointer: Option<String>,
+}
+
+fn default_auth_format() -> String {
+    "{key}".into()
 }
 
 fn default_concurrency() -> u32 {
@@ -100,6 +175,12 @@ pub struct ProviderDef {
     pub limits: Limits,
     /// Prices.
     pub pricing: Pricing,
+    /// Adapter settings.
+    #[serde(default)]
+    pub options: Options,
+    /// The request and response shapes of a `generic` provider.
+    #[serde(default)]
+    pub generic: Option<GenericSpec>,
 }
 
 const BUILTIN: &[(&str, &str)] = &[
@@ -135,6 +216,22 @@ impl ProviderDef {
             return Err(err(
                 "limits.images_per_request, max_concurrency and burst must be ≥ 1".into(),
             ));
+        }
+        if !(l.timeout_s.is_finite() && l.timeout_s > 0.0) {
+            return Err(err("limits.timeout_s must be > 0".into()));
+        }
+        if def.adapter == Adapter::Generic {
+            let Some(g) = &def.generic else {
+                return Err(err("adapter \"generic\" needs a [generic] table".into()));
+            };
+            if g.auth_header.is_some() && def.auth_env.is_empty() {
+                return Err(err("generic.auth_header needs an auth_env variable".into()));
+            }
+            if let Some(body) = &g.body
+                && !body.contains("{image_base64}")
+            {
+                return Err(err("generic.body must contain {image_base64}".into()));
+            }
         }
         Ok(def)
     }

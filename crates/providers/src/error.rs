@@ -40,6 +40,42 @@ pub enum Error {
         /// What went wrong (never contains credentials).
         message: String,
     },
+    /// A credential the provider needs is not in the environment.
+    #[error(
+        "provider {provider}: environment variable {var} is not set (it holds the provider's \
+         credentials; export it before running)"
+    )]
+    MissingCredential {
+        /// The provider's name.
+        provider: String,
+        /// The variable to set.
+        var: String,
+    },
+    /// An image exceeds what the vendor accepts; nothing was sent.
+    #[error("provider {provider}: image not sent: {message}")]
+    ImageRejected {
+        /// The provider's name.
+        provider: String,
+        /// Which limit, and by how much.
+        message: String,
+    },
+    /// The run's spending limit would be exceeded by the next request; nothing more is sent.
+    #[error("budget reached: {message}")]
+    BudgetExhausted {
+        /// Which limit.
+        message: String,
+    },
+    /// The vendor refused the request for a reason retrying cannot fix (credentials,
+    /// malformed image, unknown route).
+    #[error("provider {provider}: {message}")]
+    Refused {
+        /// The provider's name.
+        provider: String,
+        /// The HTTP status, if there was a response.
+        status: Option<u16>,
+        /// The vendor's explanation (never contains credentials).
+        message: String,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

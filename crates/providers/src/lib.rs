@@ -9,7 +9,12 @@
 //! - [`Pricing`]: tiered prices; [`Pricing::cost_usd`].
 //! - [`Provider`]: a vision API behind one trait; [`ProviderClassifier`] turns it into a
 //!   smoothing base classifier (top-1 label in the vendor's order, `(none)` when empty).
-//! - [`adapters`]: one file per vendor (`standin_local` so far).
+//! - [`adapters`]: one file per vendor wire format (Azure 4.0 and 3.2, Google, AWS,
+//!   Clarifai, Hugging Face, generic JSON) and the in-process stand-in.
+//! - [`HttpProvider`]: a wire format behind [`Traffic`] (GCRA rate limit, bounded
+//!   concurrency, throttling pause, jittered retries under a retry budget) and a [`Ledger`]
+//!   (reserve before sending, settle after: a budget is never overshot).
+//! - [`QueryLog`]: every paid answer, keyed by draw, fsync'd each second; `--resume`.
 //! - [`replay`]: reading logged label sequences (`robustify replay`).
 //!
 //! What a certification on Google costs, 100 images of 20 + 100 draws each:
@@ -25,13 +30,25 @@
 //! ```
 
 pub mod adapters;
+pub mod budget;
 pub mod cost;
+pub mod credentials;
 pub mod definition;
 mod error;
+pub mod http;
 pub mod provider;
+pub mod querylog;
 pub mod replay;
+pub mod traffic;
 
+pub use budget::{BudgetLimits, Ledger};
 pub use cost::{Pricing, Tier};
-pub use definition::{Adapter, Limits, ProviderDef};
+pub use credentials::{Credentials, Secret};
+pub use definition::{Adapter, GenericSpec, Limits, Options, ProviderDef};
 pub use error::{Error, Result};
-pub use provider::{Answer, Provider, ProviderClassifier, ScoredLabel};
+pub use http::HttpProvider;
+pub use provider::{
+    Answer, Delivered, LabelRule, Provider, ProviderClassifier, Receipt, ScoredLabel,
+};
+pub use querylog::{DrawContext, LogEntry, QueryLog};
+pub use traffic::{RetryPolicy, Traffic};

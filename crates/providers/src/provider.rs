@@ -1,12 +1,17 @@
 //! The `Provider` trait: a batch of images in, each image's labels in the vendor's order out.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::ops::Range;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use robustify_smoothing::{BaseClassifier, Image, NO_LABEL};
 
-use crate::Result;
+use crate::querylog::{DrawContext, LogEntry, QueryLog};
+use crate::{Error, Result};
 
 /// One label as the vendor returned it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +37,28 @@ impl Answer {
     }
 }
 
+/// What one answered image cost and how it came back.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Receipt {
+    /// HTTP status of the answering response (0 in-process).
+    pub status: u16,
+    /// Milliseconds from send to answer of the request that carried the image.
+    pub latency_ms: f64,
+    /// What this image cost.
+    pub cost_usd: f64,
+    /// Attempts the request took (1 without retries).
+    pub attempts: u32,
+}
+
+/// An answer with its receipt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivered {
+    /// The labels.
+    pub answer: Answer,
+    /// Cost and timing.
+    pub receipt: Receipt,
+}
+
 /// A boxed future, so that providers can be held as `Arc<dyn Provider>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -40,33 +67,179 @@ pub trait Provider: Send + Sync {
     /// The provider's name (`standin-local`, `google`, …).
     fn name(&self) -> &str;
 
-    /// Labels each image of `images` (at most the vendor's images per request).
-    fn classify<'a>(&'a self, images: &'a [Image]) -> BoxFuture<'a, Result<Vec<Answer>>>;
+    /// Images worth sending in one call to [`Provider::classify`] to keep the vendor busy
+    /// (its images per request × requests in flight).
+    fn preferred_batch(&self) -> usize {
+        32
+    }
+
+    /// Labels each image of `images`: one result per image, in order. Images answered
+    /// before another failed keep their answers (they are paid for).
+    fn classify<'a>(&'a self, images: &'a [Image]) -> BoxFuture<'a, Vec<Result<Delivered>>>;
+}
+
+/// How a vendor's label becomes the label a certificate counts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelRule {
+    /// Synonym → canonical label, applied after case folding.
+    pub map: HashMap<String, String>,
+    /// Compare labels case-insensitively (folded to lower case).
+    pub case_fold: bool,
+}
+
+impl LabelRule {
+    /// Reads a label map: a JSON object `{"synonym": "canonical"}`, or lines
+    /// `synonym<TAB>canonical` (blank lines and `#` comments skipped).
+    pub fn read_map(path: &Path) -> Result<HashMap<String, String>> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if text.trim_start().starts_with('{') {
+            return serde_json::from_str(&text).map_err(|e| Error::Log {
+                path: path.to_path_buf(),
+                line: e.line(),
+                message: format!("label map: {e}"),
+            });
+        }
+        let mut map = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (from, to) = line.split_once('\t').ok_or_else(|| Error::Log {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: "label map lines are `synonym<TAB>canonical`".into(),
+            })?;
+            map.insert(from.trim().to_owned(), to.trim().to_owned());
+        }
+        Ok(map)
+    }
+
+    /// The label counted for `answer`: its first label, folded and mapped.
+    pub fn apply(&self, answer: &Answer) -> String {
+        let top = answer.top1();
+        let folded = if self.case_fold {
+            top.to_lowercase()
+        } else {
+            top.to_owned()
+        };
+        match self.map.get(&folded) {
+            Some(canonical) if self.case_fold => canonical.to_lowercase(),
+            Some(canonical) => canonical.clone(),
+            None => folded,
+        }
+    }
 }
 
 /// Adapts a provider to the smoothing crate's [`BaseClassifier`]: the top-1 label of each
-/// answer, `(none)` for an empty one.
+/// answer under a [`LabelRule`], `(none)` for an empty one. With a [`QueryLog`], every
+/// answer is logged under its draw, and draws already in the resumed log are not sent.
 #[derive(Clone)]
 pub struct ProviderClassifier {
     provider: Arc<dyn Provider>,
+    rule: LabelRule,
+    log: Option<(Arc<QueryLog>, DrawContext)>,
+    reused: Arc<AtomicU64>,
 }
 
 impl ProviderClassifier {
     /// Wraps `provider`.
     pub fn new(provider: Arc<dyn Provider>) -> ProviderClassifier {
-        ProviderClassifier { provider }
+        ProviderClassifier {
+            provider,
+            rule: LabelRule::default(),
+            log: None,
+            reused: Arc::default(),
+        }
+    }
+
+    /// Counts labels under `rule`.
+    pub fn with_rule(mut self, rule: LabelRule) -> ProviderClassifier {
+        self.rule = rule;
+        self
+    }
+
+    /// Logs to (and resumes from) `log`, keying draws by `context`.
+    pub fn with_log(mut self, log: Arc<QueryLog>, context: DrawContext) -> ProviderClassifier {
+        self.log = Some((log, context));
+        self
+    }
+
+    /// Draws answered from the resumed log instead of the provider.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+
+    async fn answers(&self, draws: Range<u64>, batch: &[Image]) -> Result<Vec<Answer>> {
+        let mut out: Vec<Option<Answer>> = vec![None; batch.len()];
+        if let Some((log, ctx)) = &self.log {
+            for (slot, draw) in out.iter_mut().zip(draws.clone()) {
+                *slot = log.lookup(ctx, draw).cloned();
+            }
+        }
+        let missing: Vec<usize> = (0..batch.len()).filter(|&i| out[i].is_none()).collect();
+        self.reused
+            .fetch_add((batch.len() - missing.len()) as u64, Ordering::Relaxed);
+        if missing.is_empty() {
+            return Ok(out.into_iter().flatten().collect());
+        }
+        let images: Vec<Image> = missing.iter().map(|&i| batch[i].clone()).collect();
+        let results = self.provider.classify(&images).await;
+        if results.len() != images.len() {
+            return Err(Error::Provider {
+                provider: self.provider.name().to_owned(),
+                message: format!("{} answers for {} images", results.len(), images.len()),
+            });
+        }
+        let mut first_error = None;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for (&i, result) in missing.iter().zip(results) {
+            match result {
+                Ok(delivered) => {
+                    if let Some((log, ctx)) = &self.log {
+                        log.append(&LogEntry {
+                            context: ctx.clone(),
+                            draw: draws.start + i as u64,
+                            labels: delivered.answer.labels.clone(),
+                            status: delivered.receipt.status,
+                            latency_ms: delivered.receipt.latency_ms,
+                            cost_usd: delivered.receipt.cost_usd,
+                            attempts: delivered.receipt.attempts,
+                            unix_ms,
+                        })?;
+                    }
+                    out[i] = Some(delivered.answer);
+                }
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(out.into_iter().flatten().collect()),
+        }
     }
 }
 
 impl BaseClassifier for ProviderClassifier {
     type Error = crate::Error;
 
-    fn classify(&self, batch: &[Image]) -> impl Future<Output = Result<Vec<String>>> + Send {
-        let provider = self.provider.clone();
+    fn classify(
+        &self,
+        draws: Range<u64>,
+        batch: &[Image],
+    ) -> impl Future<Output = Result<Vec<String>>> + Send {
+        let this = self.clone();
         let batch = batch.to_vec();
         async move {
-            let answers = provider.classify(&batch).await?;
-            Ok(answers.iter().map(|a| a.top1().to_owned()).collect())
+            let answers = this.answers(draws, &batch).await?;
+            Ok(answers.iter().map(|a| this.rule.apply(a)).collect())
         }
     }
 }
@@ -92,5 +265,23 @@ mod tests {
         // Not the top score: the vendor's first label.
         assert_eq!(a.top1(), "pattern");
         assert_eq!(Answer::default().top1(), "(none)");
+    }
+
+    #[test]
+    fn label_rule_folds_then_maps() {
+        let answer = |l: &str| Answer {
+            labels: vec![ScoredLabel {
+                label: l.into(),
+                score: 1.0,
+            }],
+        };
+        let rule = LabelRule {
+            map: [("puppy".to_string(), "Dog".to_string())].into(),
+            case_fold: true,
+        };
+        assert_eq!(rule.apply(&answer("PUPPY")), "dog");
+        assert_eq!(rule.apply(&answer("Cat")), "cat");
+        assert_eq!(LabelRule::default().apply(&answer("Cat")), "Cat");
+        assert_eq!(rule.apply(&Answer::default()), "(none)");
     }
 }

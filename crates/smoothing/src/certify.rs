@@ -96,7 +96,7 @@ pub async fn sample<C: BaseClassifier>(
         let end = range.end.min(start + batch_size as u64);
         let batch = noise.draws(image, start..end);
         let labels = classifier
-            .classify(&batch)
+            .classify(start..end, &batch)
             .await
             .map_err(|e| Error::Classifier(Box::new(e)))?;
         if labels.len() != batch.len() {

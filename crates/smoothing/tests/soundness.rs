@@ -31,7 +31,11 @@ struct Biased {
 
 impl BaseClassifier for Biased {
     type Error = Infallible;
-    async fn classify(&self, batch: &[Image]) -> Result<Vec<String>, Infallible> {
+    async fn classify(
+        &self,
+        _draws: std::ops::Range<u64>,
+        batch: &[Image],
+    ) -> Result<Vec<String>, Infallible> {
         let mut rng = self.rng.lock().unwrap();
         Ok(batch
             .iter()
@@ -109,7 +113,11 @@ struct Linear {
 
 impl BaseClassifier for Linear {
     type Error = Infallible;
-    async fn classify(&self, batch: &[Image]) -> Result<Vec<String>, Infallible> {
+    async fn classify(
+        &self,
+        _draws: std::ops::Range<u64>,
+        batch: &[Image],
+    ) -> Result<Vec<String>, Infallible> {
         Ok(batch
             .iter()
             .map(|img| {

@@ -200,6 +200,11 @@ pub struct CifarClassifier {
 pub const WEIGHTS: &str = "providers/standin/cifar10/model.safetensors";
 
 impl CifarClassifier {
+    /// Loads the shipped weights ([`WEIGHTS`]).
+    pub fn load_default() -> Result<CifarClassifier> {
+        CifarClassifier::load(&crate::imagenet::repo_root().join(WEIGHTS))
+    }
+
     /// Loads ResNet-20 weights from `path`.
     pub fn load(path: &Path) -> Result<CifarClassifier> {
         if !path.exists() {

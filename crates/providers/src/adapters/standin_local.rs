@@ -5,7 +5,7 @@ use std::sync::Arc;
 use robustify_smoothing::Image;
 use robustify_standin::model::Classifier;
 
-use crate::provider::{Answer, BoxFuture, Provider, ScoredLabel};
+use crate::provider::{Answer, BoxFuture, Delivered, Provider, Receipt, ScoredLabel};
 use crate::{Error, Result};
 
 /// Labels per answer, like the stand-in's Azure route.
@@ -28,32 +28,44 @@ impl Provider for StandinLocal {
         "standin-local"
     }
 
-    fn classify<'a>(&'a self, images: &'a [Image]) -> BoxFuture<'a, Result<Vec<Answer>>> {
+    fn classify<'a>(&'a self, images: &'a [Image]) -> BoxFuture<'a, Vec<Result<Delivered>>> {
         let model = self.model.clone();
         let images = images.to_vec();
+        let n = images.len();
         Box::pin(async move {
-            let out = tokio::task::spawn_blocking(move || model.classify(&images, TOP_K))
-                .await
-                .map_err(|e| Error::Provider {
-                    provider: "standin-local".into(),
-                    message: e.to_string(),
-                })?
-                .map_err(|e| Error::Provider {
-                    provider: "standin-local".into(),
-                    message: e.to_string(),
-                })?;
-            Ok(out
-                .into_iter()
-                .map(|labels| Answer {
-                    labels: labels
-                        .into_iter()
-                        .map(|s| ScoredLabel {
-                            label: s.label,
-                            score: s.score,
-                        })
-                        .collect(),
+            let fail = |message: String| Error::Provider {
+                provider: "standin-local".into(),
+                message,
+            };
+            let start = std::time::Instant::now();
+            let out =
+                match tokio::task::spawn_blocking(move || model.classify(&images, TOP_K)).await {
+                    Ok(Ok(out)) => out,
+                    Ok(Err(e)) => return (0..n).map(|_| Err(fail(e.to_string()))).collect(),
+                    Err(e) => return (0..n).map(|_| Err(fail(e.to_string()))).collect(),
+                };
+            let latency_ms = start.elapsed().as_secs_f64() * 1e3;
+            out.into_iter()
+                .map(|labels| {
+                    Ok(Delivered {
+                        answer: Answer {
+                            labels: labels
+                                .into_iter()
+                                .map(|s| ScoredLabel {
+                                    label: s.label,
+                                    score: s.score,
+                                })
+                                .collect(),
+                        },
+                        receipt: Receipt {
+                            status: 0,
+                            latency_ms,
+                            cost_usd: 0.0,
+                            attempts: 1,
+                        },
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 }

@@ -212,6 +212,7 @@ pub(crate) async fn classify<V: Vendor>(
     top_k: usize,
 ) -> Result<Vec<Vec<Scored>>, Response> {
     let n = images.len() as u64;
+    state.stats.record_pixels(&images);
     match state.batcher.classify(images, top_k).await {
         Ok(labels) => {
             state.stats.record(V::ROUTE, stats::Event::Images(n));

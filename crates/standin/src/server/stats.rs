@@ -73,6 +73,9 @@ pub struct RouteSnapshot {
 #[derive(Default)]
 pub struct Stats {
     routes: [Counters; 6],
+    /// SHA-256 of every image classified, to count repeats (the same noisy draw paid twice).
+    seen: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+    repeated: AtomicU64,
 }
 
 /// Which counter to bump.
@@ -104,6 +107,23 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Remembers the pixels of classified images; an image seen before counts as repeated.
+    pub fn record_pixels(&self, images: &[robustify_smoothing::Image]) {
+        use sha2::{Digest, Sha256};
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for image in images {
+            let mut h = Sha256::new();
+            h.update(image.width().to_le_bytes());
+            h.update(image.height().to_le_bytes());
+            for v in image.data() {
+                h.update(v.to_le_bytes());
+            }
+            if !seen.insert(h.finalize().into()) {
+                self.repeated.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Totals and per-route counters, as served at `/stats`.
     pub fn snapshot(&self) -> serde_json::Value {
         let mut total = RouteSnapshot::default();
@@ -129,6 +149,12 @@ impl Stats {
         let mut out = serde_json::to_value(total).unwrap_or_default();
         if let Some(obj) = out.as_object_mut() {
             obj.insert("routes".into(), serde_json::Value::Object(routes));
+            let distinct = self.seen.lock().map_or(0, |s| s.len());
+            obj.insert("distinct_images".into(), distinct.into());
+            obj.insert(
+                "repeated_images".into(),
+                self.repeated.load(Ordering::Relaxed).into(),
+            );
         }
         out
     }

@@ -111,7 +111,8 @@ struct Feature {
     max_results: Option<usize>,
 }
 
-/// `POST /v1/images:annotate?key=KEY` (or `Authorization: Bearer TOKEN`)
+/// `POST /v1/images:annotate?key=KEY` (or header `x-goog-api-key: KEY`, or
+/// `Authorization: Bearer TOKEN`)
 pub async fn annotate(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
@@ -121,6 +122,7 @@ pub async fn annotate(
     let presented = query
         .get("key")
         .map(String::as_str)
+        .or_else(|| super::header(&headers, "x-goog-api-key"))
         .or_else(|| auth_token(&headers, "Bearer"));
     if let Err(resp) = gate::<Google>(&state, check_key(&state.keys, presented)).await {
         return resp;

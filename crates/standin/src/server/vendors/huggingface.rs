@@ -55,7 +55,12 @@ pub async fn classify_image(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let auth = check_key(&state.keys, auth_token(&headers, "Bearer"));
+    // Like Hugging Face's public endpoints, anonymous calls pass unless a key is required.
+    let token = auth_token(&headers, "Bearer");
+    let auth = match (token, &state.keys.key) {
+        (None, None) => Ok(()),
+        _ => check_key(&state.keys, token),
+    };
     if let Err(resp) = gate::<HuggingFace>(&state, auth).await {
         return resp;
     }

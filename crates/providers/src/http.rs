@@ -1,0 +1,384 @@
+//! [`HttpProvider`]: a vendor's wire format behind the traffic gate, the budget and the
+//! retry policy.
+//!
+//! For each request: reserve its worst-case cost in the [`Ledger`], wait for the
+//! [`Traffic`] gate (concurrency slot, throttling pause, rate limit), send with a timeout,
+//! settle the cost of what was answered, and retry what is worth retrying (throttles and
+//! transient failures, with jittered exponential backoff or the vendor's own wait) while the
+//! retry budget lasts. Client errors (bad key, bad image) are never retried.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use robustify_smoothing::Image;
+
+use crate::adapters::{Failure, Wire, wire_for};
+use crate::budget::{BudgetLimits, Ledger};
+use crate::credentials::Credentials;
+use crate::definition::{Limits, ProviderDef};
+use crate::provider::{BoxFuture, Delivered, Provider, Receipt};
+use crate::traffic::Traffic;
+use crate::{Error, Result};
+
+/// Encodes an image as the vendor receives it: clipped to [0, 1], 8-bit PNG, never resized.
+/// An image over the vendor's pixel or byte limit is refused before anything is sent.
+pub fn encode(provider: &str, limits: &Limits, image: &Image) -> Result<Vec<u8>> {
+    let reject = |message: String| Error::ImageRejected {
+        provider: provider.to_owned(),
+        message,
+    };
+    let pixels = u64::from(image.width()) * u64::from(image.height());
+    if let Some(max) = limits.max_pixels
+        && pixels > max
+    {
+        return Err(reject(format!(
+            "{}×{} = {pixels} pixels, over the vendor's limit of {max} (robustify never resizes \
+             silently: resize the image yourself)",
+            image.width(),
+            image.height()
+        )));
+    }
+    let png = image.to_png().map_err(|e| reject(e.to_string()))?;
+    if png.len() as u64 > limits.max_image_bytes {
+        return Err(reject(format!(
+            "the PNG is {} bytes, over the vendor's limit of {} bytes",
+            png.len(),
+            limits.max_image_bytes
+        )));
+    }
+    Ok(png)
+}
+
+/// A provider reached over HTTP.
+pub struct HttpProvider {
+    name: String,
+    limits: Limits,
+    wire: Box<dyn Wire>,
+    client: reqwest::Client,
+    traffic: Arc<Traffic>,
+    ledger: Arc<Ledger>,
+}
+
+/// What a request's attempt came to, before retry decisions.
+enum Attempt {
+    /// The vendor answered; per image an answer or a failure.
+    Answered(Vec<crate::adapters::ImageResult>),
+    /// No usable answer for the whole request.
+    Failed(Failure),
+}
+
+impl HttpProvider {
+    /// A provider for `def` at `endpoint` (the definition's unless overridden), reading
+    /// credentials from the environment, with its own traffic gate and a ledger under
+    /// `budget`.
+    pub fn from_env(
+        def: &ProviderDef,
+        endpoint: Option<&str>,
+        budget: BudgetLimits,
+    ) -> Result<HttpProvider> {
+        let creds = Credentials::from_env(def)?;
+        let traffic = Arc::new(Traffic::from_limits(&def.limits));
+        let ledger = Arc::new(Ledger::new(def.pricing.clone(), budget));
+        HttpProvider::new(def, endpoint, creds, traffic, ledger)
+    }
+
+    /// A provider sharing `traffic` and `ledger` (the proxy shares one gate per provider).
+    pub fn new(
+        def: &ProviderDef,
+        endpoint: Option<&str>,
+        creds: Credentials,
+        traffic: Arc<Traffic>,
+        ledger: Arc<Ledger>,
+    ) -> Result<HttpProvider> {
+        let endpoint = endpoint.unwrap_or(&def.endpoint);
+        let wire = wire_for(def, endpoint, creds)?;
+        // One process-wide TLS provider (ring); installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("robustify/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Provider {
+                provider: def.name.clone(),
+                message: format!("cannot build the HTTP client: {}", e.without_url()),
+            })?;
+        Ok(HttpProvider {
+            name: def.name.clone(),
+            limits: def.limits.clone(),
+            wire,
+            client,
+            traffic,
+            ledger,
+        })
+    }
+
+    /// The traffic gate (for its counters).
+    pub fn traffic(&self) -> &Arc<Traffic> {
+        &self.traffic
+    }
+
+    /// The ledger (for the spend).
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    fn error(&self, message: String) -> Error {
+        Error::Provider {
+            provider: self.name.clone(),
+            message,
+        }
+    }
+
+    /// One attempt: the request for `pngs`, its answer read within the timeout.
+    async fn attempt(&self, pngs: &[Vec<u8>]) -> Result<(Attempt, u16, Duration, bool)> {
+        let req = self.wire.request(pngs)?;
+        let mut builder = self.client.post(&req.url).body(req.body);
+        for (k, v) in &req.headers {
+            builder = builder.header(k, v);
+        }
+        let _permit = self.traffic.admit().await;
+        let start = Instant::now();
+        let timeout = self.traffic.policy().timeout;
+        let sent = tokio::time::timeout(timeout, async {
+            let resp = builder.send().await?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, body))
+        })
+        .await;
+        let latency = start.elapsed();
+        self.traffic
+            .stats()
+            .latency_us
+            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        Ok(match sent {
+            // No answer in time: the vendor may have done (and billed) the work.
+            Err(_) => (
+                Attempt::Failed(Failure::Transient {
+                    retry_after: None,
+                    message: format!("no answer within {:.1} s", timeout.as_secs_f64()),
+                }),
+                0,
+                latency,
+                true,
+            ),
+            Ok(Err(e)) => (
+                Attempt::Failed(Failure::Transient {
+                    retry_after: None,
+                    message: format!("request failed: {}", e.without_url()),
+                }),
+                0,
+                latency,
+                false,
+            ),
+            Ok(Ok((status, headers, body))) => {
+                let parsed = match self.wire.parse(pngs.len(), status, &headers, &body) {
+                    Ok(per_image) if per_image.len() == pngs.len() => Attempt::Answered(per_image),
+                    Ok(per_image) => Attempt::Failed(Failure::Transient {
+                        retry_after: None,
+                        message: format!("{} answers for {} images", per_image.len(), pngs.len()),
+                    }),
+                    Err(f) => Attempt::Failed(f),
+                };
+                (parsed, status, latency, false)
+            }
+        })
+    }
+
+    /// Sends one request's images, retrying what is worth it; one result per image.
+    async fn send(&self, items: Vec<(usize, Vec<u8>)>) -> Vec<(usize, Result<Delivered>)> {
+        let mut done = Vec::with_capacity(items.len());
+        let mut pending = items;
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        let mut retries = 0u32;
+        loop {
+            let reservation = match self.ledger.reserve(pending.len() as u64) {
+                Ok(r) => r,
+                Err(err) => {
+                    let message = err.to_string();
+                    done.extend(pending.drain(..).map(|(i, _)| {
+                        (
+                            i,
+                            Err(Error::BudgetExhausted {
+                                message: message.trim_start_matches("budget reached: ").into(),
+                            }),
+                        )
+                    }));
+                    break;
+                }
+            };
+            let pngs: Vec<Vec<u8>> = pending.iter().map(|(_, p)| p.clone()).collect();
+            let (attempt, status, latency, billed_anyway) = match self.attempt(&pngs).await {
+                Ok(a) => a,
+                Err(err) => {
+                    let message = err.to_string();
+                    done.extend(
+                        pending
+                            .drain(..)
+                            .map(|(i, _)| (i, Err(self.error(message.clone())))),
+                    );
+                    break;
+                }
+            };
+            let failure = match attempt {
+                Attempt::Answered(per_image) => {
+                    let answered = per_image.iter().filter(|r| r.is_ok()).count();
+                    if answered > 0 {
+                        self.traffic.succeeded();
+                    }
+                    let cost = reservation.settle(answered as u64);
+                    let each = if answered > 0 {
+                        cost / answered as f64
+                    } else {
+                        0.0
+                    };
+                    self.traffic
+                        .stats()
+                        .images
+                        .fetch_add(answered as u64, Ordering::Relaxed);
+                    let mut again = Vec::new();
+                    let mut last = None;
+                    for ((i, png), result) in pending.drain(..).zip(per_image) {
+                        match result {
+                            Ok(answer) => done.push((
+                                i,
+                                Ok(Delivered {
+                                    answer,
+                                    receipt: Receipt {
+                                        status,
+                                        latency_ms: latency.as_secs_f64() * 1e3,
+                                        cost_usd: each,
+                                        attempts: retries + 1,
+                                    },
+                                }),
+                            )),
+                            Err(Failure::Fatal { status, message }) => done.push((
+                                i,
+                                Err(Error::Refused {
+                                    provider: self.name.clone(),
+                                    status,
+                                    message,
+                                }),
+                            )),
+                            Err(f) => {
+                                again.push((i, png));
+                                last = Some(f);
+                            }
+                        }
+                    }
+                    pending = again;
+                    match last {
+                        Some(f) => f,
+                        None => break,
+                    }
+                }
+                Attempt::Failed(f) => {
+                    if billed_anyway {
+                        reservation.settle(pending.len() as u64);
+                    } else {
+                        drop(reservation);
+                    }
+                    f
+                }
+            };
+            let (retry_after, message, throttled) = match failure {
+                Failure::Fatal { status, message } => {
+                    done.extend(pending.drain(..).map(|(i, _)| {
+                        (
+                            i,
+                            Err(Error::Refused {
+                                provider: self.name.clone(),
+                                status,
+                                message: message.clone(),
+                            }),
+                        )
+                    }));
+                    break;
+                }
+                Failure::Throttled {
+                    retry_after,
+                    message,
+                } => {
+                    self.traffic
+                        .stats()
+                        .throttled
+                        .fetch_add(1, Ordering::Relaxed);
+                    (retry_after, message, true)
+                }
+                Failure::Transient {
+                    retry_after,
+                    message,
+                } => {
+                    self.traffic
+                        .stats()
+                        .transient
+                        .fetch_add(1, Ordering::Relaxed);
+                    (retry_after, message, false)
+                }
+            };
+            if retries >= self.traffic.policy().max_retries || !self.traffic.take_retry() {
+                let why = if retries >= self.traffic.policy().max_retries {
+                    format!("gave up after {} attempts", retries + 1)
+                } else {
+                    "retry budget of the run spent".to_string()
+                };
+                done.extend(pending.drain(..).map(|(i, _)| {
+                    (
+                        i,
+                        Err(self.error(format!("{why}; last failure: {message}"))),
+                    )
+                }));
+                break;
+            }
+            if throttled {
+                self.traffic.throttled();
+            }
+            let delay = self.traffic.policy().delay(retries, retry_after, &mut rng);
+            tokio::time::sleep(delay).await;
+            retries += 1;
+        }
+        done
+    }
+}
+
+impl Provider for HttpProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn preferred_batch(&self) -> usize {
+        (self.limits.images_per_request as usize) * (self.limits.max_concurrency as usize)
+    }
+
+    fn classify<'a>(&'a self, images: &'a [Image]) -> BoxFuture<'a, Vec<Result<Delivered>>> {
+        Box::pin(async move {
+            let n = images.len();
+            let mut results: Vec<Option<Result<Delivered>>> = (0..n).map(|_| None).collect();
+            let mut encoded = Vec::with_capacity(n);
+            for (i, image) in images.iter().enumerate() {
+                match encode(&self.name, &self.limits, image) {
+                    Ok(png) => encoded.push((i, png)),
+                    Err(err) => results[i] = Some(Err(err)),
+                }
+            }
+            let per_request = self.limits.images_per_request.max(1) as usize;
+            let mut chunks = Vec::new();
+            let mut rest = encoded.into_iter().peekable();
+            while rest.peek().is_some() {
+                chunks.push(rest.by_ref().take(per_request).collect::<Vec<_>>());
+            }
+            let sent =
+                futures_util::future::join_all(chunks.into_iter().map(|c| self.send(c))).await;
+            for (i, result) in sent.into_iter().flatten() {
+                results[i] = Some(result);
+            }
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(self.error("image lost in batching".into()))))
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,259 @@
+//! What `certify` and `predict` share: the provider flags, and the session they open (the
+//! provider with its traffic gate and budget, the query log, the label rule).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use robustify_providers::adapters::standin_local::StandinLocal;
+use robustify_providers::traffic::TrafficSnapshot;
+use robustify_providers::{
+    Adapter, BudgetLimits, DrawContext, HttpProvider, LabelRule, Provider, ProviderClassifier,
+    ProviderDef, QueryLog,
+};
+use robustify_smoothing::{BaseClassifier, Image};
+use robustify_standin::imagenet::ImageNetClassifier;
+use sha2::{Digest, Sha256};
+
+/// The log a paid provider writes to when `--log` is not given.
+pub const DEFAULT_LOG: &str = "robustify-queries.jsonl";
+
+/// Exit code of a run stopped by `--budget-usd` or `--max-queries`.
+pub const EXIT_BUDGET: u8 = 3;
+
+/// Provider, traffic, budget and log flags.
+#[derive(clap::Args)]
+pub struct ProviderArgs {
+    /// Provider name (see `robustify providers`) or definition file.
+    #[arg(long, default_value = "standin-local")]
+    pub provider: String,
+    /// Send requests here instead of the definition's endpoint.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Send the noisy images to the provider as they are (the only mode until denoisers ship).
+    #[arg(long)]
+    pub no_denoiser: bool,
+    /// Label map: JSON object or `synonym<TAB>canonical` lines, applied to the top-1 label.
+    #[arg(long)]
+    pub label_map: Option<PathBuf>,
+    /// Compare labels case-insensitively.
+    #[arg(long)]
+    pub case_fold: bool,
+    /// Query log (JSON Lines) every paid answer is appended to
+    /// [default for paid providers: robustify-queries.jsonl].
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Reuse the answers in this query log (a crashed or stopped run) and send only the
+    /// missing draws; new answers are appended to it unless --log names another file.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Stop before spending more than this many dollars (reserved before each request).
+    #[arg(long)]
+    pub budget_usd: Option<f64>,
+    /// Stop before more than this many billed images.
+    #[arg(long)]
+    pub max_queries: Option<u64>,
+    /// Requests per second [default: the definition's].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Requests in flight at once [default: the definition's].
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Seconds before an unanswered request is retried [default: the definition's].
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Retries of one request [default: the definition's].
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+}
+
+/// An open provider, ready to classify draws.
+pub struct Session {
+    /// The definition, with this run's overrides.
+    pub def: ProviderDef,
+    provider: Arc<dyn Provider>,
+    http: Option<Arc<HttpProvider>>,
+    /// The query log, when one is written.
+    pub log: Option<Arc<QueryLog>>,
+    rule: LabelRule,
+}
+
+impl Session {
+    /// Loads the definition, applies overrides, reads credentials (failing before any call
+    /// when one is missing), and opens the log. Call inside the tokio runtime.
+    pub fn open(args: &ProviderArgs) -> anyhow::Result<Session> {
+        let mut def = ProviderDef::load(&args.provider)?;
+        if let Some(rate) = args.rate {
+            anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be > 0");
+            def.limits.requests_per_second = rate;
+            def.limits.burst = def.limits.burst.min((rate.ceil() as u32).max(1));
+        }
+        if let Some(c) = args.concurrency {
+            anyhow::ensure!(c > 0, "--concurrency must be ≥ 1");
+            def.limits.max_concurrency = c;
+        }
+        if let Some(t) = args.timeout {
+            anyhow::ensure!(t.is_finite() && t > 0.0, "--timeout must be > 0");
+            def.limits.timeout_s = t;
+        }
+        if let Some(r) = args.max_retries {
+            def.limits.max_retries = r;
+        }
+        if let Some(b) = args.budget_usd {
+            anyhow::ensure!(b.is_finite() && b >= 0.0, "--budget-usd must be ≥ 0");
+        }
+        let budget = BudgetLimits {
+            max_usd: args.budget_usd,
+            max_queries: args.max_queries,
+        };
+        let (provider, http): (Arc<dyn Provider>, _) = match def.adapter {
+            Adapter::StandinLocal => (
+                Arc::new(StandinLocal::new(Arc::new(
+                    ImageNetClassifier::load_default()?,
+                ))),
+                None,
+            ),
+            _ => {
+                let http = Arc::new(HttpProvider::from_env(
+                    &def,
+                    args.endpoint.as_deref(),
+                    budget,
+                )?);
+                (http.clone(), Some(http))
+            }
+        };
+        let paid = def.pricing.cost_usd(1000, false) > 0.0;
+        let log_path = args
+            .log
+            .clone()
+            .or_else(|| args.resume.clone())
+            .or_else(|| paid.then(|| PathBuf::from(DEFAULT_LOG)));
+        let log = match log_path {
+            Some(path) => {
+                let log = Arc::new(QueryLog::open(&path, args.resume.as_deref())?);
+                log.spawn_syncer();
+                if args.resume.is_some() {
+                    eprintln!(
+                        "resuming: {} answers reused from the log where they match",
+                        log.resumed()
+                    );
+                }
+                Some(log)
+            }
+            None => None,
+        };
+        let mut rule = LabelRule {
+            case_fold: args.case_fold,
+            ..LabelRule::default()
+        };
+        if let Some(path) = &args.label_map {
+            rule.map = LabelRule::read_map(path)?;
+            if rule.case_fold {
+                rule.map = rule
+                    .map
+                    .into_iter()
+                    .map(|(k, v)| (k.to_lowercase(), v))
+                    .collect();
+            }
+        }
+        Ok(Session {
+            def,
+            provider,
+            http,
+            log,
+            rule,
+        })
+    }
+
+    /// A base classifier for the draws of `image_bytes` at `sigma` under `seed`.
+    pub fn classifier(&self, image_bytes: &[u8], sigma: f64, seed: u64) -> ProviderClassifier {
+        let mut c = ProviderClassifier::new(self.provider.clone()).with_rule(self.rule.clone());
+        if let Some(log) = &self.log {
+            let context = DrawContext {
+                image: hex::encode(Sha256::digest(image_bytes)),
+                provider: self.def.name.clone(),
+                denoiser: "none".into(),
+                sigma,
+                seed,
+            };
+            c = c.with_log(log.clone(), context);
+        }
+        c
+    }
+
+    /// Images per classifier call that keep the provider busy.
+    pub fn preferred_batch(&self) -> usize {
+        self.provider.preferred_batch()
+    }
+
+    /// Dollars billed so far in this session.
+    pub fn spent_usd(&self) -> f64 {
+        self.http.as_ref().map_or(0.0, |h| h.ledger().spent_usd())
+    }
+
+    /// Traffic counters, for HTTP providers.
+    pub fn traffic(&self) -> Option<TrafficSnapshot> {
+        self.http.as_ref().map(|h| h.traffic().stats().snapshot())
+    }
+
+    /// Flushes the log to disk.
+    pub fn close(&self) -> anyhow::Result<()> {
+        if let Some(log) = &self.log {
+            log.sync()
+                .with_context(|| format!("syncing {}", log.path().display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a smoothing error came from the budget running out.
+pub fn is_budget(err: &robustify_smoothing::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(robustify_providers::Error::BudgetExhausted { .. }) = e.downcast_ref() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// A progress bar for one image's draws.
+pub fn draw_bar(total: u64, label: String) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} draws, {per_sec}, {msg}, eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(label);
+    bar
+}
+
+/// Counts draws on a progress bar as they are answered, with the spend so far.
+pub struct Progressed<'a, C> {
+    /// The classifier.
+    pub inner: C,
+    /// The bar.
+    pub bar: ProgressBar,
+    /// For the spend.
+    pub session: &'a Session,
+}
+
+impl<C: BaseClassifier + Sync> BaseClassifier for Progressed<'_, C> {
+    type Error = C::Error;
+
+    async fn classify(
+        &self,
+        draws: std::ops::Range<u64>,
+        batch: &[Image],
+    ) -> Result<Vec<String>, Self::Error> {
+        let out = self.inner.classify(draws, batch).await?;
+        self.bar.inc(batch.len() as u64);
+        self.bar
+            .set_message(format!("${:.4} spent", self.session.spent_usd()));
+        Ok(out)
+    }
+}

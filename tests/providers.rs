@@ -103,16 +103,21 @@ fn aws_signature_from_environment_credentials() {
         "--aws-secret",
         "aws/secret+KEY",
     ]);
+    let dir = temp_dir("providers-aws");
+    let log = dir.join("queries.jsonl");
     let mut cmd = command(certify_args("aws", &standin.url, "2", "6"));
-    cmd.env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+    cmd.args(["--log", log.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
         .env("AWS_SECRET_ACCESS_KEY", "aws/secret+KEY")
         .env("AWS_SESSION_TOKEN", "session-token");
     let v: serde_json::Value = serde_json::from_str(run(cmd).ok().trim()).unwrap();
     assert_eq!(v["queries"], 8);
+    assert_eq!(lines(&log).len(), 8);
     assert_eq!(standin.stats()["routes"]["aws"]["images"], 8);
     // A wrong secret is refused by the verifier, once, and reported.
     let mut cmd = command(certify_args("aws", &standin.url, "2", "6"));
-    cmd.env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+    cmd.args(["--log", log.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
         .env("AWS_SECRET_ACCESS_KEY", "wrong");
     let out = run(cmd);
     assert_eq!(out.code(), Some(2));

@@ -133,6 +133,9 @@ impl Session {
             Some(path) => {
                 let log = Arc::new(QueryLog::open(&path, args.resume.as_deref())?);
                 log.spawn_syncer();
+                if args.log.is_none() && args.resume.is_none() {
+                    eprintln!("paid answers are logged to {}", path.display());
+                }
                 if args.resume.is_some() {
                     eprintln!(
                         "resuming: {} answers reused from the log where they match",

@@ -9,6 +9,7 @@ mod noise;
 mod predict;
 mod providers;
 mod replay;
+mod serve;
 mod session;
 mod standin;
 mod train;
@@ -28,6 +29,8 @@ pub enum Command {
     Estimate(estimate::Args),
     /// Write noisy copies of an image as a provider would receive them (8-bit PNG).
     Noise(noise::Args),
+    /// The certification proxy: keyed clients, budgets, one shared gate per provider.
+    Serve(serve::Args),
     /// The local stand-in vision API.
     Standin(standin::Args),
     /// Train the models robustify ships.
@@ -46,6 +49,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Estimate(args) => estimate::run(args),
         Command::Noise(args) => noise::run(args),
         Command::Providers(args) => providers::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Standin(args) => standin::run(args),
         Command::Train(args) => train::run(args),
     }

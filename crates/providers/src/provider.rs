@@ -143,6 +143,8 @@ pub struct ProviderClassifier {
     rule: LabelRule,
     log: Option<(Arc<QueryLog>, DrawContext)>,
     reused: Arc<AtomicU64>,
+    /// Dollars of the answers this classifier received, in micro-dollars.
+    spent_micro_usd: Arc<AtomicU64>,
 }
 
 impl ProviderClassifier {
@@ -153,6 +155,7 @@ impl ProviderClassifier {
             rule: LabelRule::default(),
             log: None,
             reused: Arc::default(),
+            spent_micro_usd: Arc::default(),
         }
     }
 
@@ -171,6 +174,11 @@ impl ProviderClassifier {
     /// Draws answered from the resumed log instead of the provider.
     pub fn reused(&self) -> u64 {
         self.reused.load(Ordering::Relaxed)
+    }
+
+    /// What the answers this classifier (and its clones) received cost, in dollars.
+    pub fn spent_usd(&self) -> f64 {
+        self.spent_micro_usd.load(Ordering::Relaxed) as f64 / 1e6
     }
 
     async fn answers(&self, draws: Range<u64>, batch: &[Image]) -> Result<Vec<Answer>> {
@@ -201,6 +209,10 @@ impl ProviderClassifier {
         for (&i, result) in missing.iter().zip(results) {
             match result {
                 Ok(delivered) => {
+                    self.spent_micro_usd.fetch_add(
+                        (delivered.receipt.cost_usd * 1e6).round() as u64,
+                        Ordering::Relaxed,
+                    );
                     if let Some((log, ctx)) = &self.log {
                         log.append(&LogEntry {
                             context: ctx.clone(),

@@ -12,7 +12,7 @@ use robustify_providers::{
 };
 use robustify_smoothing::{CertifyParams, DecodeLimits, Image, certify};
 use robustify_standin::imagenet::ImageNetClassifier;
-use robustify_standin::model::{Classifier, Scored};
+use robustify_standin::model::{BrightestChannel, Classifier};
 use robustify_standin::server::{AppState, FaultConfig, Keys, ServerConfig, serve};
 use serde_json::Value;
 
@@ -21,44 +21,6 @@ fn imagenet() -> Arc<ImageNetClassifier> {
     MODEL
         .get_or_init(|| Arc::new(ImageNetClassifier::load_default().unwrap()))
         .clone()
-}
-
-/// A cheap deterministic model for traffic tests: the label is the brightest channel.
-struct Brightest;
-
-impl Classifier for Brightest {
-    fn name(&self) -> &str {
-        "brightest"
-    }
-
-    fn classify(
-        &self,
-        images: &[Image],
-        _top_k: usize,
-    ) -> robustify_standin::Result<Vec<Vec<Scored>>> {
-        Ok(images
-            .iter()
-            .map(|im| {
-                let plane = (im.width() * im.height()) as usize;
-                let mut means: Vec<(usize, f32)> = (0..3)
-                    .map(|c| {
-                        let s: f32 = im.data()[c * plane..(c + 1) * plane].iter().sum();
-                        (c, s / plane as f32)
-                    })
-                    .collect();
-                means.sort_by(|a, b| b.1.total_cmp(&a.1));
-                means
-                    .into_iter()
-                    .map(|(c, m)| Scored {
-                        index: c,
-                        id: c.to_string(),
-                        label: ["red", "green", "blue"][c].to_string(),
-                        score: m,
-                    })
-                    .collect()
-            })
-            .collect())
-    }
 }
 
 struct Server {
@@ -214,7 +176,7 @@ async fn every_adapter_labels_a_goldfish_in_its_vendors_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_are_refused_once_and_never_retried() {
     let server = start(
-        Arc::new(Brightest),
+        Arc::new(BrightestChannel),
         ServerConfig {
             keys: keys(),
             ..ServerConfig::default()
@@ -257,7 +219,7 @@ async fn bad_credentials_are_refused_once_and_never_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_images_are_refused_before_any_call() {
-    let server = start(Arc::new(Brightest), ServerConfig::default()).await;
+    let server = start(Arc::new(BrightestChannel), ServerConfig::default()).await;
     let mut def = ProviderDef::load("google").unwrap();
     def.limits.max_pixels = Some(100);
     let p = provider(&def, &server.url, BudgetLimits::default());
@@ -279,7 +241,7 @@ async fn rate_limit_holds_and_the_vendor_sees_no_request_over_its_limit() {
     // The stand-in allows 50/s (a little burst for network jitter); the client is set to
     // 50/s with no burst: 300 requests take at least 299/50 = 5.98 s and none is throttled.
     let server = start(
-        Arc::new(Brightest),
+        Arc::new(BrightestChannel),
         ServerConfig {
             rate_limit: Some(50.0),
             burst: 5,
@@ -309,7 +271,7 @@ async fn rate_limit_holds_and_the_vendor_sees_no_request_over_its_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vendor_throttling_below_the_client_rate_still_answers_every_draw() {
     let server = start(
-        Arc::new(Brightest),
+        Arc::new(BrightestChannel),
         ServerConfig {
             rate_limit: Some(30.0),
             burst: 1,
@@ -364,10 +326,10 @@ async fn certify_on(server_url: &str, faults_timeout: f64) -> robustify_smoothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_are_retried_and_the_certificate_equals_a_fault_free_run() {
-    let clean = start(Arc::new(Brightest), ServerConfig::default()).await;
+    let clean = start(Arc::new(BrightestChannel), ServerConfig::default()).await;
     let expected = certify_on(&clean.url, 5.0).await;
     let faulty = start(
-        Arc::new(Brightest),
+        Arc::new(BrightestChannel),
         ServerConfig {
             faults: FaultConfig {
                 fail_rate: 0.10,
@@ -393,7 +355,7 @@ async fn faults_are_retried_and_the_certificate_equals_a_fault_free_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_never_overshoot_the_budget() {
     let server = start(
-        Arc::new(Brightest),
+        Arc::new(BrightestChannel),
         ServerConfig {
             faults: FaultConfig {
                 latency_ms: 20,

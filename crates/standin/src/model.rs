@@ -57,3 +57,41 @@ pub fn ranked(
         })
         .collect())
 }
+
+/// A cheap, deterministic model for traffic and protocol tests, where the network (not the
+/// model) is under test: the label is the image's brightest colour channel (`red`, `green`,
+/// `blue`), scored by the channel's mean.
+pub struct BrightestChannel;
+
+impl Classifier for BrightestChannel {
+    fn name(&self) -> &str {
+        "brightest-channel"
+    }
+
+    fn classify(&self, images: &[Image], top_k: usize) -> Result<Vec<Vec<Scored>>> {
+        const NAMES: [&str; 3] = ["red", "green", "blue"];
+        Ok(images
+            .iter()
+            .map(|im| {
+                let plane = (im.width() as usize * im.height() as usize).max(1);
+                let mut means: Vec<(usize, f32)> = (0..3)
+                    .map(|c| {
+                        let s: f32 = im.data()[c * plane..(c + 1) * plane].iter().sum();
+                        (c, s / plane as f32)
+                    })
+                    .collect();
+                means.sort_by(|a, b| b.1.total_cmp(&a.1));
+                means
+                    .into_iter()
+                    .take(top_k)
+                    .map(|(c, m)| Scored {
+                        index: c,
+                        id: NAMES[c].into(),
+                        label: NAMES[c].into(),
+                        score: m,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}

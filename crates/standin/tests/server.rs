@@ -54,7 +54,13 @@ async fn start(config: ServerConfig) -> Server {
     }
 }
 
+/// HTTPS support in the workspace's reqwest needs a process-wide crypto provider.
+fn tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn client() -> reqwest::Client {
+    tls();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -447,6 +453,7 @@ async fn each_fault_mode_behaves_as_configured() {
         ..Default::default()
     }))
     .await;
+    tls();
     let err = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()

@@ -1,0 +1,228 @@
+//! The proxy over real HTTP, in front of a stand-in playing Google on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use robustify_proxy::{Config, ProxyState, hash_key, serve};
+use robustify_smoothing::Image;
+use robustify_standin::model::BrightestChannel;
+use robustify_standin::server::{AppState, ServerConfig};
+use serde_json::Value;
+
+const VENDOR_KEY: &str = "vendor-key-7";
+
+async fn listen() -> (tokio::net::TcpListener, String) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    (l, url)
+}
+
+fn png() -> Vec<u8> {
+    let mut data = vec![0.2f32; 64];
+    data.extend(vec![0.7f32; 64]);
+    data.extend(vec![0.3f32; 64]);
+    Image::new(8, 8, data).unwrap().to_png().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_clients_budgets_rates_and_metrics() {
+    let vendor = AppState::new(
+        Arc::new(BrightestChannel),
+        &ServerConfig {
+            keys: robustify_standin::server::Keys {
+                key: Some(VENDOR_KEY.into()),
+                aws: None,
+            },
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let (l, vendor_url) = listen().await;
+    let (_stop_vendor, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(robustify_standin::server::serve(l, vendor.clone(), async {
+        let _ = rx.await;
+    }));
+    // A certification of 4 + 16 draws costs at most 20 × $0.0015 = $0.03: $0.30 buys 10.
+    let config = Config::parse(
+        &format!(
+            r#"
+[[providers]]
+name = "google"
+endpoint = "{vendor_url}"
+
+[[clients]]
+name = "a"
+key_sha256 = "{}"
+budget_usd = 0.30
+
+[[clients]]
+name = "slow"
+key_sha256 = "{}"
+requests_per_minute = 1
+
+[[clients]]
+name = "free"
+key_sha256 = "{}"
+"#,
+            hash_key("key-a"),
+            hash_key("key-slow"),
+            hash_key("key-free")
+        ),
+        Path::new("test.toml"),
+    )
+    .unwrap();
+    // A missing vendor key is refused at start-up.
+    assert!(ProxyState::new(&config, |_| None).is_err());
+    let state = ProxyState::new(&config, |var| {
+        (var == "GOOGLE_API_KEY").then(|| VENDOR_KEY.to_string())
+    })
+    .unwrap();
+    let (l, url) = listen().await;
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(l, state, async {
+        let _ = rx.await;
+    }));
+    // HTTPS support in the workspace's reqwest needs a process-wide crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let certify = format!("{url}/v1/certify?sigma=0.25&n0=4&n=16&seed=3");
+
+    // 64 concurrent requests against a budget for 10.
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (http, certify) = (http.clone(), certify.clone());
+            tokio::spawn(async move {
+                let r = http
+                    .post(&certify)
+                    .bearer_auth("key-a")
+                    .body(png())
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut spent = 0.0;
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        match status {
+            200 => {
+                ok += 1;
+                spent += v["cost_usd"].as_f64().unwrap();
+                assert_eq!(v["label"], "green", "{v}");
+                assert_eq!(v["n"], 16);
+            }
+            402 => {
+                refused += 1;
+                assert_eq!(v["error"]["code"], "budget_exhausted");
+            }
+            s => panic!("{s}: {v}"),
+        }
+    }
+    assert_eq!((ok, refused), (10, 54));
+    assert!(spent <= 0.30 + 1e-9, "{spent}");
+    assert_eq!(vendor.stats().snapshot()["images"], 200);
+
+    // No key, a wrong key: 401. The slow client's second request: 429.
+    let r = http.post(&certify).body(png()).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(&certify)
+        .bearer_auth("nope")
+        .body(png())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let send = |key: &'static str| {
+        http.post(&certify)
+            .header("x-api-key", key)
+            .body(png())
+            .send()
+    };
+    assert_eq!(send("key-slow").await.unwrap().status(), 200);
+    let r = send("key-slow").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+
+    // Multipart with a JSON params part, and predict.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png()).file_name("x.png"),
+        )
+        .text("params", r#"{"sigma": 0.25, "n": 20, "alpha": 0.01}"#);
+    let r = http
+        .post(format!("{url}/v1/predict"))
+        .bearer_auth("key-free")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["label"], "green", "{v}");
+    // Bad input: not an image, missing parameters.
+    let r = http
+        .post(&certify)
+        .bearer_auth("key-free")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(format!("{url}/v1/certify?sigma=0.25"))
+        .bearer_auth("key-free")
+        .body(png())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let providers: Value = http
+        .get(format!("{url}/v1/providers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(providers[0]["name"], "google");
+    assert_eq!(
+        http.get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("robustify_provider_images_total{provider=\"google\"} 240"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("robustify_responses_total{route=\"certify\",status=\"402\"} 54"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("robustify_client_spend_usd_total{client=\"a\"} 0.3"),
+        "{metrics}"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -4,6 +4,10 @@
 //! image a line, with at least `labels` (the top-1 label of each query in query order) and
 //! `clean` (the reference label). Other fields are ignored, so the Denoised Smoothing API
 //! logs read as they are.
+//!
+//! robustify's own query logs ([`crate::querylog`], one answer a line) read too: answers are
+//! grouped by (image, provider, denoiser, σ, seed) and ordered by draw index; they carry no
+//! reference label (`clean` is `None`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -18,8 +22,11 @@ pub struct ReplayRecord {
     /// The image's index if the log gives one.
     #[serde(default)]
     pub image: Option<u64>,
-    /// The reference label a certified prediction is compared with.
-    pub clean: String,
+    /// The reference label a certified prediction is compared with (`None` in a query log).
+    pub clean: Option<String>,
+    /// What identifies the image when it is not an index (a query log's SHA-256, σ, seed).
+    #[serde(skip)]
+    pub name: Option<String>,
     /// Top-1 labels in query order.
     pub labels: Vec<String>,
     /// 1-based line number in the log.
@@ -43,9 +50,77 @@ pub fn open_maybe_gzip(path: &Path) -> Result<Box<dyn BufRead>> {
 }
 
 /// Reads every record of a replay log. Blank lines are skipped; any other line that is not
-/// a JSON object with `labels` and `clean` is an error naming the line.
+/// a JSON object with `labels` and `clean` is an error naming the line. A query log (its
+/// first line has a `draw` field) is grouped into one record per certification.
 pub fn read_replay_log(path: &Path) -> Result<Vec<ReplayRecord>> {
-    parse_replay(open_maybe_gzip(path)?, path)
+    let mut reader = open_maybe_gzip(path)?;
+    let mut first = String::new();
+    while first.trim().is_empty() {
+        first.clear();
+        if reader.read_line(&mut first).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })? == 0
+        {
+            break;
+        }
+    }
+    let is_query_log =
+        serde_json::from_str::<serde_json::Value>(&first).is_ok_and(|v| v.get("draw").is_some());
+    if is_query_log {
+        return group_query_log(path);
+    }
+    parse_replay(std::io::Cursor::new(first).chain(reader), path)
+}
+
+/// One record per (image, provider, denoiser, σ, seed) of a query log, labels in draw order;
+/// draws must run 0, 1, 2, … without gaps.
+fn group_query_log(path: &Path) -> Result<Vec<ReplayRecord>> {
+    use std::collections::BTreeMap;
+    let mut groups: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for e in crate::querylog::read_log(path)? {
+        let c = &e.context;
+        let key = format!(
+            "{} provider={} denoiser={} sigma={} seed={}",
+            c.image, c.provider, c.denoiser, c.sigma, c.seed
+        );
+        let top = crate::provider::Answer { labels: e.labels }
+            .top1()
+            .to_owned();
+        if !groups.contains_key(&key) {
+            order.push(key.clone());
+        }
+        groups.entry(key).or_default().push((e.draw, top));
+    }
+    let mut records = Vec::new();
+    for (i, key) in order.into_iter().enumerate() {
+        let mut draws = groups.remove(&key).unwrap_or_default();
+        draws.sort_by_key(|(d, _)| *d);
+        draws.dedup_by_key(|(d, _)| *d);
+        if let Some(gap) = draws.iter().enumerate().find(|(i, (d, _))| *d != *i as u64) {
+            return Err(Error::Log {
+                path: path.to_path_buf(),
+                line: 0,
+                message: format!("{key}: draw {} is missing (resume the run first)", gap.0),
+            });
+        }
+        records.push(ReplayRecord {
+            image: Some(i as u64),
+            clean: None,
+            name: Some(key),
+            labels: draws.into_iter().map(|(_, l)| l).collect(),
+            line: 0,
+        });
+    }
+    if records.is_empty() {
+        return Err(Error::Log {
+            path: path.to_path_buf(),
+            line: 0,
+            message: "the log holds no records".into(),
+        });
+    }
+    Ok(records)
 }
 
 fn parse_replay(reader: impl Read, path: &Path) -> Result<Vec<ReplayRecord>> {
@@ -65,6 +140,13 @@ fn parse_replay(reader: impl Read, path: &Path) -> Result<Vec<ReplayRecord>> {
             line: line_no,
             message: format!("not a replay record: {e}"),
         })?;
+        if record.clean.is_none() {
+            return Err(Error::Log {
+                path: path.to_path_buf(),
+                line: line_no,
+                message: "not a replay record: missing field `clean`".into(),
+            });
+        }
         record.line = line_no;
         records.push(record);
     }
@@ -101,5 +183,45 @@ mod tests {
         let err = parse_replay("not json".as_bytes(), Path::new("t.jsonl")).unwrap_err();
         assert!(err.to_string().starts_with("t.jsonl:1:"));
         assert!(parse_replay("".as_bytes(), Path::new("e")).is_err());
+    }
+
+    #[test]
+    fn query_logs_group_by_certification_in_draw_order() {
+        use crate::querylog::{DrawContext, LogEntry, QueryLog};
+        let dir = std::env::temp_dir().join(format!("robustify-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let log = QueryLog::open(&path, None).unwrap();
+        let ctx = |seed| DrawContext {
+            image: "ab".into(),
+            provider: "google".into(),
+            denoiser: "none".into(),
+            sigma: 0.25,
+            seed,
+        };
+        for (seed, draw, label) in [(0, 1, "dog"), (0, 0, "cat"), (1, 0, "owl"), (0, 2, "cat")] {
+            log.append(&LogEntry {
+                context: ctx(seed),
+                draw,
+                labels: vec![crate::ScoredLabel {
+                    label: label.into(),
+                    score: 1.0,
+                }],
+                status: 200,
+                latency_ms: 1.0,
+                cost_usd: 0.0,
+                attempts: 1,
+                unix_ms: 0,
+            })
+            .unwrap();
+        }
+        drop(log);
+        let recs = read_replay_log(&path).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].labels, ["cat", "dog", "cat"]);
+        assert_eq!(recs[1].labels, ["owl"]);
+        assert_eq!(recs[0].clean, None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

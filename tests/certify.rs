@@ -94,3 +94,34 @@ fn missing_keys_and_bad_images_fail_clearly() {
     .fails();
     assert!(err.contains("sigma"), "{err}");
 }
+
+#[test]
+fn sequential_mode_stops_once_the_target_radius_is_decided() {
+    let v = robustify([
+        "certify",
+        "examples/images/goldfish.jpg",
+        "--mode",
+        "sequential",
+        "--sigma",
+        "0.12",
+        "--n0",
+        "4",
+        "--target-radius",
+        "0.05",
+        "--max-draws",
+        "200",
+        "--batch-size",
+        "8",
+        "--json",
+    ])
+    .json();
+    // Every draw agrees: the KT wealth at p* = Φ(0.05/0.12) = 0.6615 after n agreeing
+    // draws is B(n + ½, ½)/π / p*^n: 4.65 in logs at n = 16, 7.75 at n = 24, past
+    // ln(1/α) = 6.91 — so it stops after 3 batches of 8, not 200 draws.
+    assert_eq!(v["mode"], "sequential");
+    assert_eq!(v["decision"], "certified");
+    assert_eq!(v["label"], "goldfish");
+    assert_eq!(v["n"], 24, "{v}");
+    assert_eq!(v["queries"], 28);
+    assert!(v["radius"].as_f64().unwrap() >= 0.05);
+}

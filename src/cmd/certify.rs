@@ -3,9 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use robustify_smoothing::{Certificate, CertifyParams, DecodeLimits, certify};
+use anyhow::Context;
+use robustify_smoothing::{
+    Certificate, CertifyParams, Decision, DecodeLimits, SequenceKind, SequentialCertificate,
+    SequentialParams, certify, certify_sequential,
+};
 use serde::Serialize;
 
+use super::sequential::{Mode, SequenceArg};
 use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
 use crate::input::read_image_bytes;
 use crate::render;
@@ -28,9 +33,23 @@ pub struct Args {
     /// Selection draws per image.
     #[arg(long)]
     n0: u64,
-    /// Estimation draws per image.
+    /// Estimation draws per image (fixed mode; in sequential mode the default --max-draws).
+    #[arg(long, required_unless_present = "target_radius")]
+    n: Option<u64>,
+    /// `fixed` (CERTIFY, exactly n draws) or `sequential` (stop as soon as an
+    /// anytime-valid confidence sequence decides). Default: sequential for paid providers
+    /// when --target-radius is given, fixed otherwise.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Decide certified / not certifiable at this radius (sequential mode).
     #[arg(long)]
-    n: u64,
+    target_radius: Option<f64>,
+    /// Sequential mode: most estimation draws per image [default: --n, else 10,000].
+    #[arg(long)]
+    max_draws: Option<u64>,
+    /// Sequential mode: the confidence sequence.
+    #[arg(long, value_enum, default_value = "betting")]
+    sequence: SequenceArg,
     /// Failure probability α.
     #[arg(long, default_value_t = 0.001)]
     alpha: f64,
@@ -72,19 +91,93 @@ struct Unfinished<'a> {
     error: String,
 }
 
+#[derive(Serialize)]
+struct SeqJson<'a> {
+    image: String,
+    status: &'a str,
+    mode: &'a str,
+    label: Option<&'a str>,
+    decision: Option<Decision>,
+    target_radius: Option<f64>,
+    radius: f64,
+    p_lower: f64,
+    p_upper: f64,
+    n_a: u64,
+    queries: u64,
+    reused: u64,
+    cost_usd: f64,
+    seed: Option<u64>,
+    sigma: f64,
+    n0: u64,
+    n: u64,
+    alpha: f64,
+    sequence: SequenceKind,
+}
+
+/// How one image is certified.
+enum Plan {
+    Fixed(CertifyParams),
+    Sequential(SequentialParams),
+}
+
+/// Either certificate, for printing.
+enum Outcome {
+    Fixed(Certificate),
+    Sequential(SequentialCertificate),
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
     let session = Session::open(&args.provider)?;
     let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
-    let params =
-        CertifyParams::new(args.sigma, args.n0, args.n, args.alpha)?.with_batch_size(batch)?;
+    let paid = session.def.pricing.cost_usd(1000, false) > 0.0;
+    let mode = args
+        .mode
+        .unwrap_or(if args.target_radius.is_some() && paid {
+            Mode::Sequential
+        } else {
+            Mode::Fixed
+        });
+    let plan = match mode {
+        Mode::Fixed => {
+            let n = args
+                .n
+                .context("fixed mode needs --n (or use --mode sequential)")?;
+            Plan::Fixed(
+                CertifyParams::new(args.sigma, args.n0, n, args.alpha)?.with_batch_size(batch)?,
+            )
+        }
+        Mode::Sequential => {
+            let max = args.max_draws.or(args.n).unwrap_or(10_000);
+            Plan::Sequential(
+                SequentialParams::new(args.sigma, args.n0, max, args.alpha, args.target_radius)?
+                    .with_kind(args.sequence.into())
+                    .with_batch_size(batch)?,
+            )
+        }
+    };
+    let total_draws = match &plan {
+        Plan::Fixed(p) => p.n0() + p.n(),
+        Plan::Sequential(p) => p.n0() + p.max_draws(),
+    };
     let mut failed = false;
     let mut budget_hit = false;
     if !args.json {
+        let how = match &plan {
+            Plan::Fixed(p) => format!("n = {}", p.n()),
+            Plan::Sequential(p) => format!(
+                "sequential ({:?}), ≤ {} draws{}",
+                SequenceKind::from(args.sequence),
+                p.max_draws(),
+                args.target_radius
+                    .map(|r| format!(", target radius {r}"))
+                    .unwrap_or_default()
+            ),
+        };
         println!(
-            "provider {} · no denoiser · σ = {} · n0 = {} · n = {} · α = {} · seed {}\n",
-            session.def.name, args.sigma, args.n0, args.n, args.alpha, args.seed
+            "provider {} · no denoiser · σ = {} · n0 = {} · {how} · α = {} · seed {}\n",
+            session.def.name, args.sigma, args.n0, args.alpha, args.seed
         );
         println!(
             "{:<36} {:<24} {:>8} {:>8} {:>9} {:>9}",
@@ -111,18 +204,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         };
         let classifier = session.classifier(&bytes, args.sigma, args.seed);
-        let bar = draw_bar(args.n0 + args.n, path.display().to_string());
+        let bar = draw_bar(total_draws, path.display().to_string());
         let progressed = Progressed {
             inner: classifier.clone(),
             bar: bar.clone(),
             session: &session,
         };
         let spent_before = session.spent_usd();
-        let result = runtime.block_on(certify(&progressed, &image, &params, args.seed));
+        let result = runtime.block_on(async {
+            match &plan {
+                Plan::Fixed(p) => certify(&progressed, &image, p, args.seed)
+                    .await
+                    .map(Outcome::Fixed),
+                Plan::Sequential(p) => certify_sequential(&progressed, &image, p, args.seed)
+                    .await
+                    .map(Outcome::Sequential),
+            }
+        });
         bar.finish_and_clear();
         let cost = session.spent_usd() - spent_before;
         match result {
-            Ok(cert) => print_cert(&args, path, &cert, cost, classifier.reused())?,
+            Ok(Outcome::Fixed(cert)) => print_cert(&args, path, &cert, cost, classifier.reused())?,
+            Ok(Outcome::Sequential(cert)) => {
+                print_sequential(&args, path, &cert, cost, classifier.reused())?
+            }
             Err(err) if is_budget(&err) => {
                 eprintln!("error: {}: {err}", path.display());
                 unfinished(&args, path, "budget_exhausted", &err.to_string())?;
@@ -184,6 +289,60 @@ fn unfinished(args: &Args, path: &Path, status: &str, error: &str) -> anyhow::Re
         println!("{:<36} {:<24}", path.display(), status.replace('_', " "));
         Ok(())
     }
+}
+
+fn print_sequential(
+    args: &Args,
+    path: &Path,
+    cert: &SequentialCertificate,
+    cost: f64,
+    reused: u64,
+) -> anyhow::Result<()> {
+    let status = match (cert.decision, &cert.label) {
+        (Some(Decision::Certified), _) => "certified",
+        (Some(Decision::NotCertifiable), _) => "not_certifiable",
+        (Some(Decision::Undecided), _) => "undecided",
+        (None, Some(_)) => "certified",
+        (None, None) => "abstained",
+    };
+    if args.json {
+        return render::print_json(&SeqJson {
+            image: path.display().to_string(),
+            status,
+            mode: "sequential",
+            label: cert.label.as_deref(),
+            decision: cert.decision,
+            target_radius: cert.target_radius,
+            radius: cert.radius,
+            p_lower: cert.p_lower,
+            p_upper: cert.p_upper,
+            n_a: cert.n_a,
+            queries: cert.queries,
+            reused,
+            cost_usd: cost,
+            seed: cert.seed,
+            sigma: cert.sigma,
+            n0: cert.n0,
+            n: cert.n,
+            alpha: cert.alpha,
+            sequence: cert.sequence,
+        });
+    }
+    let label = match (&cert.label, &cert.candidate) {
+        (Some(l), _) => l.clone(),
+        (None, Some(c)) => format!("{} ({c}?)", status.replace('_', " ")),
+        (None, None) => status.replace('_', " "),
+    };
+    println!(
+        "{:<36} {:<24} {:>8.4} {:>8.4} {:>9} {:>9.4}",
+        path.display(),
+        label,
+        cert.radius,
+        cert.p_lower,
+        format!("{}/{}", cert.n_a, cert.n),
+        cost
+    );
+    Ok(())
 }
 
 fn print_cert(

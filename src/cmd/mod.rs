@@ -9,6 +9,7 @@ mod noise;
 mod predict;
 mod providers;
 mod replay;
+mod sequential;
 mod serve;
 mod session;
 mod standin;

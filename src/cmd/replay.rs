@@ -6,9 +6,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use robustify_providers::replay::read_replay_log;
 use robustify_smoothing::table::{Outcome, certified_accuracy, default_radii};
-use robustify_smoothing::{CertifyParams, certify_labels};
+use robustify_smoothing::{
+    CertifyParams, Decision, SequenceKind, SequentialParams, certify_labels,
+    certify_sequential_labels,
+};
 use serde::Serialize;
 
+use super::sequential::{Mode, SequenceArg};
 use crate::render;
 
 /// Arguments of `robustify replay`.
@@ -36,6 +40,130 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// `fixed` (CERTIFY with exactly n estimation draws) or `sequential` (stop as soon as
+    /// an anytime-valid confidence sequence decides; needs --target-radius).
+    #[arg(long, value_enum, default_value = "fixed")]
+    mode: Mode,
+    /// Sequential mode: the radius to decide about.
+    #[arg(long)]
+    target_radius: Option<f64>,
+    /// Sequential mode: the confidence sequence.
+    #[arg(long, value_enum, default_value = "betting")]
+    sequence: SequenceArg,
+    /// Sequential mode: draws consumed between checks (as a concurrent client would).
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+}
+
+#[derive(Serialize)]
+struct SeqImageJson {
+    image: u64,
+    queries: u64,
+    decision: Option<Decision>,
+    label: Option<String>,
+    radius: f64,
+    fixed_certified: bool,
+}
+
+#[derive(Serialize)]
+struct SeqJson {
+    mode: &'static str,
+    target_radius: f64,
+    sequence: SequenceKind,
+    images: usize,
+    mean_queries: f64,
+    fixed_queries: u64,
+    certified_sequential: usize,
+    certified_fixed: usize,
+    correct_sequential: usize,
+    correct_fixed: usize,
+    decisions_differ: usize,
+    undecided: usize,
+    per_image: Vec<SeqImageJson>,
+}
+
+/// Sequential replay: each image decided at the target radius, against fixed-n CERTIFY on
+/// the same labels.
+fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCode> {
+    let r = args
+        .target_radius
+        .context("--mode sequential needs --target-radius")?;
+    let seq_params = SequentialParams::new(args.sigma, args.n0, args.n, args.alpha, Some(r))?
+        .with_kind(args.sequence.into())
+        .with_batch_size(args.batch_size)?;
+    let records = read_replay_log(&args.log)?;
+    let mut out = SeqJson {
+        mode: "sequential",
+        target_radius: r,
+        sequence: args.sequence.into(),
+        images: records.len(),
+        mean_queries: 0.0,
+        fixed_queries: args.n0 + args.n,
+        certified_sequential: 0,
+        certified_fixed: 0,
+        correct_sequential: 0,
+        correct_fixed: 0,
+        decisions_differ: 0,
+        undecided: 0,
+        per_image: Vec::new(),
+    };
+    for (i, record) in records.iter().enumerate() {
+        let at = || format!("{}:{}", args.log.display(), record.line);
+        let fixed = certify_labels(&record.labels, params).with_context(at)?;
+        let seq = certify_sequential_labels(&record.labels, &seq_params).with_context(at)?;
+        let fixed_certified = fixed.label.is_some() && fixed.radius >= r;
+        let seq_certified = seq.decision == Some(Decision::Certified);
+        let truth = record.clean.as_deref();
+        out.certified_fixed += usize::from(fixed_certified);
+        out.certified_sequential += usize::from(seq_certified);
+        out.correct_fixed +=
+            usize::from(fixed_certified && truth.is_none_or(|t| fixed.label.as_deref() == Some(t)));
+        out.correct_sequential +=
+            usize::from(seq_certified && truth.is_none_or(|t| seq.label.as_deref() == Some(t)));
+        out.decisions_differ += usize::from(fixed_certified != seq_certified);
+        out.undecided += usize::from(seq.decision == Some(Decision::Undecided));
+        out.mean_queries += seq.queries as f64;
+        out.per_image.push(SeqImageJson {
+            image: record.image.unwrap_or(i as u64),
+            queries: seq.queries,
+            decision: seq.decision,
+            label: seq.label,
+            radius: seq.radius,
+            fixed_certified,
+        });
+    }
+    out.mean_queries /= records.len().max(1) as f64;
+    if args.json {
+        render::print_json(&out)?;
+    } else {
+        println!(
+            "{}: {} images, σ = {}, target radius {r}, α = {}, {:?} sequence, batches of {}\n",
+            args.log.display(),
+            out.images,
+            args.sigma,
+            args.alpha,
+            out.sequence,
+            args.batch_size
+        );
+        println!("                      sequential   fixed n0 + n");
+        println!(
+            "mean queries          {:>10.1}   {:>12}",
+            out.mean_queries, out.fixed_queries
+        );
+        println!(
+            "certified at R        {:>10}   {:>12}",
+            out.certified_sequential, out.certified_fixed
+        );
+        println!(
+            "certified, correct    {:>10}   {:>12}",
+            out.correct_sequential, out.correct_fixed
+        );
+        println!(
+            "\ndecisions that differ: {} · undecided when the draws ran out: {}",
+            out.decisions_differ, out.undecided
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Serialize)]
@@ -55,6 +183,9 @@ struct ReplayJson<'a> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let params = CertifyParams::new(args.sigma, args.n0, args.n, args.alpha)?;
+    if args.mode == Mode::Sequential {
+        return run_sequential(&args, &params);
+    }
     let radii = args.radii.unwrap_or_else(default_radii);
     if let Some(r) = radii.iter().find(|r| !(r.is_finite() && **r >= 0.0)) {
         anyhow::bail!("invalid radius {r}: radii must be finite and ≥ 0");

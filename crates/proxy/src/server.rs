@@ -22,7 +22,7 @@ use robustify_providers::{
     BudgetLimits, Credentials, DrawContext, HttpProvider, Ledger, Provider, ProviderClassifier,
     ProviderDef, QueryLog, Traffic,
 };
-use robustify_smoothing::{CertifyParams, DecodeLimits, Image, PredictParams};
+use robustify_smoothing::{CertifyParams, DecodeLimits, Image, PredictParams, SequentialParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -173,6 +173,12 @@ struct Params {
     n: Option<u64>,
     alpha: Option<f64>,
     seed: Option<u64>,
+    /// `fixed` or `sequential`; sequential is the default when `target_radius` is given.
+    mode: Option<String>,
+    /// Sequential mode: the radius to decide about.
+    target_radius: Option<f64>,
+    /// Sequential mode: most estimation draws (default `n`).
+    max_draws: Option<u64>,
 }
 
 /// The image bytes and parameters of a request: raw body, or multipart with an `image` part
@@ -232,6 +238,7 @@ async fn read_request(request: Request, query: Params) -> Result<(Bytes, Params)
 
 enum Job {
     Certify(CertifyParams),
+    Sequential(SequentialParams),
     Predict(PredictParams),
 }
 
@@ -239,6 +246,7 @@ impl Job {
     fn draws(&self) -> u64 {
         match self {
             Job::Certify(p) => p.n0() + p.n(),
+            Job::Sequential(p) => p.n0() + p.max_draws(),
             Job::Predict(p) => p.n(),
         }
     }
@@ -301,12 +309,29 @@ async fn handle(
         );
     };
     let bad = |e: String| error(StatusCode::BAD_REQUEST, "bad_params", e);
-    let (Some(sigma), Some(n)) = (p.sigma, p.n) else {
+    let sequential = match p.mode.as_deref() {
+        None => route == "certify" && p.target_radius.is_some(),
+        Some("sequential") => true,
+        Some("fixed") => false,
+        Some(other) => return bad(format!("mode must be fixed or sequential, not {other:?}")),
+    };
+    let (Some(sigma), Some(n)) = (p.sigma, p.n.or(p.max_draws)) else {
         return bad("sigma and n are required".into());
     };
     let alpha = p.alpha.unwrap_or(0.001);
     let batch = served.http.preferred_batch();
     let job = match route {
+        "certify" if sequential => {
+            let Some(n0) = p.n0 else {
+                return bad("n0 is required".into());
+            };
+            match SequentialParams::new(sigma, n0, p.max_draws.unwrap_or(n), alpha, p.target_radius)
+                .and_then(|c| c.with_batch_size(batch))
+            {
+                Ok(c) => Job::Sequential(c),
+                Err(e) => return bad(e.to_string()),
+            }
+        }
         "certify" => {
             let Some(n0) = p.n0 else {
                 return bad("n0 is required".into());
@@ -361,6 +386,11 @@ async fn handle(
         Job::Certify(params) => robustify_smoothing::certify(&classifier, &image, params, seed)
             .await
             .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
+        Job::Sequential(params) => {
+            robustify_smoothing::certify_sequential(&classifier, &image, params, seed)
+                .await
+                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+        }
         Job::Predict(params) => robustify_smoothing::predict(&classifier, &image, params, seed)
             .await
             .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),

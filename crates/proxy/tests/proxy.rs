@@ -166,6 +166,21 @@ key_sha256 = "{}"
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["label"], "green", "{v}");
+    // Sequential certification at a target radius stops early: every draw is green.
+    let r = http
+        .post(format!(
+            "{url}/v1/certify?sigma=0.25&n0=4&n=1000&target_radius=0.1"
+        ))
+        .bearer_auth("key-free")
+        .body(png())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["decision"], "certified", "{v}");
+    assert!(v["n"].as_u64().unwrap() < 1000, "{v}");
+    let sequential_images = 4 + v["n"].as_u64().unwrap();
     // Bad input: not an image, missing parameters.
     let r = http
         .post(&certify)
@@ -211,10 +226,11 @@ key_sha256 = "{}"
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("robustify_provider_images_total{provider=\"google\"} 240"),
-        "{metrics}"
+    let images = format!(
+        "robustify_provider_images_total{{provider=\"google\"}} {}",
+        240 + sequential_images
     );
+    assert!(metrics.contains(&images), "{metrics}");
     assert!(
         metrics.contains("robustify_responses_total{route=\"certify\",status=\"402\"} 54"),
         "{metrics}"

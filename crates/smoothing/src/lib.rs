@@ -36,6 +36,7 @@ mod error;
 pub mod image;
 pub mod noise;
 pub mod params;
+pub mod sequential;
 pub mod stats;
 pub mod table;
 
@@ -47,3 +48,7 @@ pub use error::{Error, Result};
 pub use image::{DecodeLimits, Image};
 pub use noise::NoiseSampler;
 pub use params::{Alpha, CertifyParams, PredictParams, Sigma};
+pub use sequential::{
+    Decision, SequenceKind, SequentialCertificate, SequentialParams, certify_sequential,
+    certify_sequential_labels,
+};

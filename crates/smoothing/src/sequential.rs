@@ -1,0 +1,606 @@
+//! Sequential certification: stop drawing as soon as an anytime-valid confidence sequence
+//! for p_A settles the question.
+//!
+//! CERTIFY (Cohen et al.) fixes n in advance and pays for every draw even when the first 40
+//! already agree. A *confidence sequence* is a sequence of intervals that contains p_A at
+//! every n simultaneously with probability ≥ 1 − α (Darling & Robbins 1967; Howard et al.
+//! 2021), so it may be checked after every batch and the run stopped at any data-dependent
+//! time without losing the guarantee. Two are offered:
+//!
+//! - [`SequenceKind::Betting`] (default): the Krichevsky–Trofimov mixture martingale. For a
+//!   hypothesised mean m, `M_n(m) = B(½ + S, ½ + n − S) / B(½, ½) / (m^S (1 − m)^{n − S})`
+//!   (S agreeing draws of n) is the wealth of a bettor who stakes by the KT estimator
+//!   against m; under p_A = m it is a nonnegative martingale, so by Ville's inequality
+//!   `P(∃n: M_n(p_A) ≥ 1/α) ≤ α`. The sequence is `{m : M_n(m) < 1/α}`.
+//! - [`SequenceKind::UnionBound`]: Clopper–Pearson intervals at the geometric schedule
+//!   n_k = ⌈n_min · 1.25^k⌉ with levels α_k = 6α / (π²(k + 1)²), which sum to α.
+//!
+//! With a target radius R, certifying at R means p_A ≥ p* = Φ(R/σ). The run stops with
+//! [`Decision::Certified`] once the sequence lies above p*, with
+//! [`Decision::NotCertifiable`] once it lies below, and with [`Decision::Undecided`] when
+//! `max_draws` run out — or as soon as the draws left could not certify even if all agreed
+//! (futility: it saves the draws that cannot change the answer). Either decision is wrong only if the sequence missed p_A: probability
+//! ≤ α at any stopping time. The candidate label comes from `n0` separate selection draws,
+//! as in CERTIFY. Draws come in batches; the sequence is checked between batches, and every
+//! draw of the last batch counts (it was paid for).
+
+use std::f64::consts::PI;
+
+use serde::{Deserialize, Serialize};
+use statrs::function::beta::{beta_reg, ln_beta};
+
+use crate::counts::LabelCounts;
+use crate::stats::{normal_cdf, normal_quantile};
+use crate::{Alpha, BaseClassifier, Error, Image, NoiseSampler, Result, Sigma};
+
+/// Which confidence sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SequenceKind {
+    /// Krichevsky–Trofimov mixture (a betting martingale).
+    #[default]
+    Betting,
+    /// Clopper–Pearson on a geometric schedule, union bound.
+    UnionBound,
+}
+
+/// What a sequential certification decided about the target radius.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// p_A ≥ Φ(R/σ): certified at radius ≥ R.
+    Certified,
+    /// p_A < Φ(R/σ): not certifiable at R, however many draws.
+    NotCertifiable,
+    /// The draw budget ran out first.
+    Undecided,
+}
+
+/// Parameters of a sequential certification.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SequentialParams {
+    sigma: Sigma,
+    n0: u64,
+    max_draws: u64,
+    alpha: Alpha,
+    target_radius: Option<f64>,
+    kind: SequenceKind,
+    batch_size: usize,
+}
+
+impl SequentialParams {
+    /// `n0` selection draws, then at most `max_draws` estimation draws, at confidence
+    /// `1 − alpha`; with `target_radius`, stop as soon as the answer at that radius is known.
+    pub fn new(
+        sigma: f64,
+        n0: u64,
+        max_draws: u64,
+        alpha: f64,
+        target_radius: Option<f64>,
+    ) -> Result<SequentialParams> {
+        let bad = |name, reason: &str| Error::InvalidParameter {
+            name,
+            reason: reason.into(),
+        };
+        if n0 == 0 {
+            return Err(bad("n0", "must be ≥ 1"));
+        }
+        if max_draws == 0 {
+            return Err(bad("max_draws", "must be ≥ 1"));
+        }
+        if let Some(r) = target_radius
+            && !(r.is_finite() && r >= 0.0)
+        {
+            return Err(bad("target_radius", "must be finite and ≥ 0"));
+        }
+        Ok(SequentialParams {
+            sigma: Sigma::new(sigma)?,
+            n0,
+            max_draws,
+            alpha: Alpha::new(alpha)?,
+            target_radius,
+            kind: SequenceKind::default(),
+            batch_size: 32,
+        })
+    }
+
+    /// Uses `kind` of confidence sequence.
+    pub fn with_kind(mut self, kind: SequenceKind) -> SequentialParams {
+        self.kind = kind;
+        self
+    }
+
+    /// Draws per classifier call (≥ 1); the sequence is checked after each.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Result<SequentialParams> {
+        if batch_size == 0 {
+            return Err(Error::InvalidParameter {
+                name: "batch_size",
+                reason: "must be ≥ 1".into(),
+            });
+        }
+        self.batch_size = batch_size;
+        Ok(self)
+    }
+
+    /// The probability p* = Φ(R/σ) that certifying at the target radius needs.
+    pub fn p_star(&self) -> Option<f64> {
+        self.target_radius.map(|r| normal_cdf(r / self.sigma.get()))
+    }
+
+    /// Draws per classifier call.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Selection draws.
+    pub fn n0(&self) -> u64 {
+        self.n0
+    }
+
+    /// Most estimation draws.
+    pub fn max_draws(&self) -> u64 {
+        self.max_draws
+    }
+}
+
+/// The result of a sequential certification.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SequentialCertificate {
+    /// The certified label: the candidate when the sequence's lower bound exceeds ½ (and,
+    /// with a target, when the decision is `certified`); `None` otherwise.
+    pub label: Option<String>,
+    /// The label the selection draws chose.
+    pub candidate: Option<String>,
+    /// The decision about the target radius, if one was given.
+    pub decision: Option<Decision>,
+    /// The radius the sequence supports when the run stopped: σ·Φ⁻¹(p_lower), 0 if none.
+    pub radius: f64,
+    /// The sequence's lower bound on p_A when the run stopped.
+    pub p_lower: f64,
+    /// Its upper bound.
+    pub p_upper: f64,
+    /// Estimation draws that agreed with the candidate.
+    pub n_a: u64,
+    /// Estimation draws made (every draw of the last batch counts).
+    pub n: u64,
+    /// Selection draws.
+    pub n0: u64,
+    /// All draws sent: n0 + n.
+    pub queries: u64,
+    /// σ.
+    pub sigma: f64,
+    /// α.
+    pub alpha: f64,
+    /// The target radius, if any.
+    pub target_radius: Option<f64>,
+    /// The confidence sequence used.
+    pub sequence: SequenceKind,
+    /// The noise seed, when draws were made here.
+    pub seed: Option<u64>,
+}
+
+/// log M_n(m) of the KT mixture for `s` agreeing draws of `n`.
+fn kt_log_wealth(s: u64, n: u64, m: f64) -> f64 {
+    let (s, f) = (s as f64, (n - s) as f64);
+    let ln_mix = ln_beta(0.5 + s, 0.5 + f) - ln_beta(0.5, 0.5);
+    let ln_null =
+        if s > 0.0 { s * m.ln() } else { 0.0 } + if f > 0.0 { f * (1.0 - m).ln() } else { 0.0 };
+    ln_mix - ln_null
+}
+
+/// α_k of the union-bound schedule.
+fn union_alpha(alpha: f64, k: u64) -> f64 {
+    6.0 * alpha / (PI * PI * ((k + 1) * (k + 1)) as f64)
+}
+
+/// Check times of the union-bound schedule: ⌈10 · 1.25^k⌉, strictly increasing.
+fn schedule() -> impl Iterator<Item = u64> {
+    let mut last = 0u64;
+    (0u32..).map(move |k| {
+        let t = (10.0 * 1.25f64.powi(k as i32)).ceil() as u64;
+        last = t.max(last + 1);
+        last
+    })
+}
+
+/// P(Bin(n, p) ≥ s) for s ≥ 1: the regularized incomplete beta I_p(s, n − s + 1).
+fn upper_tail(s: u64, n: u64, p: f64) -> f64 {
+    if s == 0 {
+        return 1.0;
+    }
+    beta_reg(s as f64, (n - s + 1) as f64, p)
+}
+
+/// P(Bin(n, p) ≤ s).
+fn lower_tail(s: u64, n: u64, p: f64) -> f64 {
+    if s >= n {
+        return 1.0;
+    }
+    1.0 - beta_reg((s + 1) as f64, (n - s) as f64, p)
+}
+
+/// A confidence sequence for the candidate's probability, fed draw by draw.
+#[derive(Clone, Debug)]
+pub struct Sequence {
+    kind: SequenceKind,
+    alpha: f64,
+    s: u64,
+    n: u64,
+    /// Union bound: the next check (index, time).
+    next_check: (u64, u64),
+    /// Union bound: the checks made, `(agreeing, draws, level of each tail)`.
+    checks: Vec<(u64, u64, f64)>,
+    /// Union bound: for the last `p` asked, the checks examined and whether any excluded
+    /// everything at or below `p` / at or above it (checks never change, so this caches).
+    seen: std::cell::Cell<(f64, usize, bool, bool)>,
+}
+
+impl Sequence {
+    /// An empty sequence at level `alpha`.
+    pub fn new(kind: SequenceKind, alpha: f64) -> Sequence {
+        let first = schedule().next().unwrap_or(10);
+        Sequence {
+            kind,
+            alpha,
+            s: 0,
+            n: 0,
+            next_check: (0, first),
+            checks: Vec::new(),
+            seen: std::cell::Cell::new((f64::NAN, 0, false, false)),
+        }
+    }
+
+    /// Draws so far.
+    pub fn n(&self) -> u64 {
+        self.n
+    }
+
+    /// Agreeing draws so far.
+    pub fn agreeing(&self) -> u64 {
+        self.s
+    }
+
+    /// Records one draw (in draw order).
+    pub fn observe(&mut self, agrees: bool) {
+        self.n += 1;
+        self.s += u64::from(agrees);
+        if self.kind == SequenceKind::UnionBound && self.n == self.next_check.1 {
+            let (k, _) = self.next_check;
+            self.checks
+                .push((self.s, self.n, union_alpha(self.alpha, k) / 2.0));
+            let next = schedule().nth(k as usize + 1).unwrap_or(u64::MAX);
+            self.next_check = (k + 1, next);
+        }
+    }
+
+    /// Whether the sequence now excludes every m ≤ `p` (`above`) or every m ≥ `p` (not
+    /// `above`). Cheap: one evaluation, no bound search.
+    pub fn excludes(&self, p: f64, above: bool) -> bool {
+        match self.kind {
+            SequenceKind::Betting => {
+                let mean = if self.n == 0 {
+                    0.5
+                } else {
+                    self.s as f64 / self.n as f64
+                };
+                let side = if above { mean > p } else { mean < p };
+                side && kt_log_wealth(self.s, self.n, p) >= (1.0 / self.alpha).ln()
+            }
+            SequenceKind::UnionBound => {
+                // A check excludes all m ≤ p when its Clopper–Pearson lower bound exceeds
+                // p, i.e. P(Bin(n, p) ≥ s) < a; all m ≥ p when P(Bin(n, p) ≤ s) < a.
+                let (mut q, mut done, mut lo_out, mut hi_out) = self.seen.get();
+                if q != p {
+                    (q, done, lo_out, hi_out) = (p, 0, false, false);
+                }
+                for &(s, n, a) in &self.checks[done..] {
+                    lo_out |= upper_tail(s, n, p) < a;
+                    hi_out |= lower_tail(s, n, p) < a;
+                }
+                self.seen.set((q, self.checks.len(), lo_out, hi_out));
+                if above { lo_out } else { hi_out }
+            }
+        }
+    }
+
+    /// Whether `remaining` more draws, all agreeing, could still make the sequence exclude
+    /// every m ≤ `p`. When not, certifying at `p` is out of reach within the budget and the
+    /// run can stop (a budget decision, not a claim: validity is unaffected).
+    pub fn could_exclude_below(&self, p: f64, remaining: u64) -> bool {
+        if self.excludes(p, true) {
+            return true;
+        }
+        match self.kind {
+            SequenceKind::Betting => {
+                let (s, n) = (self.s + remaining, self.n + remaining);
+                n > 0
+                    && s as f64 / n as f64 > p
+                    && kt_log_wealth(s, n, p) >= (1.0 / self.alpha).ln()
+            }
+            SequenceKind::UnionBound => {
+                let (mut k, mut t) = self.next_check;
+                while t <= self.n + remaining {
+                    let s = self.s + (t - self.n);
+                    if upper_tail(s, t, p) < union_alpha(self.alpha, k) / 2.0 {
+                        return true;
+                    }
+                    k += 1;
+                    t = schedule().nth(k as usize).unwrap_or(u64::MAX);
+                }
+                false
+            }
+        }
+    }
+
+    /// The interval now: for the betting sequence, `{m : M_n(m) < 1/α}` found by bisection.
+    pub fn bounds(&self) -> (f64, f64) {
+        match self.kind {
+            SequenceKind::UnionBound => {
+                self.checks.iter().fold((0.0, 1.0), |(lo, hi), &(s, n, a)| {
+                    (
+                        lo.max(cp_bound(s, n, a, true)),
+                        hi.min(cp_bound(s, n, a, false)),
+                    )
+                })
+            }
+            SequenceKind::Betting => {
+                if self.n == 0 {
+                    return (0.0, 1.0);
+                }
+                let mean = self.s as f64 / self.n as f64;
+                let threshold = (1.0 / self.alpha).ln();
+                let outside = |m: f64| kt_log_wealth(self.s, self.n, m) >= threshold;
+                // M_n(mean) ≤ 1 (a mixture never beats the best fit), and the wealth grows
+                // without bound as m moves to 0 (if S > 0) or to 1 (if S < n).
+                let lo = if self.s == 0 {
+                    0.0
+                } else {
+                    bisect(0.0, mean, |m| !outside(m))
+                };
+                let hi = if self.s == self.n {
+                    1.0
+                } else {
+                    bisect(mean, 1.0, outside)
+                };
+                (lo, hi)
+            }
+        }
+    }
+}
+
+/// The boundary in `[lo, hi]` where `is_right` turns true (it is false at `lo` and true at
+/// `hi`, monotone between).
+fn bisect(mut lo: f64, mut hi: f64, is_right: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if is_right(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// One-sided Clopper–Pearson bound at level `a`: lower (`lower`) or upper.
+fn cp_bound(s: u64, n: u64, a: f64, lower: bool) -> f64 {
+    if lower {
+        if s == 0 {
+            return 0.0;
+        }
+        bisect(0.0, 1.0, |p| upper_tail(s, n, p) >= a)
+    } else {
+        if s == n {
+            return 1.0;
+        }
+        bisect(0.0, 1.0, |p| lower_tail(s, n, p) < a)
+    }
+}
+
+/// The decision the sequence supports now, if any; `Undecided` as soon as the `remaining`
+/// draws could not certify even if every one agreed.
+fn decide(seq: &Sequence, p_star: f64, remaining: u64) -> Option<Decision> {
+    if seq.excludes(p_star, true) {
+        Some(Decision::Certified)
+    } else if seq.excludes(p_star, false) {
+        Some(Decision::NotCertifiable)
+    } else if !seq.could_exclude_below(p_star, remaining) {
+        Some(Decision::Undecided)
+    } else {
+        None
+    }
+}
+
+fn finish(
+    seq: &Sequence,
+    candidate: Option<String>,
+    decision: Option<Decision>,
+    params: &SequentialParams,
+    n0: u64,
+) -> SequentialCertificate {
+    let (p_lower, p_upper) = seq.bounds();
+    let sigma = params.sigma.get();
+    let supported = if p_lower > 0.5 {
+        sigma * normal_quantile(p_lower)
+    } else {
+        0.0
+    };
+    let certified =
+        candidate.is_some() && p_lower > 0.5 && decision.is_none_or(|d| d == Decision::Certified);
+    SequentialCertificate {
+        label: if certified { candidate.clone() } else { None },
+        candidate,
+        decision,
+        radius: if certified { supported } else { 0.0 },
+        p_lower,
+        p_upper,
+        n_a: seq.agreeing(),
+        n: seq.n(),
+        n0,
+        queries: n0 + seq.n(),
+        sigma,
+        alpha: params.alpha.get(),
+        target_radius: params.target_radius,
+        sequence: params.kind,
+        seed: None,
+    }
+}
+
+/// Sequential certification of a logged label sequence (query order): the first `n0`
+/// labels select, then labels are consumed in batches until the sequence decides or
+/// `max_draws` are used. Fewer labels than needed end the run early as `undecided`.
+pub fn certify_sequential_labels<S: AsRef<str>>(
+    labels: &[S],
+    params: &SequentialParams,
+) -> Result<SequentialCertificate> {
+    let n0 = params.n0 as usize;
+    if labels.len() < n0 {
+        return Err(Error::TooFewLabels {
+            needed: params.n0,
+            got: labels.len() as u64,
+        });
+    }
+    let selection = LabelCounts::from_labels(&labels[..n0]);
+    let candidate = selection.top().map(|(l, _)| l.to_owned());
+    let rest = &labels[n0..labels.len().min(n0 + params.max_draws as usize)];
+    let mut seq = Sequence::new(params.kind, params.alpha.get());
+    let mut decision = None;
+    for batch in rest.chunks(params.batch_size) {
+        for l in batch {
+            seq.observe(candidate.as_deref() == Some(l.as_ref()));
+        }
+        if let Some(p) = params.p_star()
+            && let Some(d) = decide(&seq, p, params.max_draws - seq.n())
+        {
+            decision = Some(d);
+            break;
+        }
+    }
+    if params.target_radius.is_some() && decision.is_none() {
+        decision = Some(Decision::Undecided);
+    }
+    Ok(finish(&seq, candidate, decision, params, params.n0))
+}
+
+/// Sequential certification of one image: draws `0..n0` select the candidate; draws
+/// `n0, n0 + 1, …` are sent in batches until the sequence decides or `max_draws` are used.
+pub async fn certify_sequential<C: BaseClassifier>(
+    classifier: &C,
+    image: &Image,
+    params: &SequentialParams,
+    seed: u64,
+) -> Result<SequentialCertificate> {
+    let noise = NoiseSampler::new(params.sigma, seed);
+    let selection =
+        crate::certify::sample(classifier, image, &noise, 0..params.n0, params.batch_size).await?;
+    let candidate = selection.top().map(|(l, _)| l.to_owned());
+    let mut seq = Sequence::new(params.kind, params.alpha.get());
+    let mut decision = None;
+    let end = params.n0 + params.max_draws;
+    let mut start = params.n0;
+    while start < end {
+        let stop = end.min(start + params.batch_size as u64);
+        let batch = noise.draws(image, start..stop);
+        let labels = classifier
+            .classify(start..stop, &batch)
+            .await
+            .map_err(|e| Error::Classifier(Box::new(e)))?;
+        if labels.len() != batch.len() {
+            return Err(Error::BatchMismatch {
+                expected: batch.len(),
+                got: labels.len(),
+            });
+        }
+        for l in &labels {
+            seq.observe(candidate.as_deref() == Some(l.as_str()));
+        }
+        start = stop;
+        if let Some(p) = params.p_star()
+            && let Some(d) = decide(&seq, p, end - stop)
+        {
+            decision = Some(d);
+            break;
+        }
+    }
+    if params.target_radius.is_some() && decision.is_none() {
+        decision = Some(Decision::Undecided);
+    }
+    let mut cert = finish(&seq, candidate, decision, params, params.n0);
+    cert.seed = Some(seed);
+    Ok(cert)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kt_wealth_reference_values() {
+        // 10 of 10 agree, m = 0.5: B(10.5, 0.5)/B(0.5, 0.5) · 2^10 = 189.0 / π · … :
+        // computed directly as Γ(10.5)Γ(0.5)/Γ(11) / π · 1024 = 0.17620 · 1024 = 180.43.
+        let w = kt_log_wealth(10, 10, 0.5).exp();
+        assert!((w - 180.42).abs() < 0.01, "{w}");
+        // Symmetric: 0 of 10 at 0.5 is the same wealth.
+        assert!((kt_log_wealth(0, 10, 0.5) - kt_log_wealth(10, 10, 0.5)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bounds_and_exclusion_agree() {
+        for kind in [SequenceKind::Betting, SequenceKind::UnionBound] {
+            let mut seq = Sequence::new(kind, 0.001);
+            for i in 0..400 {
+                seq.observe(i % 10 != 0); // 90% agree
+            }
+            let (lo, hi) = seq.bounds();
+            assert!(lo < 0.9 && 0.9 < hi, "{kind:?}: {lo} {hi}");
+            assert!(seq.excludes(lo - 1e-6, true) || kind == SequenceKind::UnionBound);
+            assert!(!seq.excludes(lo + 1e-3, true));
+            assert!(seq.excludes(hi + 1e-3, false));
+            assert!(!seq.excludes(hi - 1e-3, false));
+        }
+    }
+
+    #[test]
+    fn easy_images_stop_early_and_agree_with_fixed_n() {
+        // Every draw agrees; σ = 0.25, R = 0.25: p* = Φ(1) = 0.841.
+        let mut labels = vec!["cat"; 10];
+        labels.extend(vec!["cat"; 1000]);
+        for kind in [SequenceKind::Betting, SequenceKind::UnionBound] {
+            let p = SequentialParams::new(0.25, 10, 1000, 0.001, Some(0.25))
+                .unwrap()
+                .with_kind(kind)
+                .with_batch_size(8)
+                .unwrap();
+            let c = certify_sequential_labels(&labels, &p).unwrap();
+            assert_eq!(c.decision, Some(Decision::Certified), "{kind:?}");
+            assert_eq!(c.label.as_deref(), Some("cat"));
+            assert!(c.radius >= 0.25 && c.n <= 100, "{kind:?}: {c:?}");
+        }
+        // Half the draws disagree: not certifiable at R (fixed-n abstains too).
+        let mut labels = vec!["cat"; 10];
+        labels.extend((0..1000).map(|i| if i % 2 == 0 { "cat" } else { "dog" }));
+        for kind in [SequenceKind::Betting, SequenceKind::UnionBound] {
+            let p = SequentialParams::new(0.25, 10, 1000, 0.001, Some(0.25))
+                .unwrap()
+                .with_kind(kind);
+            let c = certify_sequential_labels(&labels, &p).unwrap();
+            assert_eq!(c.decision, Some(Decision::NotCertifiable), "{kind:?}");
+            assert_eq!(c.label, None);
+            assert!(c.n < 200, "{kind:?}: {}", c.n);
+        }
+    }
+
+    #[test]
+    fn without_a_target_the_supported_radius_is_reported() {
+        let labels = vec!["cat"; 110];
+        let p = SequentialParams::new(0.25, 10, 100, 0.001, None).unwrap();
+        let c = certify_sequential_labels(&labels, &p).unwrap();
+        assert_eq!((c.n, c.decision), (100, None));
+        assert_eq!(c.label.as_deref(), Some("cat"));
+        // Anytime-valid costs a little against fixed-n's 0.3751 at n = 100.
+        assert!(c.radius > 0.25 && c.radius < 0.3751, "{}", c.radius);
+    }
+}

@@ -92,3 +92,63 @@ fn builtin_google_and_a_hopeless_n() {
     .ok();
     assert!(text.contains("$18.00") && text.contains("12,000"), "{text}");
 }
+
+#[test]
+fn sequential_forecast_from_assumed_p_a_and_from_a_log() {
+    let v = robustify([
+        "estimate",
+        "--provider",
+        "google",
+        "--images",
+        "100",
+        "--n0",
+        "20",
+        "--n",
+        "10000",
+        "--mode",
+        "sequential",
+        "--target-radius",
+        "0.25",
+        "--p-a",
+        "0.5,0.999",
+        "--json",
+    ])
+    .json();
+    assert_eq!(v["fixed_queries_per_image"], 10_020);
+    let rows = v["forecasts"].as_array().unwrap();
+    // p_A = 0.5 is refuted fast; 0.999 certifies fast; both far below 10,020 queries.
+    assert_eq!(rows[0]["not_certifiable"], 1.0);
+    assert_eq!(rows[1]["certified"], 1.0);
+    for r in rows {
+        let q = r["mean_queries_per_image"].as_f64().unwrap();
+        assert!(q < 150.0, "{r}");
+        let cost = r["cost_usd"].as_f64().unwrap();
+        assert!((cost - (q * 100.0).ceil() * 0.0015).abs() < 1e-9, "{r}");
+    }
+    let v = robustify([
+        "estimate",
+        "--provider",
+        "google",
+        "--images",
+        "100",
+        "--n0",
+        "20",
+        "--n",
+        "100",
+        "--mode",
+        "sequential",
+        "--target-radius",
+        "0.2",
+        "--batch-size",
+        "1",
+        "--from-log",
+        "examples/logs/azure_mse_0.25.jsonl.gz",
+        "--json",
+    ])
+    .json();
+    // The same 49.6 mean queries as `replay --mode sequential` on this log.
+    let q = v["forecasts"][0]["mean_queries_per_image"]
+        .as_f64()
+        .unwrap();
+    assert!((q - 49.6).abs() < 0.05, "{q}");
+}

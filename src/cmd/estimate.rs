@@ -3,10 +3,13 @@
 use std::process::ExitCode;
 
 use robustify_providers::ProviderDef;
-use robustify_smoothing::CertifyParams;
 use robustify_smoothing::stats::{max_certifiable_radius, min_draws_for_radius};
+use robustify_smoothing::{
+    CertifyParams, Decision, SequenceKind, SequentialParams, certify_sequential_labels, forecast,
+};
 use serde::Serialize;
 
+use super::sequential::{Mode, SequenceArg};
 use crate::render::{self, thousands};
 
 /// Arguments of `robustify estimate`.
@@ -44,6 +47,130 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// `sequential`: forecast the draws sequential certification at --target-radius would
+    /// use (at most --n per image), from assumed p_A values or a replay log.
+    #[arg(long, value_enum, default_value = "fixed")]
+    mode: Mode,
+    /// Sequential forecast: assumed probabilities that a draw agrees with the candidate,
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.9, 0.99, 0.999])]
+    p_a: Vec<f64>,
+    /// Sequential forecast: replay this log (the paper's format or a query log) instead of
+    /// assuming p_A.
+    #[arg(long)]
+    from_log: Option<std::path::PathBuf>,
+    /// Sequential forecast: the confidence sequence.
+    #[arg(long, value_enum, default_value = "betting")]
+    sequence: SequenceArg,
+    /// Sequential forecast: draws per check (the provider's batch).
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+}
+
+#[derive(Serialize)]
+struct ForecastJson {
+    provider: String,
+    mode: &'static str,
+    target_radius: f64,
+    sequence: SequenceKind,
+    images: u64,
+    fixed_queries_per_image: u64,
+    forecasts: Vec<ForecastRow>,
+}
+
+#[derive(Serialize)]
+struct ForecastRow {
+    /// Assumed p_A, or null for a replayed log.
+    p_a: Option<f64>,
+    mean_queries_per_image: f64,
+    cost_usd: f64,
+    certified: f64,
+    not_certifiable: f64,
+    undecided: f64,
+}
+
+/// `--mode sequential`: expected queries and cost of sequential certification.
+fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let r = args
+        .target_radius
+        .context("--mode sequential needs --target-radius")?;
+    let params = SequentialParams::new(args.sigma, args.n0, args.n, args.alpha, Some(r))?
+        .with_kind(args.sequence.into())
+        .with_batch_size(args.batch_size)?;
+    let k = args.images;
+    let row = |p_a, mean_draws: f64, c, nc, u| ForecastRow {
+        p_a,
+        mean_queries_per_image: args.n0 as f64 + mean_draws,
+        cost_usd: def.pricing.cost_usd(
+            ((args.n0 as f64 + mean_draws) * k as f64).ceil() as u64,
+            args.free_tier,
+        ),
+        certified: c,
+        not_certifiable: nc,
+        undecided: u,
+    };
+    let mut rows = Vec::new();
+    if let Some(log) = &args.from_log {
+        let records = robustify_providers::replay::read_replay_log(log)?;
+        let (mut draws, mut c, mut nc) = (0.0, 0.0, 0.0);
+        for rec in &records {
+            let cert = certify_sequential_labels(&rec.labels, &params)?;
+            draws += cert.n as f64;
+            c += f64::from(u8::from(cert.decision == Some(Decision::Certified)));
+            nc += f64::from(u8::from(cert.decision == Some(Decision::NotCertifiable)));
+        }
+        let m = records.len() as f64;
+        rows.push(row(None, draws / m, c / m, nc / m, 1.0 - (c + nc) / m));
+    } else {
+        for &p in &args.p_a {
+            let f = forecast(&params, p, 2_000, 0)?;
+            rows.push(row(
+                Some(p),
+                f.mean_draws,
+                f.certified,
+                f.not_certifiable,
+                f.undecided,
+            ));
+        }
+    }
+    let out = ForecastJson {
+        provider: def.name.clone(),
+        mode: "sequential",
+        target_radius: r,
+        sequence: args.sequence.into(),
+        images: k,
+        fixed_queries_per_image: args.n0 + args.n,
+        forecasts: rows,
+    };
+    if args.json {
+        render::print_json(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("provider    {} — {}", def.name, def.description);
+    println!(
+        "sequential  target radius {r} at σ = {}, α = {}: {} selection + at most {} estimation draws, checked every {}",
+        args.sigma, args.alpha, args.n0, args.n, args.batch_size
+    );
+    println!(
+        "fixed n     {} queries per image, ${:.2} for {} images\n",
+        args.n0 + args.n,
+        def.pricing.cost_usd(k * (args.n0 + args.n), args.free_tier),
+        thousands(k)
+    );
+    println!("p_A      queries/image      cost   certified  not certifiable  undecided");
+    for r in &out.forecasts {
+        println!(
+            "{:<8} {:>13.1} {:>9.2} {:>10.1}% {:>15.1}% {:>9.1}%",
+            r.p_a.map_or("log".into(), |p| p.to_string()),
+            r.mean_queries_per_image,
+            r.cost_usd,
+            100.0 * r.certified,
+            100.0 * r.not_certifiable,
+            100.0 * r.undecided
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Serialize)]
@@ -75,6 +202,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("invalid parameter target-radius: must be finite and ≥ 0, got {r}");
     }
     let def = ProviderDef::load(&args.provider)?;
+    if args.mode == Mode::Sequential {
+        return run_sequential(&args, &def);
+    }
     let k = args.images;
     let clean = u64::from(args.clean_query);
     let queries = k * (args.n0 + args.n + clean);

@@ -49,6 +49,6 @@ pub use image::{DecodeLimits, Image};
 pub use noise::NoiseSampler;
 pub use params::{Alpha, CertifyParams, PredictParams, Sigma};
 pub use sequential::{
-    Decision, SequenceKind, SequentialCertificate, SequentialParams, certify_sequential,
-    certify_sequential_labels,
+    Decision, SequenceKind, SequentialCertificate, SequentialForecast, SequentialParams,
+    certify_sequential, certify_sequential_labels, forecast,
 };

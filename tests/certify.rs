@@ -125,3 +125,37 @@ fn sequential_mode_stops_once_the_target_radius_is_decided() {
     assert_eq!(v["queries"], 28);
     assert!(v["radius"].as_f64().unwrap() >= 0.05);
 }
+
+#[test]
+fn the_cifar10_stand_in_runs_in_process() {
+    let v = robustify([
+        "certify",
+        "tests/fixtures/cifar10/ship/0000.jpg",
+        "--provider",
+        "standin-cifar10-local",
+        "--sigma",
+        "0.12",
+        "--n0",
+        "4",
+        "--n",
+        "20",
+        "--json",
+    ])
+    .json();
+    assert_eq!(v["queries"], 24);
+    let classes = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ];
+    for label in v["counts"].as_object().unwrap().keys() {
+        assert!(classes.contains(&label.as_str()), "{label}");
+    }
+}

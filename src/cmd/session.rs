@@ -13,7 +13,9 @@ use robustify_providers::{
     ProviderDef, QueryLog,
 };
 use robustify_smoothing::{BaseClassifier, Image};
+use robustify_standin::cifar::CifarClassifier;
 use robustify_standin::imagenet::ImageNetClassifier;
+use robustify_standin::model::Classifier;
 use sha2::{Digest, Sha256};
 
 /// The log a paid provider writes to when `--log` is not given.
@@ -108,12 +110,17 @@ impl Session {
             max_queries: args.max_queries,
         };
         let (provider, http): (Arc<dyn Provider>, _) = match def.adapter {
-            Adapter::StandinLocal => (
-                Arc::new(StandinLocal::new(Arc::new(
-                    ImageNetClassifier::load_default()?,
-                ))),
-                None,
-            ),
+            Adapter::StandinLocal => {
+                let model: Arc<dyn Classifier> = match def.options.model.as_deref() {
+                    None | Some("imagenet") => Arc::new(ImageNetClassifier::load_default()?),
+                    Some("cifar10") => Arc::new(CifarClassifier::load_default()?),
+                    Some(other) => anyhow::bail!(
+                        "provider {}: unknown stand-in model {other:?} (imagenet or cifar10)",
+                        def.name
+                    ),
+                };
+                (Arc::new(StandinLocal::new(model)), None)
+            }
             _ => {
                 let http = Arc::new(HttpProvider::from_env(
                     &def,

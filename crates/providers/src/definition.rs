@@ -93,7 +93,9 @@ pub struct Options {
     /// `AWS_REGION`, else `us-east-1`.
     #[serde(default)]
     pub region: Option<String>,
-    /// Clarifai model path below `/v2/` (e.g. `users/clarifai/apps/main/models/general-image-recognition`).
+    /// Clarifai: the model path below `/v2/` (e.g.
+    /// `users/clarifai/apps/main/models/general-image-recognition`); `standin-local`:
+    /// `imagenet` (default) or `cifar10`.
     #[serde(default)]
     pub model: Option<String>,
 }
@@ -194,6 +196,14 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     ("standin", include_str!("../../../providers/standin.toml")),
     (
+        "standin-cifar10",
+        include_str!("../../../providers/standin-cifar10.toml"),
+    ),
+    (
+        "standin-cifar10-local",
+        include_str!("../../../providers/standin-cifar10-local.toml"),
+    ),
+    (
         "standin-local",
         include_str!("../../../providers/standin-local.toml"),
     ),
@@ -282,7 +292,7 @@ mod tests {
     #[test]
     fn every_builtin_definition_parses() {
         let defs = ProviderDef::builtins().unwrap();
-        assert_eq!(defs.len(), 7);
+        assert_eq!(defs.len(), 9);
         for def in &defs {
             assert!(ProviderDef::builtin_names().contains(&def.name.as_str()));
         }

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+mod bench;
 mod certify;
 mod classify;
 mod estimate;
@@ -34,6 +35,8 @@ pub enum Command {
     Serve(serve::Args),
     /// The local stand-in vision API.
     Standin(standin::Args),
+    /// Convolution and model speed: ours, candle's, PyTorch's (when installed), one run.
+    Bench(bench::Args),
     /// Train the models robustify ships.
     Train(train::Args),
     /// List the built-in provider definitions.
@@ -43,6 +46,7 @@ pub enum Command {
 /// Runs one subcommand; `Err` is reported by `main` with exit code 2.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Bench(args) => bench::run(args),
         Command::Certify(args) => certify::run(args),
         Command::Classify(args) => classify::run(args),
         Command::Predict(args) => predict::run(args),

@@ -133,12 +133,13 @@ impl HttpProvider {
 
     /// One attempt: the request for `pngs`, its answer read within the timeout.
     async fn attempt(&self, pngs: &[Vec<u8>]) -> Result<(Attempt, u16, Duration, bool)> {
+        let _permit = self.traffic.admit().await;
+        // Built after admission: a signature (AWS) is only valid for minutes.
         let req = self.wire.request(pngs)?;
         let mut builder = self.client.post(&req.url).body(req.body);
         for (k, v) in &req.headers {
             builder = builder.header(k, v);
         }
-        let _permit = self.traffic.admit().await;
         let start = Instant::now();
         let timeout = self.traffic.policy().timeout;
         let sent = tokio::time::timeout(timeout, async {

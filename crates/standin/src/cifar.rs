@@ -55,7 +55,7 @@ impl Config {
 }
 
 /// A bias-free convolution on robustify-ops' im2col + GEMM path (about 2× faster to train
-/// than candle's own on 2 cores; `cargo run --release -p robustify-ops --example conv_bench`).
+/// than candle's own on 2 cores; `robustify bench`).
 struct Conv2d {
     weight: Tensor,
     stride: usize,

@@ -1,0 +1,187 @@
+//! `robustify bench`: convolution speed, candle's own against robustify's, and PyTorch's
+//! when it is installed — all in one run, so the ratios compare like with like.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{Device, Tensor, Var};
+use serde::Serialize;
+
+use crate::render;
+
+/// Arguments of `robustify bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Smaller batches, one repetition: a quick look, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Skip the PyTorch baseline even when torch is importable.
+    #[arg(long)]
+    no_torch: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Case {
+    name: String,
+    ours_img_s: f64,
+    candle_img_s: Option<f64>,
+    torch_img_s: Option<f64>,
+    ratio_vs_candle: Option<f64>,
+    ratio_vs_torch: Option<f64>,
+    gflop_s: f64,
+}
+
+/// DnCNN's convolutions (17 layers, 3×3, 64 channels) with ReLU, without BatchNorm.
+fn stack(x: &Tensor, ws: &[Var], ours: bool) -> candle_core::Result<Tensor> {
+    let mut y = x.clone();
+    for (i, w) in ws.iter().enumerate() {
+        y = if ours {
+            robustify_ops::conv2d(&y, w, 1, 1)?
+        } else {
+            y.conv2d(w, 1, 1, 1, 1)?
+        };
+        if i + 1 < ws.len() {
+            y = y.relu()?;
+        }
+    }
+    Ok(y)
+}
+
+/// Images per second of `f` over `reps` runs after one warm-up.
+fn timed(
+    reps: usize,
+    images: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    f()?;
+    let t = Instant::now();
+    for _ in 0..reps {
+        f()?;
+    }
+    Ok(images as f64 * reps as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The PyTorch figures, keyed by case name, if `python3` has torch.
+fn torch_baseline(quick: bool) -> Option<std::collections::HashMap<String, f64>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_torch.py");
+    let out = std::process::Command::new("python3")
+        .args([script, if quick { "1" } else { "0" }])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("PyTorch baseline skipped: `python3 -c 'import torch'` does not work here");
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; measure with `cargo run --release -- bench`");
+    }
+    let dev = Device::Cpu;
+    let torch = if args.no_torch {
+        None
+    } else {
+        torch_baseline(args.quick)
+    };
+    let shapes: &[(usize, usize, usize)] = if args.quick {
+        &[(16, 32, 1), (1, 224, 1)]
+    } else {
+        &[(64, 32, 2), (4, 224, 1)]
+    };
+    let chans: Vec<usize> = [3].into_iter().chain([64; 16]).chain([3]).collect();
+    let ws: Vec<Var> = chans
+        .windows(2)
+        .map(|p| Var::randn(0f32, 0.05, (p[1], p[0], 3, 3), &dev))
+        .collect::<candle_core::Result<_>>()?;
+    let mut cases = Vec::new();
+    for &(b, hw, reps) in shapes {
+        // FLOPs per image, forward: 2·k²·Cin·Cout·H·W per layer; a training step ≈ 3×.
+        let fwd: f64 = chans
+            .windows(2)
+            .map(|p| 2.0 * 9.0 * (p[0] * p[1] * hw * hw) as f64)
+            .sum();
+        let x = Tensor::randn(0f32, 1.0, (b, 3, hw, hw), &dev)?;
+        let name = format!("dncnn17x64-{hw}x{hw}-b{b}");
+        for (what, flops) in [("forward", fwd), ("train step", 3.0 * fwd)] {
+            let mut speed = [0.0; 2];
+            for (i, ours) in [false, true].into_iter().enumerate() {
+                speed[i] = timed(reps, b, || {
+                    let y = stack(&x, &ws, ours)?;
+                    if what == "train step" {
+                        y.sqr()?.mean_all()?.backward()?;
+                    }
+                    Ok(())
+                })?;
+            }
+            let case = format!("{name} {what}");
+            let torch_img_s = torch.as_ref().and_then(|t| t.get(&case).copied());
+            cases.push(Case {
+                ours_img_s: speed[1],
+                candle_img_s: Some(speed[0]),
+                ratio_vs_candle: Some(speed[1] / speed[0]),
+                ratio_vs_torch: torch_img_s.map(|t| speed[1] / t),
+                torch_img_s,
+                gflop_s: flops * speed[1] / 1e9,
+                name: case,
+            });
+        }
+    }
+    // The stand-ins' forward passes, as shipped.
+    let cifar = robustify_standin::cifar::CifarClassifier::load_default()
+        .context("loading the CIFAR-10 stand-in")?;
+    let b = if args.quick { 32 } else { 128 };
+    let x = Tensor::rand(0f32, 1.0, (b, 3, 32, 32), &dev)?;
+    let ips = timed(1, b, || Ok(cifar.logits(&x).map(|_| ())?))?;
+    cases.push(Case {
+        name: format!("standin cifar10 resnet20 32x32-b{b} forward"),
+        ours_img_s: ips,
+        candle_img_s: None,
+        torch_img_s: None,
+        ratio_vs_candle: None,
+        ratio_vs_torch: None,
+        gflop_s: 0.0815 * ips,
+    });
+    let imagenet = robustify_standin::imagenet::ImageNetClassifier::load_default()
+        .context("loading the ImageNet stand-in")?;
+    let b = if args.quick { 2 } else { 8 };
+    let images = vec![robustify_smoothing::Image::filled(224, 224, 0.5)?; b];
+    use robustify_standin::model::Classifier;
+    let ips = timed(1, b, || Ok(imagenet.classify(&images, 1).map(|_| ())?))?;
+    cases.push(Case {
+        name: format!("standin imagenet efficientnet-lite0 224x224-b{b} classify"),
+        ours_img_s: ips,
+        candle_img_s: None,
+        torch_img_s: None,
+        ratio_vs_candle: None,
+        ratio_vs_torch: None,
+        gflop_s: 0.81 * ips,
+    });
+    if args.json {
+        render::print_json(&serde_json::json!({ "cases": cases }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<52} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
+        "case (images/s)", "ours", "candle", "torch", "÷candle", "÷torch", "GFLOP/s"
+    );
+    let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+    for c in &cases {
+        println!(
+            "{:<52} {:>9.1} {:>9} {:>9} {:>8} {:>8} {:>8.1}",
+            c.name,
+            c.ours_img_s,
+            opt(c.candle_img_s, 1),
+            opt(c.torch_img_s, 1),
+            opt(c.ratio_vs_candle, 2),
+            opt(c.ratio_vs_torch, 2),
+            c.gflop_s
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

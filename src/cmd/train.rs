@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -60,6 +62,45 @@ struct ClassifierArgs {
     save_every: u64,
 }
 
+/// A flag raised by Ctrl-C or SIGTERM, so training stops at the next batch with a
+/// checkpoint and a card instead of losing the work since the last save.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let raised = flag.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        });
+        eprintln!("stopping after this batch (checkpoint and card follow)");
+        raised.store(true, Ordering::Relaxed);
+    });
+    flag
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let TrainCommand::Classifier(a) = args.command;
     if a.epochs == 0 || a.batch_size == 0 || !(a.lr > 0.0 && a.lr.is_finite()) {
@@ -89,6 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let deadline = a
         .max_minutes
         .map(|m| std::time::Instant::now() + Duration::from_secs_f64(m * 60.0));
+    let interrupted = stop_on_signal();
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -112,7 +154,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
             on_epoch: &mut |e| bar.println(e.to_string()),
             should_stop: &mut |p| {
-                deadline.is_some_and(|d| std::time::Instant::now() >= d && p.batch > 0)
+                let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+                (late || interrupted.load(Ordering::Relaxed)) && p.batch > 0
             },
         },
     )?;

@@ -94,23 +94,33 @@ pub async fn sample<C: BaseClassifier>(
     let mut start = range.start;
     while start < range.end {
         let end = range.end.min(start + batch_size as u64);
-        let batch = noise.draws(image, start..end);
-        let labels = classifier
-            .classify(start..end, &batch)
-            .await
-            .map_err(|e| Error::Classifier(Box::new(e)))?;
-        if labels.len() != batch.len() {
-            return Err(Error::BatchMismatch {
-                expected: batch.len(),
-                got: labels.len(),
-            });
-        }
-        for label in &labels {
+        for label in &classify_draws(classifier, image, noise, start..end).await? {
             counts.add(label);
         }
         start = end;
     }
     Ok(counts)
+}
+
+/// The labels of draws `draws` of `image` (one classifier call), checked for count.
+pub async fn classify_draws<C: BaseClassifier>(
+    classifier: &C,
+    image: &Image,
+    noise: &NoiseSampler,
+    draws: std::ops::Range<u64>,
+) -> Result<Vec<String>> {
+    let batch = noise.draws(image, draws.clone());
+    let labels = classifier
+        .classify(draws, &batch)
+        .await
+        .map_err(|e| Error::Classifier(Box::new(e)))?;
+    if labels.len() != batch.len() {
+        return Err(Error::BatchMismatch {
+            expected: batch.len(),
+            got: labels.len(),
+        });
+    }
+    Ok(labels)
 }
 
 /// CERTIFY one image: draws `0..n0` select, draws `n0..n0+n` estimate.

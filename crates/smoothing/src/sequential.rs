@@ -503,17 +503,7 @@ pub async fn certify_sequential<C: BaseClassifier>(
     let mut start = params.n0;
     while start < end {
         let stop = end.min(start + params.batch_size as u64);
-        let batch = noise.draws(image, start..stop);
-        let labels = classifier
-            .classify(start..stop, &batch)
-            .await
-            .map_err(|e| Error::Classifier(Box::new(e)))?;
-        if labels.len() != batch.len() {
-            return Err(Error::BatchMismatch {
-                expected: batch.len(),
-                got: labels.len(),
-            });
-        }
+        let labels = crate::certify::classify_draws(classifier, image, &noise, start..stop).await?;
         for l in &labels {
             seq.observe(candidate.as_deref() == Some(l.as_str()));
         }

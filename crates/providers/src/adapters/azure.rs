@@ -5,7 +5,7 @@
 
 use reqwest::header::HeaderMap;
 
-use super::{Failure, ImageResult, Wire, WireRequest, error_message, json_body, labels_from};
+use super::{Failure, ImageResult, Wire, WireRequest, labels_from, ok_json};
 use crate::Result;
 use crate::credentials::Secret;
 
@@ -67,10 +67,7 @@ impl Wire for Azure {
         headers: &HeaderMap,
         body: &[u8],
     ) -> std::result::Result<Vec<ImageResult>, Failure> {
-        if status != 200 {
-            return Err(Failure::from_status(status, headers, error_message(body)));
-        }
-        let v = json_body(body)?;
+        let v = ok_json(status, headers, body)?;
         let list = match self.version {
             Version::V4 => v.pointer("/tagsResult/values"),
             Version::V32 => v.get("tags"),

@@ -20,7 +20,7 @@
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use super::{Failure, ImageResult, Wire, WireRequest, base64, error_message, json_body};
+use super::{Failure, ImageResult, Wire, WireRequest, base64, ok_json};
 use crate::Result;
 use crate::credentials::Secret;
 use crate::definition::GenericSpec;
@@ -81,10 +81,7 @@ impl Wire for Generic {
         headers: &HeaderMap,
         body: &[u8],
     ) -> std::result::Result<Vec<ImageResult>, Failure> {
-        if status != 200 {
-            return Err(Failure::from_status(status, headers, error_message(body)));
-        }
-        let v = json_body(body)?;
+        let v = ok_json(status, headers, body)?;
         let bad = |message: String| Failure::Transient {
             retry_after: None,
             message,

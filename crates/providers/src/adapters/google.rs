@@ -7,9 +7,7 @@
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use super::{
-    Failure, ImageResult, Wire, WireRequest, base64, error_message, json_body, labels_from,
-};
+use super::{Failure, ImageResult, Wire, WireRequest, base64, labels_from, ok_json};
 use crate::Result;
 use crate::credentials::Secret;
 use crate::definition::Options;
@@ -85,10 +83,7 @@ impl Wire for Google {
         headers: &HeaderMap,
         body: &[u8],
     ) -> std::result::Result<Vec<ImageResult>, Failure> {
-        if status != 200 {
-            return Err(Failure::from_status(status, headers, error_message(body)));
-        }
-        let v = json_body(body)?;
+        let v = ok_json(status, headers, body)?;
         let responses = v
             .get("responses")
             .and_then(Value::as_array)

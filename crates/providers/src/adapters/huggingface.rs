@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use super::{Failure, ImageResult, Wire, WireRequest, error_message, json_body, labels_from};
+use super::{Failure, ImageResult, Wire, WireRequest, error_message, labels_from, ok_json};
 use crate::Result;
 use crate::credentials::Secret;
 
@@ -58,10 +58,7 @@ impl Wire for HuggingFace {
                 message: error_message(body),
             });
         }
-        if status != 200 {
-            return Err(Failure::from_status(status, headers, error_message(body)));
-        }
-        let v = json_body(body)?;
+        let v = ok_json(status, headers, body)?;
         Ok(vec![labels_from(Some(&v), "label", "score")])
     }
 }

@@ -177,6 +177,18 @@ pub(crate) fn json_body(body: &[u8]) -> std::result::Result<Value, Failure> {
     })
 }
 
+/// A 200 answer's JSON body, or the failure its status means (message from the body).
+pub(crate) fn ok_json(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> std::result::Result<Value, Failure> {
+    if status != 200 {
+        return Err(Failure::from_status(status, headers, error_message(body)));
+    }
+    json_body(body)
+}
+
 /// The start of a body, for error messages.
 pub(crate) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);

@@ -136,6 +136,7 @@ impl HttpProvider {
         let _permit = self.traffic.admit().await;
         // Built after admission: a signature (AWS) is only valid for minutes.
         let req = self.wire.request(pngs)?;
+        let req_url = req.url.clone();
         let mut builder = self.client.post(&req.url).body(req.body);
         for (k, v) in &req.headers {
             builder = builder.header(k, v);
@@ -151,6 +152,15 @@ impl HttpProvider {
         })
         .await;
         let latency = start.elapsed();
+        // URL, status and timing only: credentials travel in headers, never logged.
+        tracing::debug!(
+            provider = %self.name,
+            url = %req_url,
+            images = pngs.len(),
+            status = ?sent.as_ref().ok().and_then(|r| r.as_ref().ok()).map(|(s, _, _)| *s),
+            latency_ms = latency.as_secs_f64() * 1e3,
+            "request answered"
+        );
         self.traffic
             .stats()
             .latency_us
@@ -338,6 +348,14 @@ impl HttpProvider {
                 self.traffic.throttled();
             }
             let delay = self.traffic.policy().delay(retries, retry_after, &mut rng);
+            tracing::info!(
+                provider = %self.name,
+                retry = retries + 1,
+                throttled,
+                delay_ms = delay.as_millis() as u64,
+                reason = %message,
+                "retrying"
+            );
             tokio::time::sleep(delay).await;
             retries += 1;
         }

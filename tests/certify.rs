@@ -5,10 +5,10 @@ use crate::util::{robustify, temp_dir};
 fn certify_json(seed: &str) -> serde_json::Value {
     robustify([
         "certify",
+        "--no-denoiser",
         "examples/images/goldfish.jpg",
         "--provider",
         "standin-local",
-        "--no-denoiser",
         "--sigma",
         "0.12",
         "--n0",
@@ -51,6 +51,7 @@ fn certificate_fields_and_reproducibility() {
 fn missing_keys_and_bad_images_fail_clearly() {
     let err = robustify([
         "certify",
+        "--no-denoiser",
         "examples/images/goldfish.jpg",
         "--provider",
         "google",
@@ -68,6 +69,7 @@ fn missing_keys_and_bad_images_fail_clearly() {
     std::fs::write(&bad, b"").unwrap();
     let err = robustify([
         "certify",
+        "--no-denoiser",
         bad.to_str().unwrap(),
         "--sigma",
         "0.25",
@@ -83,6 +85,7 @@ fn missing_keys_and_bad_images_fail_clearly() {
     );
     let err = robustify([
         "certify",
+        "--no-denoiser",
         "examples/images/goldfish.jpg",
         "--sigma",
         "0",
@@ -99,6 +102,7 @@ fn missing_keys_and_bad_images_fail_clearly() {
 fn sequential_mode_stops_once_the_target_radius_is_decided() {
     let v = robustify([
         "certify",
+        "--no-denoiser",
         "examples/images/goldfish.jpg",
         "--mode",
         "sequential",
@@ -130,6 +134,7 @@ fn sequential_mode_stops_once_the_target_radius_is_decided() {
 fn the_cifar10_stand_in_runs_in_process() {
     let v = robustify([
         "certify",
+        "--no-denoiser",
         "tests/fixtures/cifar10/ship/0000.jpg",
         "--provider",
         "standin-cifar10-local",

@@ -24,6 +24,7 @@ fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
 fn certify_args(provider: &str, endpoint: &str, n0: &str, n: &str) -> Vec<String> {
     [
         "certify",
+        "--no-denoiser",
         &image(),
         "--provider",
         provider,

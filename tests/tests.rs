@@ -7,6 +7,7 @@ mod util;
 
 mod certify;
 mod classify;
+mod denoise;
 mod errors;
 mod estimate;
 mod noise;

@@ -65,6 +65,51 @@ fn timed(
     Ok(images as f64 * reps as f64 / t.elapsed().as_secs_f64())
 }
 
+/// The default U-Net denoiser: inference (BatchNorm folded, as `--denoiser` runs it) and a
+/// training step (MSE, backward), at the benchmark shapes.
+fn denoiser_cases(shapes: &[(usize, usize, usize)]) -> anyhow::Result<Vec<Case>> {
+    use candle_core::DType;
+    use candle_nn::{VarBuilder, VarMap};
+    use robustify_denoiser::{Arch, Net};
+    let dev = Device::Cpu;
+    let arch = Arch::parse("unet")?;
+    let varmap = VarMap::new();
+    let train_net = Net::new(&arch, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let tensors = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("variable map poisoned"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let infer_net = Net::for_inference(&arch, tensors, &dev)?;
+    let mut cases = Vec::new();
+    for &(b, hw, reps) in shapes {
+        let x = Tensor::rand(0f32, 1.0, (b, 3, hw, hw), &dev)?;
+        let fwd = arch.flops_per_pixel() * (hw * hw) as f64;
+        let infer = timed(reps, b, || {
+            Ok(infer_net.forward_t(&x, false).map(|_| ())?)
+        })?;
+        let train = timed(reps, b, || {
+            let loss = (train_net.forward_t(&x, true)? - &x)?.sqr()?.mean_all()?;
+            loss.backward()?;
+            Ok(())
+        })?;
+        for (what, ips, flops) in [("forward", infer, fwd), ("train step", train, 3.0 * fwd)] {
+            cases.push(Case {
+                name: format!("{} {hw}x{hw}-b{b} {what}", arch.name()),
+                ours_img_s: ips,
+                candle_img_s: None,
+                torch_img_s: None,
+                ratio_vs_candle: None,
+                ratio_vs_torch: None,
+                gflop_s: flops * ips / 1e9,
+            });
+        }
+    }
+    Ok(cases)
+}
+
 /// The PyTorch figures, keyed by case name, if `python3` has torch.
 fn torch_baseline(quick: bool) -> Option<std::collections::HashMap<String, f64>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_torch.py");
@@ -132,6 +177,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             });
         }
     }
+    // The shipped denoiser architecture (the U-Net), folded for inference and in training.
+    cases.extend(denoiser_cases(shapes)?);
     // The stand-ins' forward passes, as shipped.
     let cifar = robustify_standin::cifar::CifarClassifier::load_default()
         .context("loading the CIFAR-10 stand-in")?;

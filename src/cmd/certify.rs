@@ -129,7 +129,7 @@ enum Outcome {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
-    let session = Session::open(&args.provider)?;
+    let session = Session::open(&args.provider, args.sigma)?;
     let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
     let paid = session.def.pricing.cost_usd(1000, false) > 0.0;
     let mode = args
@@ -176,8 +176,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ),
         };
         println!(
-            "provider {} · no denoiser · σ = {} · n0 = {} · {how} · α = {} · seed {}\n",
-            session.def.name, args.sigma, args.n0, args.alpha, args.seed
+            "provider {} · denoiser {} · σ = {} · n0 = {} · {how} · α = {} · seed {}\n",
+            session.def.name,
+            session.denoiser_name(),
+            args.sigma,
+            args.n0,
+            args.alpha,
+            args.seed
         );
         println!(
             "{:<36} {:<24} {:>8} {:>8} {:>9} {:>9}",
@@ -224,9 +229,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
         let cost = session.spent_usd() - spent_before;
         match result {
-            Ok(Outcome::Fixed(cert)) => print_cert(&args, path, &cert, cost, classifier.reused())?,
+            Ok(Outcome::Fixed(cert)) => {
+                print_cert(&args, path, &cert, cost, classifier.inner().reused())?
+            }
             Ok(Outcome::Sequential(cert)) => {
-                print_sequential(&args, path, &cert, cost, classifier.reused())?
+                print_sequential(&args, path, &cert, cost, classifier.inner().reused())?
             }
             Err(err) if is_budget(&err) => {
                 eprintln!("error: {}: {err}", path.display());

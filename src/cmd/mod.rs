@@ -5,6 +5,7 @@ use std::process::ExitCode;
 mod bench;
 mod certify;
 mod classify;
+mod denoise;
 mod estimate;
 mod noise;
 mod predict;
@@ -29,6 +30,10 @@ pub enum Command {
     Replay(replay::Args),
     /// Cost dry run: queries, dollars, minimum time and reachable radius of a certification.
     Estimate(estimate::Args),
+    /// Write a noisy copy of an image and its denoised version (PNG), with their PSNR.
+    Denoise(denoise::DenoiseArgs),
+    /// The shipped denoisers.
+    Denoisers(denoise::DenoisersArgs),
     /// Write noisy copies of an image as a provider would receive them (8-bit PNG).
     Noise(noise::Args),
     /// The certification proxy: keyed clients, budgets, one shared gate per provider.
@@ -51,6 +56,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Classify(args) => classify::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Denoise(args) => denoise::denoise(args),
+        Command::Denoisers(args) => denoise::denoisers(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Noise(args) => noise::run(args),
         Command::Providers(args) => providers::run(args),

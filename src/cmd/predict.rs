@@ -62,14 +62,19 @@ struct PredictJson<'a> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
-    let session = Session::open(&args.provider)?;
+    let session = Session::open(&args.provider, args.sigma)?;
     let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
     let params = PredictParams::new(args.sigma, args.n, args.alpha)?.with_batch_size(batch)?;
     let (mut failed, mut budget_hit) = (false, false);
     if !args.json {
         println!(
-            "provider {} · no denoiser · σ = {} · n = {} · α = {} · seed {}\n",
-            session.def.name, args.sigma, args.n, args.alpha, args.seed
+            "provider {} · denoiser {} · σ = {} · n = {} · α = {} · seed {}\n",
+            session.def.name,
+            session.denoiser_name(),
+            args.sigma,
+            args.n,
+            args.alpha,
+            args.seed
         );
         println!(
             "{:<36} {:<24} {:>10} {:>9}",
@@ -119,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let result = runtime.block_on(predict(&progressed, &image, &params, args.seed));
         bar.finish_and_clear();
         out.cost_usd = session.spent_usd() - before;
-        out.reused = classifier.reused();
+        out.reused = classifier.inner().reused();
         match result {
             Ok(p) => {
                 out.status = if p.label.is_some() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use robustify_denoiser::{Denoised, Denoiser, registry};
 use robustify_providers::adapters::standin_local::StandinLocal;
 use robustify_providers::traffic::TrafficSnapshot;
 use robustify_providers::{
@@ -33,7 +34,12 @@ pub struct ProviderArgs {
     /// Send requests here instead of the definition's endpoint.
     #[arg(long)]
     pub endpoint: Option<String>,
-    /// Send the noisy images to the provider as they are (the only mode until denoisers ship).
+    /// Denoiser in front of the provider: a shipped name (`robustify denoisers list`) or a
+    /// folder with card.json and model.safetensors [default: the shipped one for this
+    /// provider's images (photo, or cifar10 for the CIFAR stand-in) at --sigma].
+    #[arg(long, conflicts_with = "no_denoiser")]
+    pub denoiser: Option<String>,
+    /// Send the noisy images to the provider as they are (plain randomized smoothing).
     #[arg(long)]
     pub no_denoiser: bool,
     /// Label map: JSON object or `synonym<TAB>canonical` lines, applied to the top-1 label.
@@ -79,12 +85,14 @@ pub struct Session {
     /// The query log, when one is written.
     pub log: Option<Arc<QueryLog>>,
     rule: LabelRule,
+    denoiser: Option<Arc<Denoiser>>,
 }
 
 impl Session {
     /// Loads the definition, applies overrides, reads credentials (failing before any call
-    /// when one is missing), and opens the log. Call inside the tokio runtime.
-    pub fn open(args: &ProviderArgs) -> anyhow::Result<Session> {
+    /// when one is missing), loads the denoiser for `sigma`, and opens the log. Call inside
+    /// the tokio runtime.
+    pub fn open(args: &ProviderArgs, sigma: f64) -> anyhow::Result<Session> {
         let mut def = ProviderDef::load(&args.provider)?;
         if let Some(rate) = args.rate {
             anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be > 0");
@@ -167,29 +175,41 @@ impl Session {
                     .collect();
             }
         }
+        let denoiser = load_denoiser(args, &def, sigma)?;
         Ok(Session {
             def,
             provider,
             http,
             log,
             rule,
+            denoiser,
         })
     }
 
-    /// A base classifier for the draws of `image_bytes` at `sigma` under `seed`.
-    pub fn classifier(&self, image_bytes: &[u8], sigma: f64, seed: u64) -> ProviderClassifier {
+    /// The base classifier `f ∘ D` for the draws of `image_bytes` at `sigma` under `seed`.
+    pub fn classifier(
+        &self,
+        image_bytes: &[u8],
+        sigma: f64,
+        seed: u64,
+    ) -> Denoised<ProviderClassifier> {
         let mut c = ProviderClassifier::new(self.provider.clone()).with_rule(self.rule.clone());
         if let Some(log) = &self.log {
             let context = DrawContext {
                 image: hex::encode(Sha256::digest(image_bytes)),
                 provider: self.def.name.clone(),
-                denoiser: "none".into(),
+                denoiser: self.denoiser_name().to_owned(),
                 sigma,
                 seed,
             };
             c = c.with_log(log.clone(), context);
         }
-        c
+        Denoised::new(c, self.denoiser.clone())
+    }
+
+    /// The denoiser's name, `none` without one.
+    pub fn denoiser_name(&self) -> &str {
+        self.denoiser.as_ref().map_or("none", |d| d.name())
     }
 
     /// Images per classifier call that keep the provider busy.
@@ -215,6 +235,56 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// What the images sent to `def` look like: `cifar10` for the CIFAR stand-in, else `photo`.
+pub fn data_kind(def: &ProviderDef) -> &'static str {
+    if def.options.model.as_deref() == Some("cifar10") {
+        "cifar10"
+    } else {
+        "photo"
+    }
+}
+
+/// `--denoiser`, `--no-denoiser`, or the shipped denoiser for the provider's images at σ.
+fn load_denoiser(
+    args: &ProviderArgs,
+    def: &ProviderDef,
+    sigma: f64,
+) -> anyhow::Result<Option<Arc<Denoiser>>> {
+    if args.no_denoiser {
+        return Ok(None);
+    }
+    let kind = data_kind(def);
+    let dir = match &args.denoiser {
+        Some(name) => registry::resolve(name)?,
+        None => registry::best_for(kind, sigma)?.ok_or_else(|| {
+            let shipped: Vec<String> = registry::list()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(c, _)| format!("{} ({}, σ = {})", c.name, c.data, c.sigma))
+                .collect();
+            anyhow::anyhow!(
+                "no shipped {kind} denoiser for σ = {sigma} (shipped: {}); pass --denoiser \
+                 NAME|PATH, or --no-denoiser for plain randomized smoothing",
+                if shipped.is_empty() {
+                    "none".into()
+                } else {
+                    shipped.join(", ")
+                }
+            )
+        })?,
+    };
+    let denoiser = Denoiser::load(&dir)
+        .with_context(|| format!("loading the denoiser in {}", dir.display()))?;
+    if (denoiser.sigma() - sigma).abs() > 0.1 * sigma {
+        eprintln!(
+            "warning: denoiser {} was trained for σ = {}, not σ = {sigma}",
+            denoiser.name(),
+            denoiser.sigma()
+        );
+    }
+    Ok(Some(Arc::new(denoiser)))
 }
 
 /// Whether a smoothing error came from the budget running out.

@@ -23,6 +23,73 @@ pub struct Args {
 enum TrainCommand {
     /// Train the CIFAR-10 stand-in classifier (ResNet-20), no noise.
     Classifier(ClassifierArgs),
+    /// Train a denoiser with the MSE objective ‖D(x + δ) − x‖² on random crops.
+    Denoiser(DenoiserArgs),
+}
+
+#[derive(clap::Args)]
+struct DenoiserArgs {
+    /// Image folder, searched recursively (any sizes): e.g. ../shared/data/cifar10/train,
+    /// or ../shared/data/imagenet-samples.
+    #[arg(long)]
+    data: PathBuf,
+    /// Noise level σ it is trained for.
+    #[arg(long)]
+    sigma: f64,
+    /// Architecture: unet (fast, for photos), dncnn (the paper's 17×64), or explicit
+    /// dncnn-DEPTH-WIDTH / unet-W1-W2-…-xCONVS.
+    #[arg(long, default_value = "unet")]
+    arch: String,
+    /// Epochs in total.
+    #[arg(long)]
+    epochs: usize,
+    /// Side of the square training crops.
+    #[arg(long, default_value_t = 48)]
+    crop: usize,
+    /// Crops taken from each image per epoch.
+    #[arg(long, default_value_t = 1)]
+    crops_per_image: usize,
+    /// Crops per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Peak learning rate (Adam, warm-up then cosine).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Seed of initialisation, data order, crops and noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Test folder, scored (PSNR) after every epoch [default: every --hold-out-th image of
+    /// --data, kept out of training].
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Without --test, hold out every N-th image of --data (sorted) for the test.
+    #[arg(long, default_value_t = 20)]
+    hold_out: usize,
+    /// Test images used at most.
+    #[arg(long, default_value_t = 1000)]
+    test_limit: usize,
+    /// Side of the central test crops.
+    #[arg(long, default_value_t = 128)]
+    test_crop: usize,
+    /// Images with a shorter side above this are downscaled to it when loaded.
+    #[arg(long, default_value_t = 256)]
+    max_short: u32,
+    /// What the card says it is for: cifar10 or photo [default: cifar10 when every image is
+    /// at most 32×32].
+    #[arg(long)]
+    kind: Option<String>,
+    /// Checkpoint folder; the model is `OUT/model.safetensors`, its card `OUT/card.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Stop (with a checkpoint) after this many minutes; continue later with --resume.
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Seconds between checkpoints within an epoch.
+    #[arg(long, default_value_t = 300)]
+    save_every: u64,
 }
 
 #[derive(clap::Args)]
@@ -102,20 +169,187 @@ fn stop_on_signal() -> Arc<AtomicBool> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let TrainCommand::Classifier(a) = args.command;
+    match args.command {
+        TrainCommand::Classifier(a) => classifier(a),
+        TrainCommand::Denoiser(a) => denoiser(a),
+    }
+}
+
+/// A bar for epochs of batches.
+fn epoch_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Loads an image folder with a progress bar.
+fn with_bar<T>(
+    dir: &std::path::Path,
+    load: impl FnOnce(&mut dyn FnMut(usize, usize)) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let bar = ProgressBar::new(0).with_message(format!("loading {}", dir.display()));
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {pos}/{len}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let out = load(&mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("cannot load {}", dir.display()))?;
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
+    use robustify_denoiser::data::Photos;
+    use robustify_denoiser::train::{Hooks, TestSet, TrainConfig, train};
+    use robustify_denoiser::{Arch, Card};
     if a.epochs == 0 || a.batch_size == 0 || !(a.lr > 0.0 && a.lr.is_finite()) {
         anyhow::bail!("epochs, batch-size and lr must be positive");
     }
-    let load = |dir: &PathBuf| -> anyhow::Result<ImageFolder> {
-        let bar = ProgressBar::new(0).with_message(format!("loading {}", dir.display()));
-        let folder = ImageFolder::load(dir, |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })
-        .with_context(|| format!("cannot load {}", dir.display()))?;
-        bar.finish_and_clear();
-        Ok(folder)
+    if !(a.sigma > 0.0 && a.sigma <= 1.0) {
+        anyhow::bail!("--sigma must be in (0, 1]");
+    }
+    let arch = Arch::parse(&a.arch)?;
+    let data = with_bar(&a.data, |p| Ok(Photos::load(&a.data, a.max_short, p)?))?;
+    let (data, test) = match &a.test {
+        Some(dir) => (
+            data,
+            with_bar(dir, |p| Ok(Photos::load(dir, a.max_short, p)?))?,
+        ),
+        None => data.hold_out(a.hold_out),
     };
+    let test = test.truncate(a.test_limit);
+    let kind = match &a.kind {
+        Some(k) if k == "cifar10" || k == "photo" => k.clone(),
+        Some(k) => anyhow::bail!("--kind {k:?}: expected cifar10 or photo"),
+        None if data.max_side() <= 32 => "cifar10".into(),
+        None => "photo".into(),
+    };
+    let test_set = if test.is_empty() {
+        None
+    } else {
+        Some(TestSet::center_crops(&test, a.test_crop, a.sigma, 1)?)
+    };
+    let cfg = TrainConfig {
+        arch: arch.clone(),
+        sigma: a.sigma,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        crop: a.crop,
+        crops_per_image: a.crops_per_image,
+        lr: a.lr,
+        seed: a.seed,
+    };
+    let deadline = a
+        .max_minutes
+        .map(|m| std::time::Instant::now() + Duration::from_secs_f64(m * 60.0));
+    let interrupted = stop_on_signal();
+    let bar = epoch_bar();
+    let progress = train(
+        &data,
+        test_set.as_ref(),
+        &cfg,
+        &a.out,
+        a.resume,
+        Duration::from_secs(a.save_every),
+        Hooks {
+            on_batch: &mut |r| {
+                bar.set_length(r.batches as u64);
+                bar.set_position(r.batch as u64 + 1);
+                bar.set_prefix(format!("{}/{}", r.epoch + 1, cfg.epochs));
+                bar.set_message(format!("mse {:.5} psnr {:.2} dB", r.loss, r.psnr));
+            },
+            on_epoch: &mut |e| bar.println(e.to_string()),
+            should_stop: &mut |p| {
+                let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+                (late || interrupted.load(Ordering::Relaxed)) && p.batch > 0
+            },
+        },
+    )?;
+    bar.finish_and_clear();
+    let card_path = a.out.join("card.json");
+    // A re-written card keeps what was added to it by hand (the fixture floor, eval figures).
+    let previous = Card::read(&card_path).ok();
+    let mut extra = previous
+        .as_ref()
+        .map(|c| c.extra.clone())
+        .unwrap_or_default();
+    let last = progress.history.last().cloned().unwrap_or_default();
+    let command: Vec<String> = std::env::args().collect();
+    let name = a
+        .out
+        .file_name()
+        .map_or_else(|| "denoiser".into(), |n| n.to_string_lossy().into_owned());
+    for (k, v) in [
+        (
+            "objective",
+            serde_json::json!("MSE ‖D(x+δ) − x‖², δ ~ N(0, σ²I) unclipped"),
+        ),
+        (
+            "training_data",
+            serde_json::json!(a.data.display().to_string()),
+        ),
+        (
+            "test_data",
+            serde_json::json!(match &a.test {
+                Some(t) => t.display().to_string(),
+                None => format!(
+                    "every {}th image of {} (held out), central {}px crops",
+                    a.hold_out,
+                    a.data.display(),
+                    a.test_crop
+                ),
+            }),
+        ),
+        ("training", serde_json::to_value(&cfg)?),
+        ("epochs_done", serde_json::json!(progress.epoch)),
+        ("command", serde_json::json!(command.join(" "))),
+        (
+            "test_psnr_noisy",
+            last.get("test_psnr_noisy").cloned().unwrap_or_default(),
+        ),
+        (
+            "test_psnr",
+            last.get("test_psnr").cloned().unwrap_or_default(),
+        ),
+        ("history", serde_json::to_value(&progress.history)?),
+    ] {
+        extra.insert(k.into(), v);
+    }
+    Card {
+        name,
+        arch,
+        sigma: a.sigma,
+        data: kind,
+        psnr_floor: previous.and_then(|c| c.psnr_floor),
+        extra,
+    }
+    .write(&card_path)?;
+    if progress.epoch < cfg.epochs {
+        println!(
+            "stopped at epoch {} batch {} (step {}); continue with the same command and --resume",
+            progress.epoch + 1,
+            progress.batch,
+            progress.step
+        );
+    } else {
+        println!("{}", serde_json::to_string(&last)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn classifier(a: ClassifierArgs) -> anyhow::Result<ExitCode> {
+    if a.epochs == 0 || a.batch_size == 0 || !(a.lr > 0.0 && a.lr.is_finite()) {
+        anyhow::bail!("epochs, batch-size and lr must be positive");
+    }
+    let load = |dir: &PathBuf| with_bar(dir, |p| Ok(ImageFolder::load(dir, p)?));
     let data = load(&a.data)?;
     let test = a.test.as_ref().map(load).transpose()?;
     let cfg = TrainConfig {
@@ -131,13 +365,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .max_minutes
         .map(|m| std::time::Instant::now() + Duration::from_secs_f64(m * 60.0));
     let interrupted = stop_on_signal();
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = epoch_bar();
     let progress = train(
         &data,
         test.as_ref(),

@@ -42,13 +42,7 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// Learning rate at `step` of `total`: linear warm-up over the first 2%, then cosine.
     pub fn lr_at(&self, step: u64, total: u64) -> f64 {
-        let warm = (total / 50).max(1);
-        if step < warm {
-            self.lr * (step + 1) as f64 / warm as f64
-        } else {
-            let t = (step - warm) as f64 / (total - warm).max(1) as f64;
-            self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
-        }
+        robustify_train::optim::warmup_cosine(self.lr, step, total)
     }
 }
 

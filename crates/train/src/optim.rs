@@ -158,6 +158,18 @@ impl Adam {
     }
 }
 
+/// Learning rate at `step` of `total` for a peak of `peak`: linear warm-up over the first
+/// 2% of steps, then cosine decay to zero.
+pub fn warmup_cosine(peak: f64, step: u64, total: u64) -> f64 {
+    let warm = (total / 50).max(1);
+    if step < warm {
+        peak * (step + 1) as f64 / warm as f64
+    } else {
+        let t = (step - warm) as f64 / (total - warm).max(1) as f64;
+        peak * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+    }
+}
+
 /// Re-initialises every weight of rank ≥ 2 with Kaiming-normal values (std √(2/fan_in))
 /// drawn from a seeded generator, in name order, and sets the listed vectors to zero. candle
 /// cannot seed its CPU generator, so this is what makes a run's initialisation reproducible.

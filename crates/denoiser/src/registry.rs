@@ -1,0 +1,72 @@
+//! The shipped denoisers (`denoisers/<name>/` in the repository) and `--denoiser NAME|PATH`.
+
+use std::path::{Path, PathBuf};
+
+use crate::card::Card;
+use crate::{Error, Result};
+
+/// The folder of shipped denoisers: `$ROBUSTIFY_DENOISERS` if set, else `denoisers/` of
+/// the repository robustify was built from.
+pub fn shipped_dir() -> PathBuf {
+    match std::env::var_os("ROBUSTIFY_DENOISERS") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../denoisers"),
+    }
+}
+
+/// The cards of the shipped denoisers, sorted by name, with their folders.
+pub fn list() -> Result<Vec<(Card, PathBuf)>> {
+    list_in(&shipped_dir())
+}
+
+/// The cards under `dir` (each sub-folder with a `card.json`), sorted by name.
+pub fn list_in(dir: &Path) -> Result<Vec<(Card, PathBuf)>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in entries.filter_map(|e| e.ok()) {
+        let card = entry.path().join("card.json");
+        if card.is_file() {
+            out.push((Card::read(&card)?, entry.path()));
+        }
+    }
+    out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    Ok(out)
+}
+
+/// The folder of `name_or_path`: a shipped denoiser's name, or a folder holding
+/// `card.json` and `model.safetensors`.
+pub fn resolve(name_or_path: &str) -> Result<PathBuf> {
+    let path = Path::new(name_or_path);
+    if path.join("card.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let shipped = list()?;
+    if let Some((_, dir)) = shipped.iter().find(|(c, _)| c.name == name_or_path) {
+        return Ok(dir.clone());
+    }
+    let known: Vec<&str> = shipped.iter().map(|(c, _)| c.name.as_str()).collect();
+    Err(Error::Unknown {
+        name: name_or_path.to_owned(),
+        known: if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        },
+    })
+}
+
+/// The shipped denoiser for `data` (`cifar10` or `photo`) trained at the σ nearest to
+/// `sigma`, if any is within 10% of it.
+pub fn best_for(data: &str, sigma: f64) -> Result<Option<PathBuf>> {
+    let best = list()?
+        .into_iter()
+        .filter(|(c, _)| c.data == data && (c.sigma - sigma).abs() <= 0.1 * sigma)
+        .min_by(|a, b| {
+            (a.0.sigma - sigma)
+                .abs()
+                .total_cmp(&(b.0.sigma - sigma).abs())
+        });
+    Ok(best.map(|(_, dir)| dir))
+}

@@ -1,0 +1,282 @@
+//! MSE training of a denoiser: `‖D(x + δ) − x‖²`, δ ~ N(0, σ²I) unclipped (exactly what
+//! smoothing feeds it), Adam with warm-up and cosine decay, random crops and flips.
+//!
+//! Everything random — initialisation, data order, crops, flips, noise — derives from
+//! `(seed, epoch, batch)`, and the optimiser state is checkpointed, so a run stopped and
+//! resumed mid-epoch produces the same weights as one that never stopped.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use robustify_train::checkpoint::{Checkpoint, Progress};
+use robustify_train::optim::{Adam, warmup_cosine};
+use serde::{Deserialize, Serialize};
+
+use crate::arch::Arch;
+use crate::data::Photos;
+use crate::net::Net;
+use crate::{Error, Result};
+
+/// Settings of a training run (saved in the checkpoint; a resume must use the same).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The architecture.
+    pub arch: Arch,
+    /// Noise level σ.
+    pub sigma: f64,
+    /// Epochs in total (the learning-rate schedule spans them).
+    pub epochs: usize,
+    /// Crops per step.
+    pub batch_size: usize,
+    /// Side of the square training crops.
+    pub crop: usize,
+    /// Crops taken from each image per epoch.
+    pub crops_per_image: usize,
+    /// Peak learning rate (Adam).
+    pub lr: f64,
+    /// Seed of initialisation, data order, crops and noise.
+    pub seed: u64,
+}
+
+/// What a finished batch reports (for progress bars).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchReport {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Batch within the epoch.
+    pub batch: usize,
+    /// Batches per epoch.
+    pub batches: usize,
+    /// This batch's mean squared error.
+    pub loss: f32,
+    /// `10·log10(1/loss)`: the batch's PSNR in dB (before clipping).
+    pub psnr: f32,
+}
+
+/// Callbacks of a training run.
+pub struct Hooks<'a> {
+    /// After every batch (progress bars).
+    pub on_batch: &'a mut dyn FnMut(&BatchReport),
+    /// After every epoch, with its history entry.
+    pub on_epoch: &'a mut dyn FnMut(&serde_json::Value),
+    /// Checked after every batch: `true` saves a checkpoint and returns early.
+    pub should_stop: &'a mut dyn FnMut(&Progress) -> bool,
+}
+
+/// Fixed test crops with fixed noise, for PSNR that can be compared across runs.
+pub struct TestSet {
+    clean: Tensor,
+    noisy: Tensor,
+}
+
+/// Adds N(0, σ²) noise drawn from `rng` (unclipped).
+pub fn add_noise(x: &Tensor, sigma: f64, rng: &mut impl Rng) -> Result<Tensor> {
+    let noise: Vec<f32> = (0..x.elem_count())
+        .map(|_| rng.sample::<f32, _>(StandardNormal) * sigma as f32)
+        .collect();
+    Ok((x + Tensor::from_vec(noise, x.shape(), x.device())?)?)
+}
+
+/// Per-image PSNR (dB) of `other` clipped to `[0, 1]` against `clean`, both `[B, 3, H, W]`.
+pub fn psnr_per_image(clean: &Tensor, other: &Tensor) -> Result<Vec<f64>> {
+    let mse = (other.clamp(0f32, 1f32)? - clean)?
+        .sqr()?
+        .flatten_from(1)?
+        .mean(1)?
+        .to_vec1::<f32>()?;
+    Ok(mse
+        .into_iter()
+        .map(|m| 10.0 * (1.0 / f64::from(m).max(1e-12)).log10())
+        .collect())
+}
+
+impl TestSet {
+    /// The central `crop × crop` window of every image (`crop` capped by the smallest
+    /// image), with noise from `seed`.
+    pub fn center_crops(photos: &Photos, crop: usize, sigma: f64, seed: u64) -> Result<TestSet> {
+        let crop = crop.min(photos.min_side());
+        let mut data = Vec::with_capacity(photos.len() * 3 * crop * crop);
+        for i in 0..photos.len() {
+            photos.center_crop(i, crop, &mut data);
+        }
+        let clean = Tensor::from_vec(data, (photos.len(), 3, crop, crop), &Device::Cpu)?;
+        TestSet::new(clean, sigma, seed)
+    }
+
+    /// `clean` `[N, 3, H, W]` with noise from `seed`.
+    pub fn new(clean: Tensor, sigma: f64, seed: u64) -> Result<TestSet> {
+        let noisy = add_noise(&clean, sigma, &mut ChaCha8Rng::seed_from_u64(seed))?;
+        Ok(TestSet { clean, noisy })
+    }
+
+    /// Number of crops.
+    pub fn len(&self) -> usize {
+        self.clean.dims()[0]
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Mean PSNR of the noisy crops, and of `denoise` applied to them in batches.
+    pub fn psnr(
+        &self,
+        batch: usize,
+        mut denoise: impl FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<(f64, f64)> {
+        let (mut noisy, mut denoised) = (0.0, 0.0);
+        let n = self.len();
+        let mut start = 0;
+        while start < n {
+            let len = batch.max(1).min(n - start);
+            let clean = self.clean.narrow(0, start, len)?;
+            let x = self.noisy.narrow(0, start, len)?;
+            noisy += psnr_per_image(&clean, &x)?.iter().sum::<f64>();
+            denoised += psnr_per_image(&clean, &denoise(&x)?)?.iter().sum::<f64>();
+            start += len;
+        }
+        Ok((noisy / n.max(1) as f64, denoised / n.max(1) as f64))
+    }
+}
+
+fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    seed ^ ((epoch as u64) << 32) ^ (batch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Trains (or resumes) into the checkpoint folder `out`, saving at least every
+/// `save_every` and at each epoch's end; `test`, when given, is scored after each epoch.
+pub fn train(
+    data: &Photos,
+    test: Option<&TestSet>,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    save_every: Duration,
+    hooks: Hooks<'_>,
+) -> Result<Progress> {
+    if data.is_empty() || cfg.batch_size == 0 || cfg.crops_per_image == 0 || cfg.epochs == 0 {
+        return Err(Error::InvalidParameter {
+            name: "training",
+            reason: "needs images, and positive batch size, crops per image and epochs".into(),
+        });
+    }
+    if cfg.crop == 0 || cfg.crop > data.min_side() {
+        return Err(Error::InvalidParameter {
+            name: "crop",
+            reason: format!(
+                "{} does not fit the smallest image ({} px)",
+                cfg.crop,
+                data.min_side()
+            ),
+        });
+    }
+    let dev = Device::Cpu;
+    let mut varmap = VarMap::new();
+    let net = Net::new(
+        &cfg.arch,
+        VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+    )?;
+    let zero = Net::zero_init(&cfg.arch);
+    let zero: Vec<&str> = zero.iter().map(String::as_str).collect();
+    robustify_train::optim::seeded_init(&varmap, cfg.seed, &zero)?;
+    let mut adam = Adam::default();
+    let ckpt = Checkpoint::new(out);
+    let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Model {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut progress = Progress {
+        config: cfg_json.clone(),
+        ..Progress::default()
+    };
+    if resume {
+        if let Some((state, p)) = ckpt.load(&mut varmap)? {
+            if p.config != cfg_json {
+                return Err(Error::Model {
+                    path: out.to_path_buf(),
+                    message: format!("the checkpoint was made with other settings: {}", p.config),
+                });
+            }
+            adam.load_state(state, p.step);
+            progress = p;
+        }
+    } else if out.join("progress.json").exists() {
+        return Err(Error::Model {
+            path: out.to_path_buf(),
+            message:
+                "a checkpoint exists here: pass --resume to continue it, or choose another --out"
+                    .into(),
+        });
+    }
+    let crops = data.len() * cfg.crops_per_image;
+    let batches = crops.div_ceil(cfg.batch_size);
+    let total = (batches * cfg.epochs) as u64;
+    let mut last_save = Instant::now();
+    while progress.epoch < cfg.epochs {
+        let epoch = progress.epoch;
+        let mut order: Vec<usize> = (0..crops).map(|k| k % data.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            cfg.seed.wrapping_add(epoch as u64),
+        ));
+        let started = Instant::now();
+        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
+        for b in progress.batch..batches {
+            let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(crops)];
+            let mut rng = ChaCha8Rng::seed_from_u64(batch_seed(cfg.seed, epoch, b));
+            let mut pixels = Vec::with_capacity(idx.len() * 3 * cfg.crop * cfg.crop);
+            for &i in idx {
+                data.random_crop(i, cfg.crop, &mut rng, &mut pixels);
+            }
+            let clean = Tensor::from_vec(pixels, (idx.len(), 3, cfg.crop, cfg.crop), &dev)?;
+            let noisy = add_noise(&clean, cfg.sigma, &mut rng)?;
+            let loss = (net.forward_t(&noisy, true)? - &clean)?.sqr()?.mean_all()?;
+            let grads = loss.backward()?;
+            adam.step(&varmap, &grads, warmup_cosine(cfg.lr, progress.step, total))?;
+            progress.step += 1;
+            progress.batch = b + 1;
+            let l = loss.to_scalar::<f32>()?;
+            loss_sum += f64::from(l) * idx.len() as f64;
+            seen += idx.len();
+            (hooks.on_batch)(&BatchReport {
+                epoch,
+                batch: b,
+                batches,
+                loss: l,
+                psnr: 10.0 * (1.0 / l.max(1e-12)).log10(),
+            });
+            if (hooks.should_stop)(&progress) {
+                ckpt.save(&varmap, &adam.state(), &progress)?;
+                return Ok(progress);
+            }
+            if last_save.elapsed() >= save_every {
+                ckpt.save(&varmap, &adam.state(), &progress)?;
+                last_save = Instant::now();
+            }
+        }
+        let scored = match test {
+            Some(t) => Some(t.psnr(64, |x| net.forward_t(x, false))?),
+            None => None,
+        };
+        let entry = serde_json::json!({
+            "epoch": epoch + 1,
+            "train_mse": loss_sum / seen.max(1) as f64,
+            "test_psnr_noisy": scored.map(|s| s.0),
+            "test_psnr": scored.map(|s| s.1),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        (hooks.on_epoch)(&entry);
+        progress.history.push(entry);
+        progress.epoch += 1;
+        progress.batch = 0;
+        ckpt.save(&varmap, &adam.state(), &progress)?;
+        last_save = Instant::now();
+    }
+    Ok(progress)
+}

@@ -10,6 +10,7 @@ use clap::Parser;
 
 mod cmd;
 mod input;
+mod plot;
 mod render;
 
 /// Certified robustness for any image classifier, by denoised randomized smoothing.

@@ -7,6 +7,7 @@ mod certify;
 mod classify;
 mod denoise;
 mod estimate;
+mod eval;
 mod noise;
 mod predict;
 mod providers;
@@ -28,6 +29,8 @@ pub enum Command {
     Classify(classify::Args),
     /// Certify from a log of labels alone: no noise drawn, nothing sent, nothing paid.
     Replay(replay::Args),
+    /// Certify every K-th image of a folder: certified accuracy by radius (TSV, JSON, PNG).
+    Eval(eval::Args),
     /// Cost dry run: queries, dollars, minimum time and reachable radius of a certification.
     Estimate(estimate::Args),
     /// Write a noisy copy of an image and its denoised version (PNG), with their PSNR.
@@ -58,6 +61,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Denoise(args) => denoise::denoise(args),
         Command::Denoisers(args) => denoise::denoisers(args),
+        Command::Eval(args) => eval::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Noise(args) => noise::run(args),
         Command::Providers(args) => providers::run(args),

@@ -207,6 +207,16 @@ impl Session {
         Denoised::new(c, self.denoiser.clone())
     }
 
+    /// The provider's label for the clean image (no noise, no denoiser): one paid query.
+    pub async fn clean_label(&self, image: &Image) -> anyhow::Result<String> {
+        let c = ProviderClassifier::new(self.provider.clone()).with_rule(self.rule.clone());
+        let labels = c.classify(0..1, std::slice::from_ref(image)).await?;
+        labels
+            .into_iter()
+            .next()
+            .context("the provider returned no answer for the clean image")
+    }
+
     /// The denoiser's name, `none` without one.
     pub fn denoiser_name(&self) -> &str {
         self.denoiser.as_ref().map_or("none", |d| d.name())

@@ -175,6 +175,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A line above the bar, or on stderr when the bar is hidden (not a terminal: a log file).
+fn say(bar: &ProgressBar, line: &str) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 /// A bar for epochs of batches.
 fn epoch_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
@@ -266,7 +275,7 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
                 bar.set_prefix(format!("{}/{}", r.epoch + 1, cfg.epochs));
                 bar.set_message(format!("mse {:.5} psnr {:.2} dB", r.loss, r.psnr));
             },
-            on_epoch: &mut |e| bar.println(e.to_string()),
+            on_epoch: &mut |e| say(&bar, &e.to_string()),
             should_stop: &mut |p| {
                 let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
                 (late || interrupted.load(Ordering::Relaxed)) && p.batch > 0
@@ -380,7 +389,7 @@ fn classifier(a: ClassifierArgs) -> anyhow::Result<ExitCode> {
                 bar.set_prefix(format!("{}/{}", r.epoch + 1, cfg.epochs));
                 bar.set_message(format!("loss {:.3} acc {:.3}", r.loss, r.accuracy));
             },
-            on_epoch: &mut |e| bar.println(e.to_string()),
+            on_epoch: &mut |e| say(&bar, &e.to_string()),
             should_stop: &mut |p| {
                 let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
                 (late || interrupted.load(Ordering::Relaxed)) && p.batch > 0

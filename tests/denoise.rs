@@ -165,3 +165,160 @@ fn unknown_denoiser_and_missing_sigma_match_are_clear_errors() {
     .fails();
     assert!(err.contains("unknown denoiser"), "{err}");
 }
+
+#[test]
+fn eval_writes_a_table_a_summary_and_a_plot() {
+    let out = temp_dir("eval-fixture");
+    let first = out.join("plain");
+    let text = robustify([
+        "eval",
+        "tests/fixtures/cifar10",
+        "--provider",
+        "standin-cifar10-local",
+        "--no-denoiser",
+        "--sigma",
+        "0.12",
+        "--n0",
+        "4",
+        "--n",
+        "20",
+        "--alpha",
+        "0.01",
+        "--skip",
+        "40",
+        "--out",
+        first.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(text.contains("certified accuracy"), "{text}");
+    let tsv = std::fs::read_to_string(first.join("certify.tsv")).unwrap();
+    let lines: Vec<&str> = tsv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds"
+    );
+    // 200 fixture images, every 40th: indices 0, 40, 80, 120, 160.
+    assert_eq!(lines.len(), 6);
+    let idx: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(idx, ["0", "40", "80", "120", "160"]);
+    for l in &lines[1..] {
+        let f: Vec<&str> = l.split('\t').collect();
+        assert_eq!(f.len(), 8);
+        // Truth is the class folder.
+        assert!(f[1].contains(&format!("/{}/", f[2])), "{l}");
+        assert_eq!(f[6], "25"); // n0 + n + the clean query
+        let correct = f[3] == f[2];
+        assert_eq!(f[5], if correct { "1" } else { "0" }, "{l}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["images"], 5);
+    let table = summary["table"].as_array().unwrap();
+    assert_eq!(table[0]["radius"], 0.0);
+    // Certified accuracy never rises with the radius.
+    for w in table.windows(2) {
+        assert!(w[1]["certified_accuracy"].as_f64() <= w[0]["certified_accuracy"].as_f64());
+    }
+    // The same count as the TSV says.
+    let certified_at_0 = lines[1..]
+        .iter()
+        .filter(|l| l.split('\t').nth(5) == Some("1"))
+        .count() as f64
+        / 5.0;
+    assert_eq!(
+        table[0]["certified_accuracy"].as_f64().unwrap(),
+        certified_at_0
+    );
+    // A second run drawn on the same plot as the first.
+    let second = out.join("clean-truth");
+    robustify([
+        "eval",
+        "tests/fixtures/cifar10",
+        "--provider",
+        "standin-cifar10-local",
+        "--no-denoiser",
+        "--sigma",
+        "0.12",
+        "--n0",
+        "4",
+        "--n",
+        "20",
+        "--skip",
+        "100",
+        "--truth",
+        "clean",
+        "--compare",
+        first.to_str().unwrap(),
+        "--out",
+        second.to_str().unwrap(),
+    ])
+    .ok();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(second.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["clean_accuracy"], 1.0);
+    for dir in [&first, &second] {
+        let png = image::open(dir.join("curve.png")).unwrap();
+        assert_eq!((png.width(), png.height()), (800, 500));
+    }
+    // A missing --compare folder fails before any work.
+    let err = robustify([
+        "eval",
+        "tests/fixtures/cifar10",
+        "--provider",
+        "standin-cifar10-local",
+        "--no-denoiser",
+        "--sigma",
+        "0.12",
+        "--compare",
+        "/nonexistent/eval",
+        "--out",
+        out.join("x").to_str().unwrap(),
+    ])
+    .fails();
+    assert!(err.contains("summary.json"), "{err}");
+}
+
+/// Mean PSNR (noisy, denoised) of a denoiser on the committed fixture for its kind: the
+/// 200 CIFAR-10 test images, or 128×128 central crops of the example photos.
+fn fixture_psnr(card: &robustify_denoiser::Card, dir: &Path) -> (f64, f64) {
+    use robustify_denoiser::data::Photos;
+    use robustify_denoiser::train::TestSet;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (folder, crop) = match card.data.as_str() {
+        "cifar10" => (root.join("tests/fixtures/cifar10"), 32),
+        _ => (root.join("examples/images"), 128),
+    };
+    let photos = Photos::load(&folder, 256, |_, _| {}).unwrap();
+    let test = TestSet::center_crops(&photos, crop, card.sigma, 2024).unwrap();
+    let den = robustify_denoiser::Denoiser::load(dir).unwrap();
+    test.psnr(50, |x| den.denoise_tensor(x)).unwrap()
+}
+
+#[test]
+fn shipped_denoisers_keep_their_psnr_on_the_fixtures() {
+    let shipped = robustify_denoiser::registry::list().unwrap();
+    assert!(!shipped.is_empty(), "no shipped denoisers found");
+    for (card, dir) in &shipped {
+        let (noisy, denoised) = fixture_psnr(card, dir);
+        eprintln!(
+            "{}: fixture PSNR noisy {noisy:.2} dB, denoised {denoised:.2} dB",
+            card.name
+        );
+        let Some(floor) = card.psnr_floor else {
+            eprintln!(
+                "{}: no psnr_floor in its card yet (still training)",
+                card.name
+            );
+            continue;
+        };
+        assert!(
+            denoised >= floor,
+            "{}: {denoised:.2} dB < floor {floor}",
+            card.name
+        );
+        assert!(denoised > noisy + 3.0, "{}: noisy {noisy:.2} dB", card.name);
+    }
+}

@@ -129,11 +129,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.skip >= 1, "--skip must be ≥ 1");
     let params = CertifyParams::new(args.sigma, args.n0, args.n, args.alpha)?;
     let all = images_under(&args.dir)?;
-    let mut picked: Vec<(usize, PathBuf)> = all
-        .into_iter()
-        .enumerate()
-        .step_by(args.skip)
-        .collect();
+    let mut picked: Vec<(usize, PathBuf)> =
+        all.into_iter().enumerate().step_by(args.skip).collect();
     if let Some(m) = args.max_images {
         picked.truncate(m);
     }
@@ -148,16 +145,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let params = params.with_batch_size(batch)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let tsv_path = args.out.join("certify.tsv");
-    let mut tsv = std::fs::File::create(&tsv_path)
-        .with_context(|| format!("{}", tsv_path.display()))?;
-    writeln!(tsv, "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds")?;
+    let mut tsv =
+        std::fs::File::create(&tsv_path).with_context(|| format!("{}", tsv_path.display()))?;
+    writeln!(
+        tsv,
+        "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds"
+    )?;
     let multi = MultiProgress::new();
     let overall = multi.add(ProgressBar::new(picked.len() as u64));
     overall.set_style(
         ProgressStyle::with_template("images [{bar:30}] {pos}/{len} eta {eta} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let (mut outcomes, mut clean_right, mut failed, mut budget_hit) = (Vec::new(), 0usize, 0, false);
+    let (mut outcomes, mut clean_right, mut failed, mut budget_hit) =
+        (Vec::new(), 0usize, 0, false);
     let (mut queries, mut seconds) = (0u64, 0.0f64);
     for (idx, path) in &picked {
         let (bytes, image) = match read_image_bytes(path, &DecodeLimits::default()) {
@@ -263,8 +264,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         images: n,
         clean_accuracy: clean_right as f64 / n.max(1) as f64,
-        abstained: outcomes.iter().filter(|o| o.label.is_none()).count() as f64
-            / n.max(1) as f64,
+        abstained: outcomes.iter().filter(|o| o.label.is_none()).count() as f64 / n.max(1) as f64,
         failed,
         mean_queries: queries as f64 / n.max(1) as f64,
         mean_seconds: seconds / n.max(1) as f64,
@@ -272,16 +272,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         table: certified_accuracy(&outcomes, &radii(args.sigma)),
     };
     let summary_path = args.out.join("summary.json");
-    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)? + "\n")
-        .with_context(|| format!("{}", summary_path.display()))?;
+    std::fs::write(
+        &summary_path,
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )
+    .with_context(|| format!("{}", summary_path.display()))?;
     let mut curves = vec![curve_of(&args.out)?];
     for dir in &args.compare {
         curves.push(curve_of(dir)?);
     }
-    let png = certified_accuracy_png(
-        &format!("{} images of {}", n, args.dir.display()),
-        &curves,
-    )?;
+    let png = certified_accuracy_png(&format!("{} images of {}", n, args.dir.display()), &curves)?;
     let png_path = args.out.join("curve.png");
     std::fs::write(&png_path, png).with_context(|| format!("{}", png_path.display()))?;
     println!(
@@ -294,7 +294,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!("{:>8}  certified accuracy", "radius");
     for row in summary.table.iter().step_by(5) {
-        println!("{:>8.3}  {:>6.1}%", row.radius, 100.0 * row.certified_accuracy);
+        println!(
+            "{:>8.3}  {:>6.1}%",
+            row.radius,
+            100.0 * row.certified_accuracy
+        );
     }
     println!(
         "wrote {}, {}, {}",
@@ -313,10 +317,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Whether any error in the chain is the budget running out.
 fn is_budget_any(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        matches!(
-            e.downcast_ref::<robustify_providers::Error>(),
-            Some(robustify_providers::Error::BudgetExhausted { .. })
-        )
-    })
+    robustify_providers::Error::is_budget_in(err.as_ref())
 }

@@ -247,15 +247,6 @@ impl Session {
     }
 }
 
-/// What the images sent to `def` look like: `cifar10` for the CIFAR stand-in, else `photo`.
-pub fn data_kind(def: &ProviderDef) -> &'static str {
-    if def.options.model.as_deref() == Some("cifar10") {
-        "cifar10"
-    } else {
-        "photo"
-    }
-}
-
 /// `--denoiser`, `--no-denoiser`, or the shipped denoiser for the provider's images at σ.
 fn load_denoiser(
     args: &ProviderArgs,
@@ -265,7 +256,7 @@ fn load_denoiser(
     if args.no_denoiser {
         return Ok(None);
     }
-    let kind = data_kind(def);
+    let kind = def.images.as_str();
     let dir = match &args.denoiser {
         Some(name) => registry::resolve(name)?,
         None => registry::best_for(kind, sigma)?.ok_or_else(|| {
@@ -299,14 +290,7 @@ fn load_denoiser(
 
 /// Whether a smoothing error came from the budget running out.
 pub fn is_budget(err: &robustify_smoothing::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(robustify_providers::Error::BudgetExhausted { .. }) = e.downcast_ref() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    robustify_providers::Error::is_budget_in(err)
 }
 
 /// A progress bar for one image's draws.

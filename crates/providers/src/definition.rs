@@ -173,6 +173,10 @@ pub struct ProviderDef {
     /// Environment variables holding the credentials, in the order the adapter reads them.
     #[serde(default)]
     pub auth_env: Vec<String>,
+    /// What the provider's model expects: `photo` (natural photos, the default) or
+    /// `cifar10` (32×32); picks the default denoiser.
+    #[serde(default = "default_images")]
+    pub images: String,
     /// Rate and size limits.
     pub limits: Limits,
     /// Prices.
@@ -208,6 +212,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../providers/standin-local.toml"),
     ),
 ];
+
+fn default_images() -> String {
+    "photo".into()
+}
 
 impl ProviderDef {
     /// Parses and checks a definition; `origin` names it in errors.

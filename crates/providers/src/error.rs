@@ -87,5 +87,20 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether `err`, or any error in its chain of sources, is [`Error::BudgetExhausted`]
+    /// (however many wrappers — denoiser, smoothing — lie between).
+    pub fn is_budget_in(err: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if let Some(Error::BudgetExhausted { .. }) = e.downcast_ref::<Error>() {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -83,6 +83,12 @@ pub struct ProviderEntry {
     /// Cap over all clients, in dollars.
     #[serde(default)]
     pub budget_usd: Option<f64>,
+    /// Denoisers clients may put in front of this provider (shipped names or folders);
+    /// by default every shipped denoiser for the provider's kind of images. A request
+    /// picks one with `denoiser=NAME` (or `none`); without it, the one trained at the
+    /// request's σ.
+    #[serde(default)]
+    pub denoisers: Option<Vec<String>>,
 }
 
 /// One client and its allowance.

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -18,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use robustify_denoiser::{Denoised, Denoiser, registry};
 use robustify_providers::{
     BudgetLimits, Credentials, DrawContext, HttpProvider, Ledger, Provider, ProviderClassifier,
     ProviderDef, QueryLog, Traffic,
@@ -27,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, RequestLimits, hash_key};
+use crate::config::{Config, ProviderEntry, RequestLimits, hash_key};
 use crate::wallet::Wallet;
 use crate::{Error, Result};
 
@@ -36,6 +38,69 @@ struct Served {
     def: ProviderDef,
     http: Arc<HttpProvider>,
     log: Option<Arc<QueryLog>>,
+    denoisers: Vec<Arc<Denoiser>>,
+}
+
+impl Served {
+    /// The denoiser a request asked for (`none` for none), or by default the one trained
+    /// at σ (within 10%).
+    fn denoiser(&self, asked: Option<&str>, sigma: f64) -> Result<Option<Arc<Denoiser>>, String> {
+        let names = || {
+            let n: Vec<&str> = self.denoisers.iter().map(|d| d.name()).collect();
+            if n.is_empty() {
+                "none".to_owned()
+            } else {
+                n.join(", ")
+            }
+        };
+        match asked {
+            Some("none") => Ok(None),
+            Some(name) => self
+                .denoisers
+                .iter()
+                .find(|d| d.name() == name)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| format!("no denoiser {name:?} here; offered: {}", names())),
+            None => self
+                .denoisers
+                .iter()
+                .filter(|d| (d.sigma() - sigma).abs() <= 0.1 * sigma)
+                .min_by(|a, b| (a.sigma() - sigma).abs().total_cmp(&(b.sigma() - sigma).abs()))
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| {
+                    format!(
+                        "no denoiser for σ = {sigma} here (offered: {}); pass denoiser=none for plain randomized smoothing",
+                        names()
+                    )
+                }),
+        }
+    }
+}
+
+/// Loads the denoisers `entry` offers (default: the shipped ones for `images`).
+fn load_denoisers(entry: &ProviderEntry, images: &str) -> Result<Vec<Arc<Denoiser>>> {
+    let err = |path: PathBuf, message: String| Error::Config { path, message };
+    let dirs: Vec<PathBuf> = match &entry.denoisers {
+        Some(names) => names
+            .iter()
+            .map(|n| registry::resolve(n).map_err(|e| err(n.into(), e.to_string())))
+            .collect::<Result<_>>()?,
+        None => registry::list()
+            .map_err(|e| err(registry::shipped_dir(), e.to_string()))?
+            .into_iter()
+            .filter(|(c, _)| c.data == images)
+            .map(|(_, dir)| dir)
+            .collect(),
+    };
+    dirs.into_iter()
+        .map(|d| {
+            Denoiser::load(&d)
+                .map(Arc::new)
+                .map_err(|e| err(d, e.to_string()))
+        })
+        .collect()
 }
 
 struct Client {
@@ -86,10 +151,12 @@ impl ProxyState {
                 }
                 None => None,
             };
+            let denoisers = load_denoisers(entry, &def.images)?;
             providers.push(Served {
                 def,
                 http: Arc::new(http),
                 log,
+                denoisers,
             });
         }
         let clients = config
@@ -179,6 +246,8 @@ struct Params {
     target_radius: Option<f64>,
     /// Sequential mode: most estimation draws (default `n`).
     max_draws: Option<u64>,
+    /// A denoiser the provider offers, or `none`; default: the one trained at σ.
+    denoiser: Option<String>,
 }
 
 /// The image bytes and parameters of a request: raw body, or multipart with an `image` part
@@ -349,6 +418,13 @@ async fn handle(
     if job.draws() > state.limits.max_n {
         return bad(format!("at most {} draws per request", state.limits.max_n));
     }
+    let denoiser = match served.denoiser(p.denoiser.as_deref(), sigma) {
+        Ok(d) => d,
+        Err(message) => {
+            return error(StatusCode::BAD_REQUEST, "no_denoiser", message);
+        }
+    };
+    let denoiser_name = denoiser.as_ref().map_or("none", |d| d.name()).to_owned();
     let image = match Image::decode(&body, &DecodeLimits::default()) {
         Ok(i) => i,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_image", e.to_string()),
@@ -376,12 +452,13 @@ async fn handle(
             DrawContext {
                 image: hex::encode(Sha256::digest(&body)),
                 provider: served.def.name.clone(),
-                denoiser: "none".into(),
+                denoiser: denoiser_name.clone(),
                 sigma,
                 seed,
             },
         );
     }
+    let classifier = Denoised::new(classifier, denoiser);
     let result = match &job {
         Job::Certify(params) => robustify_smoothing::certify(&classifier, &image, params, seed)
             .await
@@ -395,22 +472,21 @@ async fn handle(
             .await
             .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
     };
-    let cost = classifier.spent_usd();
+    let cost = classifier.inner().spent_usd();
     hold.settle(cost);
     match result {
         Ok(mut v) => {
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("provider".into(), served.def.name.clone().into());
                 obj.insert("cost_usd".into(), cost.into());
-                obj.insert("reused".into(), classifier.reused().into());
+                obj.insert("reused".into(), classifier.inner().reused().into());
+                obj.insert("denoiser".into(), denoiser_name.into());
                 obj.insert("client".into(), client.name.clone().into());
             }
             (StatusCode::OK, axum::Json(v)).into_response()
         }
         Err(e) => {
-            let budget = matches!(&e, robustify_smoothing::Error::Classifier(inner)
-                if matches!(inner.downcast_ref(), Some(robustify_providers::Error::BudgetExhausted { .. })));
-            if budget {
+            if robustify_providers::Error::is_budget_in(&e) {
                 error(
                     StatusCode::PAYMENT_REQUIRED,
                     "provider_budget_exhausted",
@@ -451,6 +527,11 @@ async fn providers(State(state): State<Arc<ProxyState>>) -> Response {
                 "description": s.def.description,
                 "adapter": s.def.adapter,
                 "usd_per_1000": s.def.pricing.tiers.first().map(|t| t.usd_per_1000),
+                "denoisers": s.denoisers.iter().map(|d| json!({
+                    "name": d.name(),
+                    "sigma": d.sigma(),
+                    "arch": d.card().arch.name(),
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -19,6 +19,38 @@ async fn listen() -> (tokio::net::TcpListener, String) {
     (l, url)
 }
 
+/// An identity denoiser for σ = 0.25 (a U-Net whose last conv is zero), in a fresh folder.
+fn identity_denoiser() -> std::path::PathBuf {
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+    use robustify_denoiser::{Arch, Card, Net};
+    let dir = std::env::temp_dir().join(format!("robustify-proxy-den-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let arch = Arch::parse("unet-8-x1").unwrap();
+    let varmap = VarMap::new();
+    Net::new(
+        &arch,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    for name in Net::zero_init(&arch) {
+        let v = varmap.data().lock().unwrap()[&name].clone();
+        v.set(&v.as_tensor().zeros_like().unwrap()).unwrap();
+    }
+    varmap.save(dir.join("model.safetensors")).unwrap();
+    Card {
+        name: "identity-test".into(),
+        arch,
+        sigma: 0.25,
+        data: "photo".into(),
+        psnr_floor: None,
+        extra: Default::default(),
+    }
+    .write(&dir.join("card.json"))
+    .unwrap();
+    dir
+}
+
 fn png() -> Vec<u8> {
     let mut data = vec![0.2f32; 64];
     data.extend(vec![0.7f32; 64]);
@@ -51,6 +83,7 @@ async fn keyed_clients_budgets_rates_and_metrics() {
 [[providers]]
 name = "google"
 endpoint = "{vendor_url}"
+denoisers = ["{}"]
 
 [[clients]]
 name = "a"
@@ -66,6 +99,7 @@ requests_per_minute = 1
 name = "free"
 key_sha256 = "{}"
 "#,
+            identity_denoiser().display(),
             hash_key("key-a"),
             hash_key("key-slow"),
             hash_key("key-free")
@@ -208,6 +242,32 @@ key_sha256 = "{}"
         .await
         .unwrap();
     assert_eq!(providers[0]["name"], "google");
+    assert_eq!(providers[0]["denoisers"][0]["name"], "identity-test");
+    // The denoiser trained at the request's σ is the default; none for another σ unless
+    // asked for, and `denoiser=none` turns it off.
+    let mut denoisers = Vec::new();
+    for (query, status) in [
+        ("sigma=0.25&n=8", 200),
+        ("sigma=0.5&n=8", 400),
+        ("sigma=0.5&n=8&denoiser=none", 200),
+        ("sigma=0.25&n=8&denoiser=nope", 400),
+    ] {
+        let r = http
+            .post(format!("{url}/v1/predict?{query}"))
+            .bearer_auth("key-free")
+            .body(png())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{query}");
+        let v: Value = r.json().await.unwrap();
+        denoisers.push(v["denoiser"].clone());
+        if status == 400 {
+            assert_eq!(v["error"]["code"], "no_denoiser", "{v}");
+        }
+    }
+    assert_eq!(denoisers[0], "identity-test");
+    assert_eq!(denoisers[2], "none");
     assert_eq!(
         http.get(format!("{url}/healthz"))
             .send()
@@ -228,7 +288,7 @@ key_sha256 = "{}"
         .unwrap();
     let images = format!(
         "robustify_provider_images_total{{provider=\"google\"}} {}",
-        240 + sequential_images
+        240 + sequential_images + 16 // + the two denoiser predictions of 8
     );
     assert!(metrics.contains(&images), "{metrics}");
     assert!(

@@ -131,7 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _guard = runtime.enter();
     let session = Session::open(&args.provider, args.sigma)?;
     let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
-    let paid = session.def.pricing.cost_usd(1000, false) > 0.0;
+    let paid = !session.def.pricing.is_free();
     let mode = args
         .mode
         .unwrap_or(if args.target_radius.is_some() && paid {

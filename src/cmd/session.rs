@@ -138,7 +138,7 @@ impl Session {
                 (http.clone(), Some(http))
             }
         };
-        let paid = def.pricing.cost_usd(1000, false) > 0.0;
+        let paid = !def.pricing.is_free();
         let log_path = args
             .log
             .clone()

@@ -234,7 +234,19 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         ),
         None => data.hold_out(a.hold_out),
     };
-    let test = test.truncate(a.test_limit);
+    let mut data = data;
+    let dropped = data.retain_min_side(a.crop);
+    if dropped > 0 {
+        eprintln!(
+            "{dropped} training images smaller than the {}px crop are left out",
+            a.crop
+        );
+    }
+    let mut test = test.truncate(a.test_limit);
+    let dropped = test.retain_min_side(a.test_crop.min(a.crop));
+    if dropped > 0 {
+        eprintln!("{dropped} test images smaller than the crop are left out");
+    }
     let kind = match &a.kind {
         Some(k) if k == "cifar10" || k == "photo" => k.clone(),
         Some(k) => anyhow::bail!("--kind {k:?}: expected cifar10 or photo"),

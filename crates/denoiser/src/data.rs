@@ -141,6 +141,18 @@ impl Photos {
         (keep, held)
     }
 
+    /// Drops the images whose shorter side is below `min` (they cannot give a crop that
+    /// size); returns how many were dropped.
+    pub fn retain_min_side(&mut self, min: usize) -> usize {
+        let before = self.items.len();
+        let keep: Vec<bool> = self.items.iter().map(|m| m.h.min(m.w) >= min).collect();
+        let mut k = keep.iter();
+        self.items.retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        self.paths.retain(|_| *k.next().unwrap_or(&false));
+        before - self.items.len()
+    }
+
     /// The first `n` images.
     pub fn truncate(mut self, n: usize) -> Photos {
         self.items.truncate(n);

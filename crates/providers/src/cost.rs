@@ -50,6 +50,11 @@ impl Pricing {
         Ok(())
     }
 
+    /// Whether every unit is free (the stand-ins): no default log, no budget to watch.
+    pub fn is_free(&self) -> bool {
+        self.tiers.iter().all(|t| t.usd_per_1000 == 0.0)
+    }
+
     /// The cost in USD of `units` units, counted from the start of a billing month.
     ///
     /// Without `free_tier`, the free monthly units are assumed spent already (the safe

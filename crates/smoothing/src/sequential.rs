@@ -421,6 +421,8 @@ fn finish(
     params: &SequentialParams,
     n0: u64,
 ) -> SequentialCertificate {
+    // With a target, running out of draws without a decision is a decision: undecided.
+    let decision = decision.or(params.target_radius.map(|_| Decision::Undecided));
     let (p_lower, p_upper) = seq.bounds();
     let sigma = params.sigma.get();
     let supported = if p_lower > 0.5 {
@@ -479,9 +481,6 @@ pub fn certify_sequential_labels<S: AsRef<str>>(
             break;
         }
     }
-    if params.target_radius.is_some() && decision.is_none() {
-        decision = Some(Decision::Undecided);
-    }
     Ok(finish(&seq, candidate, decision, params, params.n0))
 }
 
@@ -514,9 +513,6 @@ pub async fn certify_sequential<C: BaseClassifier>(
             decision = Some(d);
             break;
         }
-    }
-    if params.target_radius.is_some() && decision.is_none() {
-        decision = Some(Decision::Undecided);
     }
     let mut cert = finish(&seq, candidate, decision, params, params.n0);
     cert.seed = Some(seed);

@@ -184,6 +184,64 @@ fn say(bar: &ProgressBar, line: &str) {
     }
 }
 
+/// What both trainings do around the loop: a progress bar, a deadline (`--max-minutes`),
+/// Ctrl-C/SIGTERM, and the closing line.
+struct Driver {
+    bar: ProgressBar,
+    deadline: Option<std::time::Instant>,
+    interrupted: Arc<AtomicBool>,
+    epochs: usize,
+}
+
+impl Driver {
+    fn new(max_minutes: Option<f64>, epochs: usize) -> Driver {
+        Driver {
+            bar: epoch_bar(),
+            deadline: max_minutes
+                .map(|m| std::time::Instant::now() + Duration::from_secs_f64(m * 60.0)),
+            interrupted: stop_on_signal(),
+            epochs,
+        }
+    }
+
+    fn batch(&self, epoch: usize, batch: usize, batches: usize, message: String) {
+        self.bar.set_length(batches as u64);
+        self.bar.set_position(batch as u64 + 1);
+        self.bar
+            .set_prefix(format!("{}/{}", epoch + 1, self.epochs));
+        self.bar.set_message(message);
+    }
+
+    fn epoch(&self, entry: &serde_json::Value) {
+        say(&self.bar, &entry.to_string());
+    }
+
+    /// Past the deadline or interrupted, and at least one batch into the epoch.
+    fn should_stop(&self, p: &robustify_train::checkpoint::Progress) -> bool {
+        let late = self
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d);
+        (late || self.interrupted.load(Ordering::Relaxed)) && p.batch > 0
+    }
+
+    /// Clears the bar and says how the run ended.
+    fn finish(&self, p: &robustify_train::checkpoint::Progress) -> anyhow::Result<()> {
+        self.bar.finish_and_clear();
+        if p.epoch < self.epochs {
+            println!(
+                "stopped at epoch {} batch {} (step {}); continue with the same command and --resume",
+                p.epoch + 1,
+                p.batch,
+                p.step
+            );
+        } else {
+            let last = p.history.last().cloned().unwrap_or_default();
+            println!("{}", serde_json::to_string(&last)?);
+        }
+        Ok(())
+    }
+}
+
 /// A bar for epochs of batches.
 fn epoch_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
@@ -268,11 +326,7 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         lr: a.lr,
         seed: a.seed,
     };
-    let deadline = a
-        .max_minutes
-        .map(|m| std::time::Instant::now() + Duration::from_secs_f64(m * 60.0));
-    let interrupted = stop_on_signal();
-    let bar = epoch_bar();
+    let driver = Driver::new(a.max_minutes, cfg.epochs);
     let progress = train(
         &data,
         test_set.as_ref(),
@@ -282,19 +336,13 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(a.save_every),
         Hooks {
             on_batch: &mut |r| {
-                bar.set_length(r.batches as u64);
-                bar.set_position(r.batch as u64 + 1);
-                bar.set_prefix(format!("{}/{}", r.epoch + 1, cfg.epochs));
-                bar.set_message(format!("mse {:.5} psnr {:.2} dB", r.loss, r.psnr));
+                let msg = format!("mse {:.5} psnr {:.2} dB", r.loss, r.psnr);
+                driver.batch(r.epoch, r.batch, r.batches, msg);
             },
-            on_epoch: &mut |e| say(&bar, &e.to_string()),
-            should_stop: &mut |p| {
-                let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
-                (late || interrupted.load(Ordering::Relaxed)) && p.batch > 0
-            },
+            on_epoch: &mut |e| driver.epoch(e),
+            should_stop: &mut |p| driver.should_stop(p),
         },
     )?;
-    bar.finish_and_clear();
     let card_path = a.out.join("card.json");
     // A re-written card keeps what was added to it by hand (the fixture floor, eval figures).
     let previous = Card::read(&card_path).ok();
@@ -353,16 +401,7 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         extra,
     }
     .write(&card_path)?;
-    if progress.epoch < cfg.epochs {
-        println!(
-            "stopped at epoch {} batch {} (step {}); continue with the same command and --resume",
-            progress.epoch + 1,
-            progress.batch,
-            progress.step
-        );
-    } else {
-        println!("{}", serde_json::to_string(&last)?);
-    }
+    driver.finish(&progress)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -382,11 +421,7 @@ fn classifier(a: ClassifierArgs) -> anyhow::Result<ExitCode> {
         seed: a.seed,
         arch: Config::resnet20(),
     };
-    let deadline = a
-        .max_minutes
-        .map(|m| std::time::Instant::now() + Duration::from_secs_f64(m * 60.0));
-    let interrupted = stop_on_signal();
-    let bar = epoch_bar();
+    let driver = Driver::new(a.max_minutes, cfg.epochs);
     let progress = train(
         &data,
         test.as_ref(),
@@ -396,19 +431,13 @@ fn classifier(a: ClassifierArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(a.save_every),
         Hooks {
             on_batch: &mut |r| {
-                bar.set_length(r.batches as u64);
-                bar.set_position(r.batch as u64 + 1);
-                bar.set_prefix(format!("{}/{}", r.epoch + 1, cfg.epochs));
-                bar.set_message(format!("loss {:.3} acc {:.3}", r.loss, r.accuracy));
+                let msg = format!("loss {:.3} acc {:.3}", r.loss, r.accuracy);
+                driver.batch(r.epoch, r.batch, r.batches, msg);
             },
-            on_epoch: &mut |e| say(&bar, &e.to_string()),
-            should_stop: &mut |p| {
-                let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
-                (late || interrupted.load(Ordering::Relaxed)) && p.batch > 0
-            },
+            on_epoch: &mut |e| driver.epoch(e),
+            should_stop: &mut |p| driver.should_stop(p),
         },
     )?;
-    bar.finish_and_clear();
     let command: Vec<String> = std::env::args().collect();
     let last = progress.history.last().cloned().unwrap_or_default();
     let card = serde_json::json!({
@@ -426,15 +455,6 @@ fn classifier(a: ClassifierArgs) -> anyhow::Result<ExitCode> {
     let card_path = a.out.join("card.json");
     std::fs::write(&card_path, serde_json::to_string_pretty(&card)?)
         .with_context(|| format!("{}", card_path.display()))?;
-    if progress.epoch < cfg.epochs {
-        println!(
-            "stopped at epoch {} batch {} (step {}); continue with the same command and --resume",
-            progress.epoch + 1,
-            progress.batch,
-            progress.step
-        );
-    } else {
-        println!("{}", serde_json::to_string(&last)?);
-    }
+    driver.finish(&progress)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 //! `(seed, epoch, batch)`, and the optimiser state is checkpointed, so a run stopped and
 //! resumed mid-epoch produces the same weights as one that never stopped.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use robustify_train::checkpoint::{Checkpoint, Progress};
 use robustify_train::optim::{Adam, warmup_cosine};
+use robustify_train::run;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
@@ -186,97 +188,90 @@ pub fn train(
     let zero = Net::zero_init(&cfg.arch);
     let zero: Vec<&str> = zero.iter().map(String::as_str).collect();
     robustify_train::optim::seeded_init(&varmap, cfg.seed, &zero)?;
-    let mut adam = Adam::default();
-    let ckpt = Checkpoint::new(out);
     let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Model {
         path: out.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut progress = Progress {
-        config: cfg_json.clone(),
-        ..Progress::default()
-    };
-    if resume {
-        if let Some((state, p)) = ckpt.load(&mut varmap)? {
-            if p.config != cfg_json {
-                return Err(Error::Model {
-                    path: out.to_path_buf(),
-                    message: format!("the checkpoint was made with other settings: {}", p.config),
-                });
-            }
-            adam.load_state(state, p.step);
-            progress = p;
-        }
-    } else if out.join("progress.json").exists() {
-        return Err(Error::Model {
-            path: out.to_path_buf(),
-            message:
-                "a checkpoint exists here: pass --resume to continue it, or choose another --out"
-                    .into(),
-        });
+    let (mut progress, state) = run::open(out, &mut varmap, cfg_json, resume)?;
+    let mut adam = Adam::default();
+    if let Some(state) = state {
+        adam.load_state(state, progress.step);
     }
+    let adam = RefCell::new(adam);
+    let ckpt = Checkpoint::new(out);
     let crops = data.len() * cfg.crops_per_image;
     let batches = crops.div_ceil(cfg.batch_size);
     let total = (batches * cfg.epochs) as u64;
-    let mut last_save = Instant::now();
-    while progress.epoch < cfg.epochs {
-        let epoch = progress.epoch;
-        let mut order: Vec<usize> = (0..crops).map(|k| k % data.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            cfg.seed.wrapping_add(epoch as u64),
-        ));
-        let started = Instant::now();
-        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
-        for b in progress.batch..batches {
-            let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(crops)];
-            let mut rng = ChaCha8Rng::seed_from_u64(batch_seed(cfg.seed, epoch, b));
-            let mut pixels = Vec::with_capacity(idx.len() * 3 * cfg.crop * cfg.crop);
-            for &i in idx {
-                data.random_crop(i, cfg.crop, &mut rng, &mut pixels);
-            }
-            let clean = Tensor::from_vec(pixels, (idx.len(), 3, cfg.crop, cfg.crop), &dev)?;
-            let noisy = add_noise(&clean, cfg.sigma, &mut rng)?;
-            let loss = (net.forward_t(&noisy, true)? - &clean)?.sqr()?.mean_all()?;
-            let grads = loss.backward()?;
-            adam.step(&varmap, &grads, warmup_cosine(cfg.lr, progress.step, total))?;
-            progress.step += 1;
-            progress.batch = b + 1;
-            let l = loss.to_scalar::<f32>()?;
-            loss_sum += f64::from(l) * idx.len() as f64;
-            seen += idx.len();
-            (hooks.on_batch)(&BatchReport {
-                epoch,
-                batch: b,
-                batches,
-                loss: l,
-                psnr: 10.0 * (1.0 / l.max(1e-12)).log10(),
-            });
-            if (hooks.should_stop)(&progress) {
-                ckpt.save(&varmap, &adam.state(), &progress)?;
-                return Ok(progress);
-            }
-            if last_save.elapsed() >= save_every {
-                ckpt.save(&varmap, &adam.state(), &progress)?;
-                last_save = Instant::now();
-            }
-        }
-        let scored = match test {
-            Some(t) => Some(t.psnr(64, |x| net.forward_t(x, false))?),
-            None => None,
-        };
-        let entry = serde_json::json!({
-            "epoch": epoch + 1,
-            "train_mse": loss_sum / seen.max(1) as f64,
-            "test_psnr_noisy": scored.map(|s| s.0),
-            "test_psnr": scored.map(|s| s.1),
-            "seconds": started.elapsed().as_secs_f64(),
-        });
-        (hooks.on_epoch)(&entry);
-        progress.history.push(entry);
-        progress.epoch += 1;
-        progress.batch = 0;
-        ckpt.save(&varmap, &adam.state(), &progress)?;
-        last_save = Instant::now();
-    }
+    // This epoch's crop order, and its running loss: (sum, crops, start).
+    let order = RefCell::new((usize::MAX, Vec::new()));
+    let tally = RefCell::new((0.0f64, 0usize, Instant::now()));
+    let Hooks {
+        on_batch,
+        on_epoch,
+        should_stop,
+    } = hooks;
+    run::epochs(
+        &mut progress,
+        run::Schedule {
+            epochs: cfg.epochs,
+            batches,
+            save_every,
+        },
+        run::Steps::<Error> {
+            step: &mut |epoch, b, p| {
+                let mut order = order.borrow_mut();
+                if order.0 != epoch {
+                    let mut o: Vec<usize> = (0..crops).map(|k| k % data.len()).collect();
+                    o.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                        cfg.seed.wrapping_add(epoch as u64),
+                    ));
+                    *order = (epoch, o);
+                }
+                let idx = &order.1[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(crops)];
+                let mut rng = ChaCha8Rng::seed_from_u64(batch_seed(cfg.seed, epoch, b));
+                let mut pixels = Vec::with_capacity(idx.len() * 3 * cfg.crop * cfg.crop);
+                for &i in idx {
+                    data.random_crop(i, cfg.crop, &mut rng, &mut pixels);
+                }
+                let clean = Tensor::from_vec(pixels, (idx.len(), 3, cfg.crop, cfg.crop), &dev)?;
+                let noisy = add_noise(&clean, cfg.sigma, &mut rng)?;
+                let loss = (net.forward_t(&noisy, true)? - &clean)?.sqr()?.mean_all()?;
+                let grads = loss.backward()?;
+                adam.borrow_mut()
+                    .step(&varmap, &grads, warmup_cosine(cfg.lr, p.step, total))?;
+                let l = loss.to_scalar::<f32>()?;
+                let mut t = tally.borrow_mut();
+                t.0 += f64::from(l) * idx.len() as f64;
+                t.1 += idx.len();
+                on_batch(&BatchReport {
+                    epoch,
+                    batch: b,
+                    batches,
+                    loss: l,
+                    psnr: 10.0 * (1.0 / l.max(1e-12)).log10(),
+                });
+                Ok(())
+            },
+            end_epoch: &mut |epoch| {
+                let scored = match test {
+                    Some(t) => Some(t.psnr(64, |x| net.forward_t(x, false))?),
+                    None => None,
+                };
+                let mut t = tally.borrow_mut();
+                let entry = serde_json::json!({
+                    "epoch": epoch + 1,
+                    "train_mse": t.0 / t.1.max(1) as f64,
+                    "test_psnr_noisy": scored.map(|s| s.0),
+                    "test_psnr": scored.map(|s| s.1),
+                    "seconds": t.2.elapsed().as_secs_f64(),
+                });
+                *t = (0.0, 0, Instant::now());
+                on_epoch(&entry);
+                Ok(entry)
+            },
+            should_stop,
+            save: &mut |p| Ok(ckpt.save(&varmap, &adam.borrow().state(), p)?),
+        },
+    )?;
     Ok(progress)
 }

@@ -3,6 +3,7 @@
 //! data order and augmentation of every batch derive from `(seed, epoch, batch)`, so a run
 //! resumed mid-epoch continues as if never stopped.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use robustify_train::augment::random_crop_flip;
 use robustify_train::checkpoint::{Checkpoint, Progress};
 use robustify_train::dataset::ImageFolder;
 use robustify_train::optim::Sgd;
+use robustify_train::run;
 use serde::{Deserialize, Serialize};
 
 use crate::cifar::{CifarResNet, Config};
@@ -131,103 +133,96 @@ pub fn train(
     )?;
     // Initialisation is seeded too.
     robustify_train::optim::seeded_init(&varmap, cfg.seed, &["fc.bias"])?;
-    let mut sgd = Sgd::new(cfg.momentum, cfg.weight_decay, true);
-    let ckpt = Checkpoint::new(out);
     let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Weights {
         path: out.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut progress = Progress {
-        config: cfg_json.clone(),
-        ..Progress::default()
-    };
-    if resume {
-        if let Some((state, p)) = ckpt.load(&mut varmap)? {
-            if p.config != cfg_json {
-                return Err(Error::Weights {
-                    path: out.to_path_buf(),
-                    message: format!("the checkpoint was made with other settings: {}", p.config),
-                });
-            }
-            sgd.load_state(state);
-            progress = p;
-        }
-    } else if out.join("progress.json").exists() {
-        return Err(Error::Weights {
-            path: out.to_path_buf(),
-            message:
-                "a checkpoint exists here: pass --resume to continue it, or choose another --out"
-                    .into(),
-        });
+    let (mut progress, state) = run::open(out, &mut varmap, cfg_json, resume)?;
+    let mut sgd = Sgd::new(cfg.momentum, cfg.weight_decay, true);
+    if let Some(state) = state {
+        sgd.load_state(state);
     }
+    let sgd = RefCell::new(sgd);
+    let ckpt = Checkpoint::new(out);
     let batches = data.len().div_ceil(cfg.batch_size);
     let total = (batches * cfg.epochs) as u64;
-    let mut last_save = Instant::now();
-    while progress.epoch < cfg.epochs {
-        let epoch = progress.epoch;
-        let mut order: Vec<usize> = (0..data.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            cfg.seed.wrapping_add(epoch as u64),
-        ));
-        let started = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0.0f64, 0usize);
-        for b in progress.batch..batches {
-            let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(data.len())];
-            let mut rng = ChaCha8Rng::seed_from_u64(
-                cfg.seed
-                    ^ ((epoch as u64) << 32)
-                    ^ (b as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
-            let (x, y) = batch_tensor(data, idx, Some(&mut rng), &dev)?;
-            let logits = model.forward_t(&x, true)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-            let grads = loss.backward()?;
-            sgd.step(&varmap, &grads, cfg.lr_at(progress.step, total))?;
-            progress.step += 1;
-            progress.batch = b + 1;
-            let l = loss.to_scalar::<f32>()?;
-            let acc = logits
-                .argmax(1)?
-                .eq(&y)?
-                .to_dtype(DType::F32)?
-                .mean_all()?
-                .to_scalar::<f32>()?;
-            loss_sum += f64::from(l) * idx.len() as f64;
-            correct += f64::from(acc) * idx.len() as f64;
-            seen += idx.len();
-            (hooks.on_batch)(&BatchReport {
-                epoch,
-                batch: b,
-                batches,
-                loss: l,
-                accuracy: acc,
-            });
-            if (hooks.should_stop)(&progress) {
-                ckpt.save(&varmap, &sgd.state(), &progress)?;
-                return Ok(progress);
-            }
-            if last_save.elapsed() >= save_every {
-                ckpt.save(&varmap, &sgd.state(), &progress)?;
-                last_save = Instant::now();
-            }
-        }
-        let test_acc = match test {
-            Some(t) => Some(evaluate(&model, t, 500)?),
-            None => None,
-        };
-        let entry = serde_json::json!({
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen.max(1) as f64,
-            "train_accuracy": correct / seen.max(1) as f64,
-            "test_accuracy": test_acc,
-            "seconds": started.elapsed().as_secs_f64(),
-        });
-        (hooks.on_epoch)(&entry);
-        progress.history.push(entry);
-        progress.epoch += 1;
-        progress.batch = 0;
-        ckpt.save(&varmap, &sgd.state(), &progress)?;
-        last_save = Instant::now();
-    }
+    // This epoch's image order, and its running (loss sum, correct, images, start).
+    let order = RefCell::new((usize::MAX, Vec::new()));
+    let tally = RefCell::new((0.0f64, 0.0f64, 0usize, Instant::now()));
+    let Hooks {
+        on_batch,
+        on_epoch,
+        should_stop,
+    } = hooks;
+    run::epochs(
+        &mut progress,
+        run::Schedule {
+            epochs: cfg.epochs,
+            batches,
+            save_every,
+        },
+        run::Steps::<Error> {
+            step: &mut |epoch, b, p| {
+                let mut order = order.borrow_mut();
+                if order.0 != epoch {
+                    let mut o: Vec<usize> = (0..data.len()).collect();
+                    o.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                        cfg.seed.wrapping_add(epoch as u64),
+                    ));
+                    *order = (epoch, o);
+                }
+                let idx = &order.1[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(data.len())];
+                let mut rng = ChaCha8Rng::seed_from_u64(
+                    cfg.seed
+                        ^ ((epoch as u64) << 32)
+                        ^ (b as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                );
+                let (x, y) = batch_tensor(data, idx, Some(&mut rng), &dev)?;
+                let logits = model.forward_t(&x, true)?;
+                let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+                let grads = loss.backward()?;
+                sgd.borrow_mut()
+                    .step(&varmap, &grads, cfg.lr_at(p.step, total))?;
+                let l = loss.to_scalar::<f32>()?;
+                let acc = logits
+                    .argmax(1)?
+                    .eq(&y)?
+                    .to_dtype(DType::F32)?
+                    .mean_all()?
+                    .to_scalar::<f32>()?;
+                let mut t = tally.borrow_mut();
+                t.0 += f64::from(l) * idx.len() as f64;
+                t.1 += f64::from(acc) * idx.len() as f64;
+                t.2 += idx.len();
+                on_batch(&BatchReport {
+                    epoch,
+                    batch: b,
+                    batches,
+                    loss: l,
+                    accuracy: acc,
+                });
+                Ok(())
+            },
+            end_epoch: &mut |epoch| {
+                let test_acc = match test {
+                    Some(t) => Some(evaluate(&model, t, 500)?),
+                    None => None,
+                };
+                let mut t = tally.borrow_mut();
+                let entry = serde_json::json!({
+                    "epoch": epoch + 1,
+                    "train_loss": t.0 / t.2.max(1) as f64,
+                    "train_accuracy": t.1 / t.2.max(1) as f64,
+                    "test_accuracy": test_acc,
+                    "seconds": t.3.elapsed().as_secs_f64(),
+                });
+                *t = (0.0, 0.0, 0, Instant::now());
+                on_epoch(&entry);
+                Ok(entry)
+            },
+            should_stop,
+            save: &mut |p| Ok(ckpt.save(&varmap, &sgd.borrow().state(), p)?),
+        },
+    )?;
     Ok(progress)
 }

@@ -8,6 +8,7 @@
 //! - [`optim::Sgd`] and [`optim::Adam`]: optimisers whose state is saved with the model, so a
 //!   resumed run continues exactly where it stopped.
 //! - [`checkpoint`]: atomic checkpoints (model, optimiser, progress) and `--resume`.
+//! - [`run`]: the epoch loop both trainings share (resume, stop, periodic saves).
 //!
 //! ```
 //! use robustify_train::augment::random_crop_flip;
@@ -24,5 +25,6 @@ pub mod checkpoint;
 pub mod dataset;
 mod error;
 pub mod optim;
+pub mod run;
 
 pub use error::{Error, Result};

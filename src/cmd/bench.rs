@@ -65,14 +65,14 @@ fn timed(
     Ok(images as f64 * reps as f64 / t.elapsed().as_secs_f64())
 }
 
-/// The default U-Net denoiser: inference (BatchNorm folded, as `--denoiser` runs it) and a
+/// The shipped denoisers' architecture (`unet-32-x2`): inference (BatchNorm folded, as `--denoiser` runs it) and a
 /// training step (MSE, backward), at the benchmark shapes.
 fn denoiser_cases(shapes: &[(usize, usize, usize)]) -> anyhow::Result<Vec<Case>> {
     use candle_core::DType;
     use candle_nn::{VarBuilder, VarMap};
     use robustify_denoiser::{Arch, Net};
     let dev = Device::Cpu;
-    let arch = Arch::parse("unet")?;
+    let arch = Arch::parse("unet-32-x2")?;
     let varmap = VarMap::new();
     let train_net = Net::new(&arch, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     let tensors = varmap
@@ -177,7 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             });
         }
     }
-    // The shipped denoiser architecture (the U-Net), folded for inference and in training.
+    // The shipped denoisers' architecture, folded for inference, and in training.
     cases.extend(denoiser_cases(shapes)?);
     // The stand-ins' forward passes, as shipped.
     let cifar = robustify_standin::cifar::CifarClassifier::load_default()

@@ -57,16 +57,26 @@ pub fn resolve(name_or_path: &str) -> Result<PathBuf> {
     })
 }
 
+/// Of `items`, the one whose training σ (`sigma_of`) is nearest to `sigma`, if any is
+/// within 10% of it: the rule by which robustify picks a denoiser for a run.
+pub fn nearest_sigma<T>(
+    items: impl IntoIterator<Item = T>,
+    sigma: f64,
+    sigma_of: impl Fn(&T) -> f64,
+) -> Option<T> {
+    items
+        .into_iter()
+        .filter(|t| (sigma_of(t) - sigma).abs() <= 0.1 * sigma)
+        .min_by(|a, b| {
+            (sigma_of(a) - sigma)
+                .abs()
+                .total_cmp(&(sigma_of(b) - sigma).abs())
+        })
+}
+
 /// The shipped denoiser for `data` (`cifar10` or `photo`) trained at the σ nearest to
 /// `sigma`, if any is within 10% of it.
 pub fn best_for(data: &str, sigma: f64) -> Result<Option<PathBuf>> {
-    let best = list()?
-        .into_iter()
-        .filter(|(c, _)| c.data == data && (c.sigma - sigma).abs() <= 0.1 * sigma)
-        .min_by(|a, b| {
-            (a.0.sigma - sigma)
-                .abs()
-                .total_cmp(&(b.0.sigma - sigma).abs())
-        });
-    Ok(best.map(|(_, dir)| dir))
+    let matching = list()?.into_iter().filter(|(c, _)| c.data == data);
+    Ok(nearest_sigma(matching, sigma, |(c, _)| c.sigma).map(|(_, dir)| dir))
 }

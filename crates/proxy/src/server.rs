@@ -62,11 +62,7 @@ impl Served {
                 .cloned()
                 .map(Some)
                 .ok_or_else(|| format!("no denoiser {name:?} here; offered: {}", names())),
-            None => self
-                .denoisers
-                .iter()
-                .filter(|d| (d.sigma() - sigma).abs() <= 0.1 * sigma)
-                .min_by(|a, b| (a.sigma() - sigma).abs().total_cmp(&(b.sigma() - sigma).abs()))
+            None => registry::nearest_sigma(&self.denoisers, sigma, |d| d.sigma())
                 .cloned()
                 .map(Some)
                 .ok_or_else(|| {

@@ -322,3 +322,82 @@ fn shipped_denoisers_keep_their_psnr_on_the_fixtures() {
         assert!(denoised > noisy + 3.0, "{}: noisy {noisy:.2} dB", card.name);
     }
 }
+
+#[test]
+fn score_measures_psnr_and_stand_in_accuracy_and_can_write_the_card() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = root.join("tests/fixtures/cifar10");
+    let dir = temp_dir("denoise-score");
+    // A copy of the shipped CIFAR-10 denoiser, so that --update-card writes nowhere shared.
+    let copy = dir.join("cifar10-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    let shipped = robustify_denoiser::registry::resolve("cifar10-unet-0.25").unwrap();
+    for f in ["card.json", "model.safetensors"] {
+        std::fs::copy(shipped.join(f), copy.join(f)).unwrap();
+    }
+    let score = robustify([
+        "denoisers",
+        "score",
+        copy.to_str().unwrap(),
+        "--data",
+        fixture.to_str().unwrap(),
+        "--every",
+        "2",
+        "--json",
+        "--update-card",
+    ])
+    .json();
+    assert_eq!(score["images"], 100, "{score}");
+    assert_eq!(score["classifier"], "cifar10-resnet20");
+    let f = |k: &str| score[k].as_f64().unwrap();
+    // σ = 0.25 noise costs the classifier most of its accuracy; the denoiser gives some back.
+    assert!(f("psnr_noisy") > 12.0 && f("psnr_noisy") < 14.5, "{score}");
+    assert!(f("psnr_denoised") > f("psnr_noisy") + 8.0, "{score}");
+    assert!(f("accuracy_clean") > 0.4, "{score}");
+    assert!(f("accuracy_noisy") < f("accuracy_clean") - 0.2, "{score}");
+    assert!(
+        f("accuracy_denoised") > f("accuracy_noisy") + 0.08,
+        "{score}"
+    );
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copy.join("card.json")).unwrap()).unwrap();
+    assert_eq!(card["score"]["images"], 100);
+    assert_eq!(card["score"]["psnr_denoised"], score["psnr_denoised"]);
+    // The card keeps what it had.
+    assert_eq!(card["name"], "cifar10-unet-0.25");
+    assert!(card["psnr_floor"].as_f64().is_some());
+
+    let table = robustify([
+        "denoisers",
+        "score",
+        "cifar10-unet-0.25",
+        "--data",
+        fixture.to_str().unwrap(),
+        "--every",
+        "20",
+    ])
+    .ok();
+    assert!(table.contains("on 10 images"), "{table}");
+    assert!(table.contains("denoised"), "{table}");
+
+    let err = robustify([
+        "denoisers",
+        "score",
+        "cifar10-unet-0.25",
+        "--data",
+        dir.join("nowhere").to_str().unwrap(),
+    ])
+    .fails();
+    assert!(err.contains("nowhere"), "{err}");
+    let err = robustify([
+        "denoisers",
+        "score",
+        "cifar10-unet-0.25",
+        "--data",
+        fixture.to_str().unwrap(),
+        "--offset",
+        "500",
+    ])
+    .fails();
+    assert!(err.contains("no images"), "{err}");
+}

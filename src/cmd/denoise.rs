@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use robustify_denoiser::{Denoiser, registry};
-use robustify_smoothing::{DecodeLimits, Image, NoiseSampler, Sigma};
+use robustify_smoothing::{DecodeLimits, NoiseSampler, Sigma};
 
+use super::score::{self, psnr};
 use crate::input::read_image;
 use crate::render;
 
@@ -32,30 +33,13 @@ pub struct DenoiseArgs {
     out: PathBuf,
 }
 
-/// PSNR (dB) of `other` clipped to [0, 1] against `clean`.
-fn psnr(clean: &Image, other: &Image) -> f64 {
-    let n = clean.data().len() as f64;
-    let mse: f64 = clean
-        .data()
-        .iter()
-        .zip(other.data())
-        .map(|(a, b)| f64::from(b.clamp(0.0, 1.0) - a).powi(2))
-        .sum::<f64>()
-        / n;
-    10.0 * (1.0 / mse.max(1e-12)).log10()
-}
-
 pub fn denoise(args: DenoiseArgs) -> anyhow::Result<ExitCode> {
     let sigma = Sigma::new(args.sigma)?;
     let image = read_image(&args.image, &DecodeLimits::default())?;
     let dir = match &args.denoiser {
         Some(name) => registry::resolve(name)?,
         None => {
-            let kind = if image.width().max(image.height()) <= 32 {
-                "cifar10"
-            } else {
-                "photo"
-            };
+            let kind = registry::data_for_size(image.width().max(image.height()) as usize);
             registry::best_for(kind, args.sigma)?.with_context(|| {
                 format!(
                     "no shipped {kind} denoiser for σ = {}; see `robustify denoisers list` and pass --denoiser",
@@ -101,6 +85,8 @@ enum DenoisersCommand {
         #[arg(long)]
         json: bool,
     },
+    /// PSNR and the stand-in's accuracy on clean, noisy and denoised labelled images.
+    Score(score::ScoreArgs),
 }
 
 #[derive(serde::Serialize)]
@@ -109,16 +95,35 @@ struct Row {
     arch: String,
     sigma: f64,
     data: String,
+    /// Mean PSNR on held-out images: `denoisers score`'s if it was run, else training's.
     test_psnr: Option<f64>,
+    /// The stand-in's top-1 accuracy on noisy and on denoised images (`denoisers score`).
+    accuracy_noisy: Option<f64>,
+    accuracy_denoised: Option<f64>,
     path: String,
 }
 
+/// A number `denoisers score` wrote into the card.
+fn score_of(card: &robustify_denoiser::Card, key: &str) -> Option<f64> {
+    card.extra.get("score")?.get(key)?.as_f64()
+}
+
 pub fn denoisers(args: DenoisersArgs) -> anyhow::Result<ExitCode> {
-    let DenoisersCommand::List { json } = args.command;
+    let json = match args.command {
+        DenoisersCommand::List { json } => json,
+        DenoisersCommand::Score(args) => return score::run(args),
+    };
     let rows: Vec<Row> = registry::list()?
         .into_iter()
         .map(|(c, dir)| Row {
-            test_psnr: c.extra.get("test_psnr").and_then(|v| v.as_f64()),
+            test_psnr: c
+                .extra
+                .get("score")
+                .and_then(|s| s.get("psnr_denoised"))
+                .or_else(|| c.extra.get("test_psnr"))
+                .and_then(|v| v.as_f64()),
+            accuracy_noisy: score_of(&c, "accuracy_noisy"),
+            accuracy_denoised: score_of(&c, "accuracy_denoised"),
             name: c.name,
             arch: c.arch.name(),
             sigma: c.sigma,
@@ -131,13 +136,17 @@ pub fn denoisers(args: DenoisersArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:<22} {:>6} {:<8} {:>10}",
+        "{:<24} {:<14} {:>5} {:<8} {:>10}  stand-in top-1 noisy → denoised",
         "name", "arch", "σ", "data", "test PSNR"
     );
     for r in &rows {
         let psnr = r.test_psnr.map_or("-".into(), |p| format!("{p:.2} dB"));
+        let acc = match (r.accuracy_noisy, r.accuracy_denoised) {
+            (Some(n), Some(d)) => format!("{:.1}% → {:.1}%", 100.0 * n, 100.0 * d),
+            _ => "-".into(),
+        };
         println!(
-            "{:<24} {:<22} {:>6} {:<8} {:>10}",
+            "{:<24} {:<14} {:>5} {:<8} {:>10}  {acc}",
             r.name, r.arch, r.sigma, r.data, psnr
         );
     }

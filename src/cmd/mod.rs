@@ -12,6 +12,7 @@ mod noise;
 mod predict;
 mod providers;
 mod replay;
+mod score;
 mod sequential;
 mod serve;
 mod session;

@@ -65,7 +65,7 @@ struct DenoiserArgs {
     /// Without --test, hold out every N-th image of --data (sorted) for the test.
     #[arg(long, default_value_t = 20)]
     hold_out: usize,
-    /// Test images used at most.
+    /// Test images used at most (spread evenly over the sorted test set).
     #[arg(long, default_value_t = 1000)]
     test_limit: usize,
     /// Side of the central test crops.
@@ -276,7 +276,7 @@ fn with_bar<T>(
 fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
     use robustify_denoiser::data::Photos;
     use robustify_denoiser::train::{Hooks, TestSet, TrainConfig, train};
-    use robustify_denoiser::{Arch, Card};
+    use robustify_denoiser::{Arch, Card, registry};
     if a.epochs == 0 || a.batch_size == 0 || !(a.lr > 0.0 && a.lr.is_finite()) {
         anyhow::bail!("epochs, batch-size and lr must be positive");
     }
@@ -300,7 +300,7 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
             a.crop
         );
     }
-    let mut test = test.truncate(a.test_limit);
+    let mut test = test.spread(a.test_limit);
     let dropped = test.retain_min_side(a.test_crop.min(a.crop));
     if dropped > 0 {
         eprintln!("{dropped} test images smaller than the crop are left out");
@@ -308,9 +308,9 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
     let kind = match &a.kind {
         Some(k) if k == "cifar10" || k == "photo" => k.clone(),
         Some(k) => anyhow::bail!("--kind {k:?}: expected cifar10 or photo"),
-        None if data.max_side() <= 32 => "cifar10".into(),
-        None => "photo".into(),
+        None => registry::data_for_size(data.max_side()).into(),
     };
+    let test_images = test.len();
     let test_set = if test.is_empty() {
         None
     } else {
@@ -368,7 +368,12 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         (
             "test_data",
             serde_json::json!(match &a.test {
-                Some(t) => t.display().to_string(),
+                Some(t) => format!(
+                    "{} ({} images spread evenly over the sorted files), central {}px crops",
+                    t.display(),
+                    test_images,
+                    a.test_crop
+                ),
                 None => format!(
                     "every {}th image of {} (held out), central {}px crops",
                     a.hold_out,

@@ -153,11 +153,29 @@ impl Photos {
         before - self.items.len()
     }
 
-    /// The first `n` images.
-    pub fn truncate(mut self, n: usize) -> Photos {
-        self.items.truncate(n);
-        self.paths.truncate(n);
-        self
+    /// `n` images spread evenly over the set (all of them when there are no more than
+    /// `n`): a folder sorted by class gives every class its share, where the first `n`
+    /// would all be one class.
+    pub fn spread(self, n: usize) -> Photos {
+        let len = self.items.len();
+        if n >= len {
+            return self;
+        }
+        let picked: Vec<bool> = {
+            let mut p = vec![false; len];
+            for i in 0..n {
+                p[i * len / n] = true;
+            }
+            p
+        };
+        let mut out = Photos::default();
+        for ((item, path), keep) in self.items.into_iter().zip(self.paths).zip(picked) {
+            if keep {
+                out.items.push(item);
+                out.paths.push(path);
+            }
+        }
+        out
     }
 
     /// A random `crop × crop` window of image `i` in `[0, 1]`, flipped horizontally with
@@ -189,5 +207,51 @@ impl Photos {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn photos(n: usize) -> Photos {
+        let mut p = Photos::default();
+        for i in 0..n {
+            p.push(
+                PathBuf::from(format!("{i:03}.png")),
+                image::RgbImage::new(4, 4),
+            );
+        }
+        p
+    }
+
+    fn names(p: &Photos) -> Vec<String> {
+        p.paths.iter().map(|x| x.display().to_string()).collect()
+    }
+
+    #[test]
+    fn spread_takes_evenly_spaced_images() {
+        assert_eq!(
+            names(&photos(10).spread(3)),
+            ["000.png", "003.png", "006.png"]
+        );
+        // 10 classes of 100 sorted by class: 1 in 10 taken gives every class 10 images.
+        let p = photos(1000).spread(100);
+        assert_eq!(p.len(), 100);
+        for class in 0..10 {
+            let in_class = names(&p)
+                .iter()
+                .filter(|n| n[..3].parse::<usize>().unwrap_or(0) / 100 == class)
+                .count();
+            assert_eq!(in_class, 10, "class {class}");
+        }
+        assert_eq!(photos(5).spread(9).len(), 5);
+    }
+
+    #[test]
+    fn hold_out_takes_every_kth_from_k_minus_one() {
+        let (keep, held) = photos(10).hold_out(4);
+        assert_eq!(names(&held), ["003.png", "007.png"]);
+        assert_eq!(keep.len(), 8);
     }
 }

@@ -74,6 +74,12 @@ pub fn nearest_sigma<T>(
         })
 }
 
+/// The kind of data (`cifar10` or `photo`) an image of this largest side most likely is:
+/// CIFAR-10 images are 32×32, anything larger is a photo.
+pub fn data_for_size(max_side: usize) -> &'static str {
+    if max_side <= 32 { "cifar10" } else { "photo" }
+}
+
 /// The shipped denoiser for `data` (`cifar10` or `photo`) trained at the σ nearest to
 /// `sigma`, if any is within 10% of it.
 pub fn best_for(data: &str, sigma: f64) -> Result<Option<PathBuf>> {

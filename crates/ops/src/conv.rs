@@ -1,14 +1,21 @@
-//! Convolution as `im2col` + GEMM, with `col2im` for the input gradient.
+//! Convolution as `im2col` + GEMM, one image (and one band of output rows) at a time.
 //!
-//! For an input `[B, C, H, W]` and a kernel `[O, C, k, k]`, `im2col` lays out every
-//! receptive field as a column of `cols: [C·k·k, B·H'·W']`; the output is then one GEMM for
-//! the whole batch, `W[O, C·k·k] × cols`. Backward: `dW = dY × colsᵀ` and
-//! `dX = col2im(Wᵀ × dY)`, all GEMMs but the scatter of `col2im`.
+//! For an image `[C, H, W]` and a kernel `[O, C, k, k]`, `im2col` lays out every receptive
+//! field of a band of output rows as a column of `cols: [C·k·k, band]`, and one GEMM
+//! `W[O, C·k·k] × cols` writes the band's outputs straight into the `[O, H'·W']` output of
+//! that image — already NCHW, nothing to transpose. Bands are sized so that `cols` stays in
+//! the cache (~1 MB): a whole-batch `im2col` (what this module first did) streams hundreds
+//! of megabytes through memory and costs as much as the GEMM itself. Images run in
+//! parallel; a batch smaller than the thread pool lets the GEMM use the threads instead.
+//!
+//! Backward: the input gradient is `col2im(Wᵀ × dY)`, the weight gradient `Σ dY × colsᵀ`
+//! (per-thread sums, added at the end), both per image and band like the forward.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// Geometry shared by `im2col` and `col2im`.
+/// Geometry of one image's convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Geometry {
     c: usize,
@@ -19,12 +26,32 @@ struct Geometry {
     pad: usize,
 }
 
+/// Floats of one `cols` band: about 1 MB, so that it is still in the cache when the GEMM
+/// reads it.
+const BAND_FLOATS: usize = 1 << 18;
+
 impl Geometry {
     fn out(&self) -> (usize, usize) {
         (
             (self.h + 2 * self.pad - self.k) / self.stride + 1,
             (self.w + 2 * self.pad - self.k) / self.stride + 1,
         )
+    }
+
+    /// Rows of `cols`: `C·k·k`.
+    fn rows(&self) -> usize {
+        self.c * self.k * self.k
+    }
+
+    /// Output rows per band.
+    fn band_rows(&self) -> usize {
+        let (oh, ow) = self.out();
+        (BAND_FLOATS / (self.rows() * ow).max(1)).clamp(1, oh)
+    }
+
+    /// Whether `cols` is the image itself (1×1 kernel, stride 1, no padding).
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
     }
 
     /// For kernel offset `kx`, the output columns whose input column is in range, and the
@@ -34,6 +61,134 @@ impl Geometry {
         let lo = p.saturating_sub(kx).div_ceil(s);
         let hi = (self.w + p).saturating_sub(kx).div_ceil(s).min(ow);
         (lo, hi.max(lo))
+    }
+
+    /// The input row under output row `oy` and kernel row `ky`, if inside the image.
+    fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        let iy = (oy * self.stride + ky).checked_sub(self.pad)?;
+        (iy < self.h).then_some(iy)
+    }
+
+    /// `cols[(c, ky, kx), (oy − y0)·W' + ox] = x[c, oy·s + ky − p, ox·s + kx − p]` (zero
+    /// outside the image) for output rows `y0..y1` of one image `x: [C, H, W]`.
+    fn im2col(&self, x: &[f32], y0: usize, y1: usize, cols: &mut [f32]) {
+        let (_, ow) = self.out();
+        let n = (y1 - y0) * ow;
+        let plane = self.h * self.w;
+        for (r, row) in cols[..self.rows() * n].chunks_mut(n).enumerate() {
+            let (ch, ky, kx) = (r / (self.k * self.k), (r / self.k) % self.k, r % self.k);
+            let (lo, hi) = self.valid_x(kx, ow);
+            let src_plane = &x[ch * plane..(ch + 1) * plane];
+            for (oy, dst) in (y0..y1).zip(row.chunks_mut(ow)) {
+                let Some(iy) = self.input_row(oy, ky).filter(|_| lo < hi) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                let src = &src_plane[iy * self.w..(iy + 1) * self.w];
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                if self.stride == 1 {
+                    let off = lo + kx - self.pad;
+                    dst[lo..hi].copy_from_slice(&src[off..off + hi - lo]);
+                } else {
+                    for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                        *d = src[ox * self.stride + kx - self.pad];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`Geometry::im2col`]: adds `cols` (output rows `y0..y1`) into the
+    /// image gradient `x: [C, H, W]`.
+    fn col2im(&self, cols: &[f32], y0: usize, y1: usize, x: &mut [f32]) {
+        let (_, ow) = self.out();
+        let n = (y1 - y0) * ow;
+        let plane = self.h * self.w;
+        for (r, row) in cols[..self.rows() * n].chunks(n).enumerate() {
+            let (ch, ky, kx) = (r / (self.k * self.k), (r / self.k) % self.k, r % self.k);
+            let (lo, hi) = self.valid_x(kx, ow);
+            let dst_plane = &mut x[ch * plane..(ch + 1) * plane];
+            for (oy, src) in (y0..y1).zip(row.chunks(ow)) {
+                let Some(iy) = self.input_row(oy, ky).filter(|_| lo < hi) else {
+                    continue;
+                };
+                let dst = &mut dst_plane[iy * self.w..(iy + 1) * self.w];
+                if self.stride == 1 {
+                    let off = lo + kx - self.pad;
+                    for (d, v) in dst[off..off + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                        *d += v;
+                    }
+                } else {
+                    for (ox, v) in src.iter().enumerate().take(hi).skip(lo) {
+                        dst[ox * self.stride + kx - self.pad] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A matrix view: element `(i, j)` is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+/// `c[i·c_rs + j] = (c[i·c_rs + j] if accumulate) + Σ_p a(i, p)·b(p, j)` for `i < m`,
+/// `j < n`: `gemm`'s AVX-512/AVX2/scalar kernels (chosen at run time) behind bounds checks.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    a: Mat,
+    b: Mat,
+    c: &mut [f32],
+    c_rs: usize,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        k == 0 || last(m, a.rs, k, a.cs) < a.data.len(),
+        "matmul: lhs out of bounds"
+    );
+    assert!(
+        k == 0 || last(k, b.rs, n, b.cs) < b.data.len(),
+        "matmul: rhs out of bounds"
+    );
+    assert!(last(m, c_rs, n, 1) < c.len(), "matmul: dst out of bounds");
+    assert!(c_rs >= n, "matmul: dst rows overlap");
+    #[allow(unsafe_code)]
+    // SAFETY: the asserts above keep every element gemm reads (lhs, rhs) or writes (dst)
+    // inside its slice; dst rows do not overlap, and `c` is borrowed mutably, so it is
+    // aliased by neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
 }
 
@@ -47,30 +202,28 @@ fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<
     }
 }
 
-/// `[B, C, H, W]` → `[C·k·k, B·H'·W']` (zero padding): row `(c, ky, kx)` holds, image
-/// after image, the input values under that kernel tap. Backward is [`Col2Im`].
+/// GEMM threads for a batch of `b` images: the pool's when there are fewer images than
+/// threads (images then run one after another), else one per image.
+fn gemm_threads(b: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if b < threads {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `x: [B, C, H, W]` ⊛ `w: [O, C, k, k]` → `[B, O, H', W']`. Backward:
+/// [`ConvInputGrad`] and [`ConvWeightGrad`].
 #[derive(Clone, Copy, Debug)]
-pub struct Im2Col {
+struct Conv {
     k: usize,
     stride: usize,
     pad: usize,
 }
 
-impl Im2Col {
-    /// Square kernel `k`, `stride`, zero padding `pad` on every side.
-    pub fn new(k: usize, stride: usize, pad: usize) -> Im2Col {
-        Im2Col { k, stride, pad }
-    }
-}
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(storage, layout, "im2col")?;
-        let (b, c, h, w) = layout.shape().dims4()?;
+impl Conv {
+    fn geometry(&self, c: usize, h: usize, w: usize) -> Result<Geometry> {
         let g = Geometry {
             c,
             h,
@@ -79,166 +232,291 @@ impl CustomOp1 for Im2Col {
             stride: self.stride,
             pad: self.pad,
         };
-        if h + 2 * g.pad < g.k || w + 2 * g.pad < g.k {
-            candle_core::bail!("im2col: kernel {} larger than padded input {h}x{w}", g.k);
-        }
-        let (oh, ow) = g.out();
-        let rows = c * g.k * g.k;
-        let n = oh * ow;
-        let mut cols = vec![0f32; rows * b * n];
-        // One task per row (c, ky, kx): B segments of H'·W', one per image.
-        cols.par_chunks_mut(b * n).enumerate().for_each(|(r, row)| {
-            let (ch, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
-            let (lo, hi) = g.valid_x(kx, ow);
-            for bi in 0..b {
-                let plane = &x[(bi * c + ch) * h * w..(bi * c + ch + 1) * h * w];
-                let seg = &mut row[bi * n..(bi + 1) * n];
-                for oy in 0..oh {
-                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                    if iy < 0 || iy >= h as isize || lo >= hi {
-                        continue;
-                    }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    let dst = &mut seg[oy * ow..(oy + 1) * ow];
-                    if g.stride == 1 {
-                        let off = lo + kx - g.pad;
-                        dst[lo..hi].copy_from_slice(&src[off..off + hi - lo]);
-                    } else {
-                        for ox in lo..hi {
-                            dst[ox] = src[ox * g.stride + kx - g.pad];
-                        }
-                    }
-                }
-            }
-        });
-        Ok((CpuStorage::F32(cols), Shape::from((rows, b * n))))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let (_, c, h, w) = arg.dims4()?;
-        let op = Col2Im {
-            c,
-            h,
-            w,
-            k: self.k,
-            stride: self.stride,
-            pad: self.pad,
-        };
-        Ok(Some(grad_res.contiguous()?.apply_op1(op)?))
-    }
-}
-
-/// `[C·k·k, B·H'·W']` → `[B, C, H, W]`, summing overlapping contributions: the adjoint of
-/// [`Im2Col`].
-#[derive(Clone, Copy, Debug)]
-pub struct Col2Im {
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-}
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "col2im"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let cols = contiguous(storage, layout, "col2im")?;
-        let g = Geometry {
-            c: self.c,
-            h: self.h,
-            w: self.w,
-            k: self.k,
-            stride: self.stride,
-            pad: self.pad,
-        };
-        let (oh, ow) = g.out();
-        let (rows, bn) = layout.shape().dims2()?;
-        let n = oh * ow;
-        if rows != g.c * g.k * g.k || n == 0 || bn % n != 0 {
+        if self.stride == 0 || h + 2 * g.pad < g.k || w + 2 * g.pad < g.k {
             candle_core::bail!(
-                "col2im: shape {:?} does not match the geometry",
-                layout.shape()
+                "conv2d: kernel {} (stride {}) does not fit the padded input {h}x{w}",
+                g.k,
+                g.stride
             );
         }
-        let b = bn / n;
-        let mut x = vec![0f32; b * g.c * g.h * g.w];
-        x.par_chunks_mut(g.h * g.w)
-            .enumerate()
-            .for_each(|(bc, plane)| {
-                let (bi, ch) = (bc / g.c, bc % g.c);
-                for ky in 0..g.k {
-                    for kx in 0..g.k {
-                        let r = (ch * g.k + ky) * g.k + kx;
-                        let seg = &cols[r * bn + bi * n..r * bn + (bi + 1) * n];
-                        let (lo, hi) = g.valid_x(kx, ow);
-                        for oy in 0..oh {
-                            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                            if iy < 0 || iy >= g.h as isize || lo >= hi {
-                                continue;
-                            }
-                            let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                            let src = &seg[oy * ow..(oy + 1) * ow];
-                            if g.stride == 1 {
-                                let off = lo + kx - g.pad;
-                                for (d, v) in dst[off..off + hi - lo].iter_mut().zip(&src[lo..hi]) {
-                                    *d += v;
-                                }
-                            } else {
-                                for ox in lo..hi {
-                                    dst[ox * g.stride + kx - g.pad] += src[ox];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(x), Shape::from((b, g.c, g.h, g.w))))
+        Ok(g)
+    }
+}
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "robustify-conv2d"
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_res.contiguous()?.apply_op1(Im2Col::new(
-            self.k,
-            self.stride,
-            self.pad,
-        ))?))
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs, xl, "conv2d")?;
+        let wt = contiguous(ws, wl, "conv2d")?;
+        let (b, c, h, w) = xl.shape().dims4()?;
+        let o = wl.shape().dims4()?.0;
+        let g = self.geometry(c, h, w)?;
+        let (oh, ow) = g.out();
+        let n = oh * ow;
+        let rows = g.rows();
+        let band = g.band_rows();
+        let par = gemm_threads(b);
+        let wm = Mat {
+            data: wt,
+            rs: rows,
+            cs: 1,
+        };
+        let mut y = vec![0f32; b * o * n];
+        let per_image = |cols: &mut Vec<f32>, (img, out): (&[f32], &mut [f32])| {
+            for y0 in (0..oh).step_by(band) {
+                let y1 = (y0 + band).min(oh);
+                let bn = (y1 - y0) * ow;
+                let src = if g.is_pointwise() {
+                    Mat {
+                        data: &img[y0 * ow..],
+                        rs: n,
+                        cs: 1,
+                    }
+                } else {
+                    g.im2col(img, y0, y1, cols);
+                    Mat {
+                        data: cols,
+                        rs: bn,
+                        cs: 1,
+                    }
+                };
+                matmul((o, bn, rows), wm, src, &mut out[y0 * ow..], n, false, par);
+            }
+        };
+        let buffer = || {
+            vec![
+                0f32;
+                if g.is_pointwise() {
+                    0
+                } else {
+                    rows * band * ow
+                }
+            ]
+        };
+        if matches!(par, Parallelism::None) {
+            x.par_chunks(c * h * w)
+                .zip(y.par_chunks_mut(o * n))
+                .for_each_init(buffer, per_image);
+        } else {
+            let mut cols = buffer();
+            x.chunks(c * h * w)
+                .zip(y.chunks_mut(o * n))
+                .for_each(|item| per_image(&mut cols, item));
+        }
+        Ok((CpuStorage::F32(y), Shape::from((b, o, oh, ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let (_, c, h, wd) = x.dims4()?;
+        let dx = dy.apply_op2_no_bwd(
+            w,
+            &ConvInputGrad {
+                g: self.geometry(c, h, wd)?,
+            },
+        )?;
+        let dw = x.apply_op2_no_bwd(&dy, &ConvWeightGrad { conv: *self })?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `dy: [B, O, H', W']`, `w: [O, C, k, k]` → `dx: [B, C, H, W]` = `col2im(Wᵀ × dy)`.
+#[derive(Clone, Copy, Debug)]
+struct ConvInputGrad {
+    g: Geometry,
+}
+
+impl CustomOp2 for ConvInputGrad {
+    fn name(&self) -> &'static str {
+        "robustify-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dys: &CpuStorage,
+        dyl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dy = contiguous(dys, dyl, "conv2d input grad")?;
+        let wt = contiguous(ws, wl, "conv2d input grad")?;
+        let g = self.g;
+        let (b, o, oh, ow) = dyl.shape().dims4()?;
+        let (n, rows, band) = (oh * ow, g.rows(), g.band_rows());
+        let plane = g.c * g.h * g.w;
+        let par = gemm_threads(b);
+        // Wᵀ: element (r, o) of the [rows, O] matrix is w[o·rows + r].
+        let wt_m = Mat {
+            data: wt,
+            rs: 1,
+            cs: rows,
+        };
+        let mut dx = vec![0f32; b * plane];
+        let per_image = |cols: &mut Vec<f32>, (dyi, dxi): (&[f32], &mut [f32])| {
+            for y0 in (0..oh).step_by(band) {
+                let y1 = (y0 + band).min(oh);
+                let bn = (y1 - y0) * ow;
+                let src = Mat {
+                    data: &dyi[y0 * ow..],
+                    rs: n,
+                    cs: 1,
+                };
+                if g.is_pointwise() {
+                    // cols is dx itself: accumulate nothing, write the band's columns.
+                    matmul((rows, bn, o), wt_m, src, &mut dxi[y0 * ow..], n, false, par);
+                } else {
+                    matmul((rows, bn, o), wt_m, src, cols, bn, false, par);
+                    g.col2im(cols, y0, y1, dxi);
+                }
+            }
+        };
+        let buffer = || {
+            vec![
+                0f32;
+                if g.is_pointwise() {
+                    0
+                } else {
+                    rows * band * ow
+                }
+            ]
+        };
+        if matches!(par, Parallelism::None) {
+            dy.par_chunks(o * n)
+                .zip(dx.par_chunks_mut(plane))
+                .for_each_init(buffer, per_image);
+        } else {
+            let mut cols = buffer();
+            dy.chunks(o * n)
+                .zip(dx.chunks_mut(plane))
+                .for_each(|item| per_image(&mut cols, item));
+        }
+        Ok((CpuStorage::F32(dx), Shape::from((b, g.c, g.h, g.w))))
+    }
+}
+
+/// Weight-gradient partial sums per batch, at most (one per group of images).
+const GROUPS: usize = 16;
+
+/// `x: [B, C, H, W]`, `dy: [B, O, H', W']` → `dw: [O, C, k, k]` = `Σ_images dy × colsᵀ`.
+#[derive(Clone, Copy, Debug)]
+struct ConvWeightGrad {
+    conv: Conv,
+}
+
+impl CustomOp2 for ConvWeightGrad {
+    fn name(&self) -> &'static str {
+        "robustify-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs, xl, "conv2d weight grad")?;
+        let dy = contiguous(dys, dyl, "conv2d weight grad")?;
+        let (b, c, h, w) = xl.shape().dims4()?;
+        let (_, o, oh, ow) = dyl.shape().dims4()?;
+        let g = self.conv.geometry(c, h, w)?;
+        let (n, rows, band) = (oh * ow, g.rows(), g.band_rows());
+        let par = gemm_threads(b);
+        let per_image = |(dw, cols): &mut (Vec<f32>, Vec<f32>), (xi, dyi): (&[f32], &[f32])| {
+            for y0 in (0..oh).step_by(band) {
+                let y1 = (y0 + band).min(oh);
+                let bn = (y1 - y0) * ow;
+                // colsᵀ: element (p, r) of the [band, rows] matrix.
+                let cols_t = if g.is_pointwise() {
+                    Mat {
+                        data: &xi[y0 * ow..],
+                        rs: 1,
+                        cs: n,
+                    }
+                } else {
+                    g.im2col(xi, y0, y1, cols);
+                    Mat {
+                        data: cols,
+                        rs: 1,
+                        cs: bn,
+                    }
+                };
+                let dy_band = Mat {
+                    data: &dyi[y0 * ow..],
+                    rs: n,
+                    cs: 1,
+                };
+                matmul((o, rows, bn), dy_band, cols_t, dw, rows, true, par);
+            }
+        };
+        let init = || {
+            (
+                vec![0f32; o * rows],
+                vec![
+                    0f32;
+                    if g.is_pointwise() {
+                        0
+                    } else {
+                        rows * band * ow
+                    }
+                ],
+            )
+        };
+        // Fixed groups of consecutive images, summed in order: the same batch gives the
+        // same gradient bit for bit, whatever the threads did (training resumes exactly).
+        let group = b.div_ceil(GROUPS);
+        let partials: Vec<Vec<f32>> = x
+            .par_chunks(group * c * h * w)
+            .zip(dy.par_chunks(group * o * n))
+            .map(|(xg, dyg)| {
+                let mut acc = init();
+                for item in xg.chunks(c * h * w).zip(dyg.chunks(o * n)) {
+                    per_image(&mut acc, item);
+                }
+                acc.0
+            })
+            .collect();
+        let mut parts = partials.into_iter();
+        let mut dw = parts.next().unwrap_or_else(|| vec![0f32; o * rows]);
+        for p in parts {
+            dw.iter_mut().zip(&p).for_each(|(a, v)| *a += v);
+        }
+        Ok((CpuStorage::F32(dw), Shape::from((o, c, g.k, g.k))))
     }
 }
 
 /// 2-D convolution of `x: [B, C, H, W]` with `w: [O, C, k, k]` (square kernel, groups 1,
-/// dilation 1): `im2col` + one GEMM per image. Differentiable in both arguments.
+/// dilation 1, zero padding), on the CPU: a drop-in for candle's `Tensor::conv2d` with
+/// the same result (to rounding), differentiable in both arguments.
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    let (b, c, h, wd) = x.dims4()?;
-    let (o, ci, k, k2) = w.dims4()?;
+    let (_, c, _, _) = x.dims4()?;
+    let (_, ci, k, k2) = w.dims4()?;
     if ci != c || k != k2 {
         candle_core::bail!("conv2d: input has {c} channels, kernel is {:?}", w.shape());
     }
-    let g = Geometry {
-        c,
-        h,
-        w: wd,
-        k,
-        stride,
-        pad: padding,
-    };
-    let (oh, ow) = g.out();
-    if k == 1 && stride == 1 && padding == 0 {
-        // A 1×1 convolution is already a matrix product.
-        let y = w
-            .reshape((o, c))?
-            .broadcast_matmul(&x.reshape((b, c, h * wd))?)?;
-        return y.reshape((b, o, h, wd));
-    }
-    // cols: [C·k·k, B·H'·W'], so the whole batch is one large GEMM.
-    let cols = x.contiguous()?.apply_op1(Im2Col::new(k, stride, padding))?;
-    let y = w.reshape((o, c * k * k))?.matmul(&cols)?;
-    y.reshape((o, b, oh * ow))?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((b, o, oh, ow))
+    x.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        Conv {
+            k,
+            stride,
+            pad: padding,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -266,7 +544,7 @@ mod tests {
         d / scale
     }
 
-    const CASES: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
+    const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
         // (B, C, H, W, O, k, stride/pad encoded below)
         (2, 3, 9, 7, 4, 3, 11),
         (1, 4, 8, 8, 5, 3, 21),
@@ -275,12 +553,20 @@ mod tests {
         (2, 3, 6, 8, 4, 1, 20), // stock candle's backward needs H, W of one parity here
         (1, 2, 11, 6, 3, 5, 12),
         (1, 1, 3, 3, 2, 3, 10),
+        // More images than weight-gradient groups (uneven last group), in parallel.
+        (21, 3, 9, 7, 4, 3, 11),
+        // Several cache bands per image (576 rows × 40 columns: 11 output rows a band).
+        (2, 64, 40, 40, 8, 3, 11),
+        (3, 64, 37, 41, 5, 3, 21),
+        (1, 64, 45, 33, 6, 3, 11),
+        // A 1×1 convolution read in bands straight from the image.
+        (2, 1000, 20, 30, 4, 1, 10),
     ];
 
     #[test]
     fn forward_and_gradients_match_stock_candle() {
         let dev = Device::Cpu;
-        for (b, c, h, w, o, k, sp) in CASES {
+        for &(b, c, h, w, o, k, sp) in CASES {
             let (stride, pad) = (sp / 10, sp % 10);
             let x = Var::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
             let wt = Var::randn(0f32, 1.0, (o, c, k, k), &dev).unwrap();

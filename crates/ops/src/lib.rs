@@ -1,9 +1,9 @@
 //! # robustify-ops
 //!
 //! CPU building blocks that make robustify's candle models train at a useful speed on a
-//! laptop. The first is [`conv2d`]: a convolution expressed as `im2col` + matrix product,
-//! whose backward pass is two matrix products and a `col2im`, instead of candle's direct
-//! convolution and transposed convolution. It is a drop-in for `Tensor::conv2d` with
+//! laptop. The first is [`conv2d`]: a convolution expressed as `im2col` + matrix product one
+//! image and one cache-sized band at a time, whose backward pass is two matrix products and
+//! a `col2im`, instead of candle's direct convolution and transposed convolution. It is a drop-in for `Tensor::conv2d` with
 //! groups = 1 and dilation = 1, and autograd flows through it.
 //!
 //! ```
@@ -20,4 +20,4 @@
 
 mod conv;
 
-pub use conv::{Col2Im, Im2Col, conv2d};
+pub use conv::conv2d;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{BatchNorm, Init, VarBuilder};
+use robustify_ops::Activation;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -169,6 +170,8 @@ const BN_EPS: f64 = 1e-5;
 /// conv's weight and bias) by [`Builder::Infer`].
 pub struct Layer {
     conv: Conv,
+    /// Built for inference ([`Builder::Infer`]): no gradients, so the fused path may run.
+    folded: bool,
     bn: Option<BatchNorm>,
     relu: bool,
 }
@@ -176,6 +179,16 @@ pub struct Layer {
 impl Layer {
     /// conv → BatchNorm (training statistics when `train`) → ReLU.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if let (true, Some(bias), true) = (self.folded, &self.conv.bias, x.device().is_cpu()) {
+            // Inference: conv, bias and ReLU in one pass over the output.
+            let act = if self.relu {
+                Activation::Relu
+            } else {
+                Activation::None
+            };
+            let c = &self.conv;
+            return robustify_ops::conv2d_bias_act(x, &c.weight, bias, c.padding, c.stride, act);
+        }
         let mut y = self.conv.forward(x)?;
         if let Some(bn) = &self.bn {
             y = bn.forward_t(&y, train)?;
@@ -245,6 +258,7 @@ impl Builder<'_> {
                     },
                     bn,
                     relu: s.relu,
+                    folded: false,
                 })
             }
             Builder::Infer(tensors) => {
@@ -285,6 +299,7 @@ impl Builder<'_> {
                     },
                     bn: None,
                     relu: s.relu,
+                    folded: true,
                 })
             }
         }

@@ -11,7 +11,7 @@
 //! Backward: the input gradient is `col2im(Wᵀ × dY)`, the weight gradient `Σ dY × colsᵀ`
 //! (per-thread sums, added at the end), both per image and band like the forward.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -47,6 +47,15 @@ impl Geometry {
     fn band_rows(&self) -> usize {
         let (oh, ow) = self.out();
         (BAND_FLOATS / (self.rows() * ow).max(1)).clamp(1, oh)
+    }
+
+    /// Floats of the `cols` buffer of one band (none when `cols` is the image itself).
+    fn cols_len(&self) -> usize {
+        if self.is_pointwise() {
+            0
+        } else {
+            self.rows() * self.band_rows() * self.out().1
+        }
     }
 
     /// Whether `cols` is the image itself (1×1 kernel, stride 1, no padding).
@@ -213,6 +222,98 @@ fn gemm_threads(b: usize) -> Parallelism {
     }
 }
 
+/// What follows a convolution in the fused inference path ([`conv2d_bias_act`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Nothing.
+    None,
+    /// `max(0, y)`.
+    Relu,
+    /// `min(max(0, y), 6)` (MobileNet, EfficientNet-Lite).
+    Relu6,
+}
+
+impl Activation {
+    /// Applies to the first `cols` of `rows` rows spaced `stride` apart.
+    fn apply(self, y: &mut [f32], rows: usize, cols: usize, stride: usize) {
+        let f = match self {
+            Activation::None => return,
+            Activation::Relu => |v: &mut f32| *v = v.max(0.0),
+            Activation::Relu6 => |v: &mut f32| *v = v.clamp(0.0, 6.0),
+        };
+        for row in y.chunks_mut(stride).take(rows) {
+            row[..cols].iter_mut().for_each(f);
+        }
+    }
+}
+
+/// The forward pass: per image and band, `im2col`, then `bias` (if any) and the GEMM
+/// straight into the output, then `act` while the band is still in the cache.
+fn forward(
+    conv: &Conv,
+    x: &[f32],
+    xl: &Layout,
+    wt: &[f32],
+    wl: &Layout,
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Result<(CpuStorage, Shape)> {
+    let (b, c, h, w) = xl.shape().dims4()?;
+    let o = wl.shape().dims4()?.0;
+    let g = conv.geometry(c, h, w)?;
+    let (oh, ow) = g.out();
+    let n = oh * ow;
+    let rows = g.rows();
+    let band = g.band_rows();
+    let par = gemm_threads(b);
+    let wm = Mat {
+        data: wt,
+        rs: rows,
+        cs: 1,
+    };
+    let mut y = vec![0f32; b * o * n];
+    let per_image = |cols: &mut Vec<f32>, (img, out): (&[f32], &mut [f32])| {
+        for y0 in (0..oh).step_by(band) {
+            let y1 = (y0 + band).min(oh);
+            let bn = (y1 - y0) * ow;
+            let src = if g.is_pointwise() {
+                Mat {
+                    data: &img[y0 * ow..],
+                    rs: n,
+                    cs: 1,
+                }
+            } else {
+                g.im2col(img, y0, y1, cols);
+                Mat {
+                    data: cols,
+                    rs: bn,
+                    cs: 1,
+                }
+            };
+            let dst = &mut out[y0 * ow..];
+            if let Some(bias) = bias {
+                for (row, &v) in dst.chunks_mut(n).zip(bias) {
+                    row[..bn].fill(v);
+                }
+            }
+            matmul((o, bn, rows), wm, src, dst, n, bias.is_some(), par);
+            act.apply(dst, o, bn, n);
+        }
+    };
+    let buffer = || vec![0f32; g.cols_len()];
+    if matches!(par, Parallelism::None) {
+        x.par_chunks(c * h * w)
+            .zip(y.par_chunks_mut(o * n))
+            .for_each_init(buffer, per_image);
+    } else {
+        let mut cols = buffer();
+        x.chunks(c * h * w)
+            .zip(y.chunks_mut(o * n))
+            .for_each(|item| per_image(&mut cols, item));
+    }
+    Ok((CpuStorage::F32(y), Shape::from((b, o, oh, ow))))
+}
+
 /// `x: [B, C, H, W]` ⊛ `w: [O, C, k, k]` → `[B, O, H', W']`. Backward:
 /// [`ConvInputGrad`] and [`ConvWeightGrad`].
 #[derive(Clone, Copy, Debug)]
@@ -257,62 +358,7 @@ impl CustomOp2 for Conv {
     ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(xs, xl, "conv2d")?;
         let wt = contiguous(ws, wl, "conv2d")?;
-        let (b, c, h, w) = xl.shape().dims4()?;
-        let o = wl.shape().dims4()?.0;
-        let g = self.geometry(c, h, w)?;
-        let (oh, ow) = g.out();
-        let n = oh * ow;
-        let rows = g.rows();
-        let band = g.band_rows();
-        let par = gemm_threads(b);
-        let wm = Mat {
-            data: wt,
-            rs: rows,
-            cs: 1,
-        };
-        let mut y = vec![0f32; b * o * n];
-        let per_image = |cols: &mut Vec<f32>, (img, out): (&[f32], &mut [f32])| {
-            for y0 in (0..oh).step_by(band) {
-                let y1 = (y0 + band).min(oh);
-                let bn = (y1 - y0) * ow;
-                let src = if g.is_pointwise() {
-                    Mat {
-                        data: &img[y0 * ow..],
-                        rs: n,
-                        cs: 1,
-                    }
-                } else {
-                    g.im2col(img, y0, y1, cols);
-                    Mat {
-                        data: cols,
-                        rs: bn,
-                        cs: 1,
-                    }
-                };
-                matmul((o, bn, rows), wm, src, &mut out[y0 * ow..], n, false, par);
-            }
-        };
-        let buffer = || {
-            vec![
-                0f32;
-                if g.is_pointwise() {
-                    0
-                } else {
-                    rows * band * ow
-                }
-            ]
-        };
-        if matches!(par, Parallelism::None) {
-            x.par_chunks(c * h * w)
-                .zip(y.par_chunks_mut(o * n))
-                .for_each_init(buffer, per_image);
-        } else {
-            let mut cols = buffer();
-            x.chunks(c * h * w)
-                .zip(y.chunks_mut(o * n))
-                .for_each(|item| per_image(&mut cols, item));
-        }
-        Ok((CpuStorage::F32(y), Shape::from((b, o, oh, ow))))
+        forward(self, x, xl, wt, wl, None, Activation::None)
     }
 
     fn bwd(
@@ -385,16 +431,7 @@ impl CustomOp2 for ConvInputGrad {
                 }
             }
         };
-        let buffer = || {
-            vec![
-                0f32;
-                if g.is_pointwise() {
-                    0
-                } else {
-                    rows * band * ow
-                }
-            ]
-        };
+        let buffer = || vec![0f32; g.cols_len()];
         if matches!(par, Parallelism::None) {
             dy.par_chunks(o * n)
                 .zip(dx.par_chunks_mut(plane))
@@ -464,19 +501,7 @@ impl CustomOp2 for ConvWeightGrad {
                 matmul((o, rows, bn), dy_band, cols_t, dw, rows, true, par);
             }
         };
-        let init = || {
-            (
-                vec![0f32; o * rows],
-                vec![
-                    0f32;
-                    if g.is_pointwise() {
-                        0
-                    } else {
-                        rows * band * ow
-                    }
-                ],
-            )
-        };
+        let init = || (vec![0f32; o * rows], vec![0f32; g.cols_len()]);
         // Fixed groups of consecutive images, summed in order: the same batch gives the
         // same gradient bit for bit, whatever the threads did (training resumes exactly).
         let group = b.div_ceil(GROUPS);
@@ -500,15 +525,74 @@ impl CustomOp2 for ConvWeightGrad {
     }
 }
 
-/// 2-D convolution of `x: [B, C, H, W]` with `w: [O, C, k, k]` (square kernel, groups 1,
-/// dilation 1, zero padding), on the CPU: a drop-in for candle's `Tensor::conv2d` with
-/// the same result (to rounding), differentiable in both arguments.
-pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+/// [`Conv`] with a bias and an activation fused in; inference only.
+#[derive(Clone, Copy, Debug)]
+struct ConvBiasAct {
+    conv: Conv,
+    act: Activation,
+}
+
+impl CustomOp3 for ConvBiasAct {
+    fn name(&self) -> &'static str {
+        "robustify-conv2d-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs, xl, "conv2d")?;
+        let wt = contiguous(ws, wl, "conv2d")?;
+        let bias = contiguous(bs, bl, "conv2d bias")?;
+        if bias.len() != wl.shape().dims4()?.0 {
+            candle_core::bail!("conv2d: {} biases for kernel {:?}", bias.len(), wl.shape());
+        }
+        forward(&self.conv, x, xl, wt, wl, Some(bias), self.act)
+    }
+}
+
+fn check_shapes(x: &Tensor, w: &Tensor) -> Result<usize> {
     let (_, c, _, _) = x.dims4()?;
     let (_, ci, k, k2) = w.dims4()?;
     if ci != c || k != k2 {
         candle_core::bail!("conv2d: input has {c} channels, kernel is {:?}", w.shape());
     }
+    Ok(k)
+}
+
+/// `act(conv2d(x, w) + bias)` in one pass over the output, for inference on the CPU (no
+/// gradient: training uses [`conv2d`] and candle's own ops). `bias: [O]`.
+pub fn conv2d_bias_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+    act: Activation,
+) -> Result<Tensor> {
+    let k = check_shapes(x, w)?;
+    let conv = Conv {
+        k,
+        stride,
+        pad: padding,
+    };
+    x.contiguous()?.apply_op3_no_bwd(
+        &w.contiguous()?,
+        &bias.contiguous()?,
+        &ConvBiasAct { conv, act },
+    )
+}
+
+/// 2-D convolution of `x: [B, C, H, W]` with `w: [O, C, k, k]` (square kernel, groups 1,
+/// dilation 1, zero padding), on the CPU: a drop-in for candle's `Tensor::conv2d` with
+/// the same result (to rounding), differentiable in both arguments.
+pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    let k = check_shapes(x, w)?;
     x.contiguous()?.apply_op2(
         &w.contiguous()?,
         Conv {
@@ -562,6 +646,36 @@ mod tests {
         // A 1×1 convolution read in bands straight from the image.
         (2, 1000, 20, 30, 4, 1, 10),
     ];
+
+    #[test]
+    fn fused_bias_and_activation_match_the_separate_ops() {
+        let dev = Device::Cpu;
+        for &(b, c, h, w, o, k, sp) in CASES {
+            let (stride, pad) = (sp / 10, sp % 10);
+            let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1.0, (o, c, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 3.0, o, &dev).unwrap();
+            let plain = conv2d(&x, &wt, pad, stride)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
+                .unwrap();
+            for (act, want) in [
+                (Activation::None, plain.clone()),
+                (Activation::Relu, plain.relu().unwrap()),
+                (Activation::Relu6, plain.clamp(0f32, 6f32).unwrap()),
+            ] {
+                let fused = conv2d_bias_act(&x, &wt, &bias, pad, stride, act).unwrap();
+                assert!(
+                    max_rel(&fused, &want) < 1e-5,
+                    "{act:?} {b} {c} {h} {w} {o} {k} s{stride} p{pad}"
+                );
+            }
+        }
+        let x = Tensor::zeros((1, 2, 5, 5), candle_core::DType::F32, &dev).unwrap();
+        let wt = Tensor::zeros((3, 2, 3, 3), candle_core::DType::F32, &dev).unwrap();
+        let short = Tensor::zeros(2, candle_core::DType::F32, &dev).unwrap();
+        assert!(conv2d_bias_act(&x, &wt, &short, 1, 1, Activation::Relu).is_err());
+    }
 
     #[test]
     fn forward_and_gradients_match_stock_candle() {

@@ -20,4 +20,4 @@
 
 mod conv;
 
-pub use conv::conv2d;
+pub use conv::{Activation, conv2d, conv2d_bias_act};

@@ -7,6 +7,7 @@
 //! bottom and right).
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 /// Depthwise convolution weights with the bias already folded in from BatchNorm.
 #[derive(Clone, Debug)]
@@ -85,43 +86,47 @@ impl CustomOp1 for Depthwise {
         let (pl, _) = same_padding(w, k, s);
         let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
         let mut out = vec![0f32; b * c * oh * ow];
-        for (plane, out_plane) in out.chunks_exact_mut(oh * ow).enumerate() {
-            let ch = plane % c;
-            let input = &data[plane * h * w..(plane + 1) * h * w];
-            let wk = &self.weight[ch * k * k..(ch + 1) * k * k];
-            out_plane.fill(self.bias[ch]);
-            for ky in 0..k {
-                for kx in 0..k {
-                    let wv = wk[ky * k + kx];
-                    for oy in 0..oh {
-                        let iy = (oy * s + ky) as isize - pt as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        let row = &input[iy as usize * w..(iy as usize + 1) * w];
-                        let orow = &mut out_plane[oy * ow..(oy + 1) * ow];
-                        // Valid output columns: 0 ≤ ox·s + kx − pl < w.
-                        let lo = pl.saturating_sub(kx).div_ceil(s);
-                        let hi = ((w + pl).saturating_sub(kx)).div_ceil(s).min(ow);
-                        if s == 1 {
-                            let off = lo + kx - pl;
-                            for (o, i) in orow[lo..hi].iter_mut().zip(&row[off..off + hi - lo]) {
-                                *o += wv * i;
+        // One task per plane (image, channel): planes are independent.
+        out.par_chunks_exact_mut(oh * ow)
+            .enumerate()
+            .for_each(|(plane, out_plane)| {
+                let ch = plane % c;
+                let input = &data[plane * h * w..(plane + 1) * h * w];
+                let wk = &self.weight[ch * k * k..(ch + 1) * k * k];
+                out_plane.fill(self.bias[ch]);
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let wv = wk[ky * k + kx];
+                        for oy in 0..oh {
+                            let iy = (oy * s + ky) as isize - pt as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
                             }
-                        } else {
-                            for ox in lo..hi {
-                                orow[ox] += wv * row[ox * s + kx - pl];
+                            let row = &input[iy as usize * w..(iy as usize + 1) * w];
+                            let orow = &mut out_plane[oy * ow..(oy + 1) * ow];
+                            // Valid output columns: 0 ≤ ox·s + kx − pl < w.
+                            let lo = pl.saturating_sub(kx).div_ceil(s);
+                            let hi = ((w + pl).saturating_sub(kx)).div_ceil(s).min(ow);
+                            if s == 1 {
+                                let off = lo + kx - pl;
+                                for (o, i) in orow[lo..hi].iter_mut().zip(&row[off..off + hi - lo])
+                                {
+                                    *o += wv * i;
+                                }
+                            } else {
+                                for ox in lo..hi {
+                                    orow[ox] += wv * row[ox * s + kx - pl];
+                                }
                             }
                         }
                     }
                 }
-            }
-            if self.relu6 {
-                for v in out_plane.iter_mut() {
-                    *v = v.clamp(0.0, 6.0);
+                if self.relu6 {
+                    for v in out_plane.iter_mut() {
+                        *v = v.clamp(0.0, 6.0);
+                    }
                 }
-            }
-        }
+            });
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }
 }

@@ -9,6 +9,7 @@
 //! "SAME" padding, as the weights were trained with it.
 
 use candle_core::{D, Tensor};
+use robustify_ops::{Activation, conv2d_bias_act};
 
 use crate::Result;
 use crate::depthwise::{Depthwise, same_padding};
@@ -74,9 +75,9 @@ impl Config {
 
 /// A 1×1 convolution as a matrix product, with folded bias and optional ReLU6.
 struct Pointwise {
-    /// `[C_out, C_in]`.
+    /// `[C_out, C_in, 1, 1]`.
     weight: Tensor,
-    /// `[C_out, 1]`.
+    /// `[C_out]`.
     bias: Tensor,
     relu6: bool,
 }
@@ -84,22 +85,21 @@ struct Pointwise {
 impl Pointwise {
     fn new(w: &Weights, conv: &str, bn: &str, eps: f64, relu6: bool) -> Result<Pointwise> {
         let (weight, bias) = w.fold_bn(&w.get(&format!("{conv}.weight"))?, bn, eps)?;
-        let (co, ci, _, _) = weight.dims4()?;
         Ok(Pointwise {
-            weight: weight.reshape((co, ci))?,
-            bias: bias.reshape((co, 1))?,
+            weight,
+            bias: bias.flatten_all()?,
             relu6,
         })
     }
 
+    /// A 1×1 convolution, its bias and ReLU6 in one pass (robustify-ops).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, wd) = x.dims4()?;
-        let y = self
-            .weight
-            .broadcast_matmul(&x.reshape((b, c, h * wd))?)?
-            .broadcast_add(&self.bias)?;
-        let y = if self.relu6 { y.clamp(0f32, 6f32)? } else { y };
-        Ok(y.reshape((b, self.weight.dim(0)?, h, wd))?)
+        let act = if self.relu6 {
+            Activation::Relu6
+        } else {
+            Activation::None
+        };
+        Ok(conv2d_bias_act(x, &self.weight, &self.bias, 0, 1, act)?)
     }
 }
 
@@ -180,7 +180,7 @@ impl EfficientNetLite {
         }
         Ok(EfficientNetLite {
             stem_w,
-            stem_b: stem_b.reshape((1, cfg.stem, 1, 1))?,
+            stem_b: stem_b.flatten_all()?,
             blocks,
             head: Pointwise::new(w, "_conv_head", "_bn1", eps, true)?,
             fc_w: w.get("_fc.weight")?.t()?.contiguous()?,
@@ -194,10 +194,7 @@ impl EfficientNetLite {
         let (pt, pb) = same_padding(h, 3, 2);
         let (pl, pr) = same_padding(wd, 3, 2);
         let x = x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
-        let mut y = x
-            .conv2d(&self.stem_w, 0, 2, 1, 1)?
-            .broadcast_add(&self.stem_b)?
-            .clamp(0f32, 6f32)?;
+        let mut y = conv2d_bias_act(&x, &self.stem_w, &self.stem_b, 0, 2, Activation::Relu6)?;
         for block in &self.blocks {
             y = block.forward(&y)?;
         }

@@ -300,18 +300,39 @@ fn forward(
             act.apply(dst, o, bn, n);
         }
     };
-    let buffer = || vec![0f32; g.cols_len()];
+    each_image(
+        par,
+        (x, c * h * w),
+        (&mut y, o * n),
+        g.cols_len(),
+        per_image,
+    );
+    Ok((CpuStorage::F32(y), Shape::from((b, o, oh, ow))))
+}
+
+/// Calls `f(cols, (input, output))` for each image's slices (`input` in chunks of `ins.1`,
+/// `output` of `outs.1`) with a `cols` buffer of `cols_len` floats: images in parallel,
+/// one buffer per thread, when each GEMM runs on one thread; else one after another.
+fn each_image(
+    par: Parallelism,
+    ins: (&[f32], usize),
+    outs: (&mut [f32], usize),
+    cols_len: usize,
+    f: impl Fn(&mut Vec<f32>, (&[f32], &mut [f32])) + Sync + Send,
+) {
+    let buffer = || vec![0f32; cols_len];
     if matches!(par, Parallelism::None) {
-        x.par_chunks(c * h * w)
-            .zip(y.par_chunks_mut(o * n))
-            .for_each_init(buffer, per_image);
+        ins.0
+            .par_chunks(ins.1)
+            .zip(outs.0.par_chunks_mut(outs.1))
+            .for_each_init(buffer, f);
     } else {
         let mut cols = buffer();
-        x.chunks(c * h * w)
-            .zip(y.chunks_mut(o * n))
-            .for_each(|item| per_image(&mut cols, item));
+        ins.0
+            .chunks(ins.1)
+            .zip(outs.0.chunks_mut(outs.1))
+            .for_each(|item| f(&mut cols, item));
     }
-    Ok((CpuStorage::F32(y), Shape::from((b, o, oh, ow))))
 }
 
 /// `x: [B, C, H, W]` ⊛ `w: [O, C, k, k]` → `[B, O, H', W']`. Backward:
@@ -431,17 +452,7 @@ impl CustomOp2 for ConvInputGrad {
                 }
             }
         };
-        let buffer = || vec![0f32; g.cols_len()];
-        if matches!(par, Parallelism::None) {
-            dy.par_chunks(o * n)
-                .zip(dx.par_chunks_mut(plane))
-                .for_each_init(buffer, per_image);
-        } else {
-            let mut cols = buffer();
-            dy.chunks(o * n)
-                .zip(dx.chunks_mut(plane))
-                .for_each(|item| per_image(&mut cols, item));
-        }
+        each_image(par, (dy, o * n), (&mut dx, plane), g.cols_len(), per_image);
         Ok((CpuStorage::F32(dx), Shape::from((b, g.c, g.h, g.w))))
     }
 }

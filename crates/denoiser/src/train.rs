@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -203,7 +202,7 @@ pub fn train(
     let batches = crops.div_ceil(cfg.batch_size);
     let total = (batches * cfg.epochs) as u64;
     // This epoch's crop order, and its running loss: (sum, crops, start).
-    let order = RefCell::new((usize::MAX, Vec::new()));
+    let order = RefCell::new(run::EpochOrder::new(cfg.seed, crops, data.len()));
     let tally = RefCell::new((0.0f64, 0usize, Instant::now()));
     let Hooks {
         on_batch,
@@ -220,14 +219,7 @@ pub fn train(
         run::Steps::<Error> {
             step: &mut |epoch, b, p| {
                 let mut order = order.borrow_mut();
-                if order.0 != epoch {
-                    let mut o: Vec<usize> = (0..crops).map(|k| k % data.len()).collect();
-                    o.shuffle(&mut ChaCha8Rng::seed_from_u64(
-                        cfg.seed.wrapping_add(epoch as u64),
-                    ));
-                    *order = (epoch, o);
-                }
-                let idx = &order.1[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(crops)];
+                let idx = order.batch(epoch, b, cfg.batch_size);
                 let mut rng = ChaCha8Rng::seed_from_u64(batch_seed(cfg.seed, epoch, b));
                 let mut pixels = Vec::with_capacity(idx.len() * 3 * cfg.crop * cfg.crop);
                 for &i in idx {

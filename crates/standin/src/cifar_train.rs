@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use robustify_train::augment::random_crop_flip;
 use robustify_train::checkpoint::{Checkpoint, Progress};
@@ -147,7 +146,7 @@ pub fn train(
     let batches = data.len().div_ceil(cfg.batch_size);
     let total = (batches * cfg.epochs) as u64;
     // This epoch's image order, and its running (loss sum, correct, images, start).
-    let order = RefCell::new((usize::MAX, Vec::new()));
+    let order = RefCell::new(run::EpochOrder::new(cfg.seed, data.len(), data.len()));
     let tally = RefCell::new((0.0f64, 0.0f64, 0usize, Instant::now()));
     let Hooks {
         on_batch,
@@ -164,14 +163,7 @@ pub fn train(
         run::Steps::<Error> {
             step: &mut |epoch, b, p| {
                 let mut order = order.borrow_mut();
-                if order.0 != epoch {
-                    let mut o: Vec<usize> = (0..data.len()).collect();
-                    o.shuffle(&mut ChaCha8Rng::seed_from_u64(
-                        cfg.seed.wrapping_add(epoch as u64),
-                    ));
-                    *order = (epoch, o);
-                }
-                let idx = &order.1[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(data.len())];
+                let idx = order.batch(epoch, b, cfg.batch_size);
                 let mut rng = ChaCha8Rng::seed_from_u64(
                     cfg.seed
                         ^ ((epoch as u64) << 32)

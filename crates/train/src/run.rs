@@ -13,6 +13,46 @@ use candle_nn::VarMap;
 use crate::Error;
 use crate::checkpoint::{Checkpoint, Progress};
 
+/// Each epoch's shuffled order of `count` training items, item `k` being example
+/// `k mod examples` (several random crops of one image are several items), shuffled by
+/// ChaCha8 seeded with `seed + epoch`: the same order after a resume.
+pub struct EpochOrder {
+    seed: u64,
+    count: usize,
+    examples: usize,
+    epoch: usize,
+    order: Vec<usize>,
+}
+
+impl EpochOrder {
+    /// `count` items over `examples` examples.
+    pub fn new(seed: u64, count: usize, examples: usize) -> EpochOrder {
+        EpochOrder {
+            seed,
+            count,
+            examples: examples.max(1),
+            epoch: usize::MAX,
+            order: Vec::new(),
+        }
+    }
+
+    /// The examples of batch `b` (of `batch_size` items) in `epoch`.
+    pub fn batch(&mut self, epoch: usize, b: usize, batch_size: usize) -> &[usize] {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        if self.epoch != epoch {
+            self.order = (0..self.count).map(|k| k % self.examples).collect();
+            self.order
+                .shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+                    self.seed.wrapping_add(epoch as u64),
+                ));
+            self.epoch = epoch;
+        }
+        let start = (b * batch_size).min(self.count);
+        &self.order[start..((b + 1) * batch_size).min(self.count)]
+    }
+}
+
 /// Starts a run in `out`, or with `resume` continues the checkpoint there (loading its
 /// weights into `varmap`). Returns the progress and the saved optimiser state. Refuses to
 /// resume a run made with other settings, and to start over an existing checkpoint.
@@ -102,4 +142,26 @@ pub fn epochs<E>(
         last_save = Instant::now();
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_covers_every_item_and_repeats_after_a_restart() {
+        // 10 items over 4 examples: examples 0 and 1 three times, 2 and 3 twice.
+        let mut a = EpochOrder::new(7, 10, 4);
+        let epoch0: Vec<usize> = (0..4).flat_map(|b| a.batch(0, b, 3).to_vec()).collect();
+        let mut sorted = epoch0.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]);
+        assert_eq!(a.batch(0, 3, 3).len(), 1, "the last batch is short");
+        assert!(a.batch(0, 9, 3).is_empty());
+        let epoch1: Vec<usize> = (0..4).flat_map(|b| a.batch(1, b, 3).to_vec()).collect();
+        assert_ne!(epoch0, epoch1, "each epoch has its own order");
+        // A fresh order (a resumed run) asked for batch 2 of epoch 1 first agrees.
+        let mut b = EpochOrder::new(7, 10, 4);
+        assert_eq!(b.batch(1, 2, 3), &epoch1[6..9]);
+    }
 }

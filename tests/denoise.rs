@@ -401,3 +401,59 @@ fn score_measures_psnr_and_stand_in_accuracy_and_can_write_the_card() {
     .fails();
     assert!(err.contains("no images"), "{err}");
 }
+
+#[test]
+fn eval_in_sequential_mode_stops_early_and_records_decisions() {
+    let out = temp_dir("eval-sequential").join("seq");
+    robustify([
+        "eval",
+        "tests/fixtures/cifar10",
+        "--provider",
+        "standin-cifar10-local",
+        "--sigma",
+        "0.25",
+        "--n0",
+        "20",
+        "--n",
+        "1000",
+        "--mode",
+        "sequential",
+        "--target-radius",
+        "0.1",
+        "--skip",
+        "50",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    let tsv = std::fs::read_to_string(out.join("certify.tsv")).unwrap();
+    let lines: Vec<&str> = tsv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds\tdecision"
+    );
+    assert_eq!(lines.len(), 5, "{tsv}");
+    let mut total = 0u64;
+    for l in &lines[1..] {
+        let f: Vec<&str> = l.split('\t').collect();
+        let queries: u64 = f[6].parse().unwrap();
+        assert!((22..=1021).contains(&queries), "{l}");
+        total += queries;
+        match f[8] {
+            // Certified at the target: a label, and a radius at least the target.
+            "certified" => {
+                assert_ne!(f[3], "-1", "{l}");
+                assert!(f[4].parse::<f64>().unwrap() >= 0.1, "{l}");
+            }
+            "not_certifiable" | "undecided" => assert_eq!(f[3], "-1", "{l}"),
+            other => panic!("decision {other:?}: {l}"),
+        }
+    }
+    // Sequential mode stops when the sequence decides: here, long before the cap.
+    assert!(total < 4 * 1021, "{tsv}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["mode"], "sequential");
+    assert_eq!(summary["target_radius"], 0.1);
+    assert_eq!(summary["mean_queries"], total as f64 / 4.0);
+}

@@ -3,14 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use robustify_smoothing::{
-    Certificate, CertifyParams, Decision, DecodeLimits, SequenceKind, SequentialCertificate,
-    SequentialParams, certify, certify_sequential,
+    Certificate, Decision, DecodeLimits, SequenceKind, SequentialCertificate,
 };
 use serde::Serialize;
 
-use super::sequential::{Mode, SequenceArg};
+use super::sequential::{Outcome, Plan, SequentialArgs};
 use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
 use crate::input::read_image_bytes;
 use crate::render;
@@ -36,20 +34,8 @@ pub struct Args {
     /// Estimation draws per image (fixed mode; in sequential mode the default --max-draws).
     #[arg(long, required_unless_present = "target_radius")]
     n: Option<u64>,
-    /// `fixed` (CERTIFY, exactly n draws) or `sequential` (stop as soon as an
-    /// anytime-valid confidence sequence decides). Default: sequential for paid providers
-    /// when --target-radius is given, fixed otherwise.
-    #[arg(long, value_enum)]
-    mode: Option<Mode>,
-    /// Decide certified / not certifiable at this radius (sequential mode).
-    #[arg(long)]
-    target_radius: Option<f64>,
-    /// Sequential mode: most estimation draws per image [default: --n, else 10,000].
-    #[arg(long)]
-    max_draws: Option<u64>,
-    /// Sequential mode: the confidence sequence.
-    #[arg(long, value_enum, default_value = "betting")]
-    sequence: SequenceArg,
+    #[command(flatten)]
+    sequential: SequentialArgs,
     /// Failure probability α.
     #[arg(long, default_value_t = 0.001)]
     alpha: f64,
@@ -114,53 +100,16 @@ struct SeqJson<'a> {
     sequence: SequenceKind,
 }
 
-/// How one image is certified.
-enum Plan {
-    Fixed(CertifyParams),
-    Sequential(SequentialParams),
-}
-
-/// Either certificate, for printing.
-enum Outcome {
-    Fixed(Certificate),
-    Sequential(SequentialCertificate),
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
     let session = Session::open(&args.provider, args.sigma)?;
     let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
     let paid = !session.def.pricing.is_free();
-    let mode = args
-        .mode
-        .unwrap_or(if args.target_radius.is_some() && paid {
-            Mode::Sequential
-        } else {
-            Mode::Fixed
-        });
-    let plan = match mode {
-        Mode::Fixed => {
-            let n = args
-                .n
-                .context("fixed mode needs --n (or use --mode sequential)")?;
-            Plan::Fixed(
-                CertifyParams::new(args.sigma, args.n0, n, args.alpha)?.with_batch_size(batch)?,
-            )
-        }
-        Mode::Sequential => {
-            let max = args.max_draws.or(args.n).unwrap_or(10_000);
-            Plan::Sequential(
-                SequentialParams::new(args.sigma, args.n0, max, args.alpha, args.target_radius)?
-                    .with_kind(args.sequence.into())
-                    .with_batch_size(batch)?,
-            )
-        }
-    };
-    let total_draws = match &plan {
-        Plan::Fixed(p) => p.n0() + p.n(),
-        Plan::Sequential(p) => p.n0() + p.max_draws(),
-    };
+    let plan = args
+        .sequential
+        .plan((args.sigma, args.n0, args.n, args.alpha), batch, paid)?;
+    let total_draws = plan.max_draws();
     let mut failed = false;
     let mut budget_hit = false;
     if !args.json {
@@ -168,9 +117,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Plan::Fixed(p) => format!("n = {}", p.n()),
             Plan::Sequential(p) => format!(
                 "sequential ({:?}), ≤ {} draws{}",
-                SequenceKind::from(args.sequence),
+                SequenceKind::from(args.sequential.sequence),
                 p.max_draws(),
-                args.target_radius
+                args.sequential
+                    .target_radius
                     .map(|r| format!(", target radius {r}"))
                     .unwrap_or_default()
             ),
@@ -216,16 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             session: &session,
         };
         let spent_before = session.spent_usd();
-        let result = runtime.block_on(async {
-            match &plan {
-                Plan::Fixed(p) => certify(&progressed, &image, p, args.seed)
-                    .await
-                    .map(Outcome::Fixed),
-                Plan::Sequential(p) => certify_sequential(&progressed, &image, p, args.seed)
-                    .await
-                    .map(Outcome::Sequential),
-            }
-        });
+        let result = runtime.block_on(plan.run(&progressed, &image, args.seed));
         bar.finish_and_clear();
         let cost = session.spent_usd() - spent_before;
         match result {

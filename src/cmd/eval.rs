@@ -9,9 +9,11 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use robustify_smoothing::table::{Outcome, certified_accuracy};
-use robustify_smoothing::{CertifyParams, DecodeLimits, certify};
+use robustify_smoothing::{CertifyParams, Decision, DecodeLimits};
 use serde::{Deserialize, Serialize};
 
+use super::sequential::Outcome::{Fixed, Sequential};
+use super::sequential::{Mode, Plan, SequentialArgs};
 use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
 use crate::input::read_image_bytes;
 use crate::plot::{Curve, certified_accuracy_png};
@@ -40,9 +42,11 @@ pub struct Args {
     /// Selection draws per image.
     #[arg(long, default_value_t = 100)]
     n0: u64,
-    /// Estimation draws per image.
+    /// Estimation draws per image (in sequential mode, the default --max-draws).
     #[arg(long, default_value_t = 1000)]
     n: u64,
+    #[command(flatten)]
+    sequential: SequentialArgs,
     /// Failure probability α.
     #[arg(long, default_value_t = 0.001)]
     alpha: f64,
@@ -81,6 +85,12 @@ struct Summary {
     n0: u64,
     n: u64,
     alpha: f64,
+    /// `fixed` or `sequential` (absent in summaries written before sequential mode).
+    #[serde(default)]
+    mode: Option<String>,
+    /// Sequential mode's target radius.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_radius: Option<f64>,
     skip: usize,
     truth: Truth,
     seed: u64,
@@ -127,7 +137,8 @@ fn curve_of(dir: &Path) -> anyhow::Result<Curve> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.skip >= 1, "--skip must be ≥ 1");
-    let params = CertifyParams::new(args.sigma, args.n0, args.n, args.alpha)?;
+    // Checks σ, n0, n and α before any image is read.
+    CertifyParams::new(args.sigma, args.n0, args.n, args.alpha)?;
     let all = images_under(&args.dir)?;
     let mut picked: Vec<(usize, PathBuf)> =
         all.into_iter().enumerate().step_by(args.skip).collect();
@@ -142,14 +153,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _guard = runtime.enter();
     let session = Session::open(&args.provider, args.sigma)?;
     let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
-    let params = params.with_batch_size(batch)?;
+    let paid = !session.def.pricing.is_free();
+    let mode = args.sequential.mode(paid);
+    let plan =
+        args.sequential
+            .plan((args.sigma, args.n0, Some(args.n), args.alpha), batch, paid)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let tsv_path = args.out.join("certify.tsv");
     let mut tsv =
         std::fs::File::create(&tsv_path).with_context(|| format!("{}", tsv_path.display()))?;
+    let sequential = matches!(plan, Plan::Sequential(_));
     writeln!(
         tsv,
-        "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds"
+        "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds{}",
+        if sequential { "\tdecision" } else { "" }
     )?;
     let multi = MultiProgress::new();
     let overall = multi.add(ProgressBar::new(picked.len() as u64));
@@ -193,13 +210,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
-        let bar = multi.add(draw_bar(args.n0 + args.n, path.display().to_string()));
+        let bar = multi.add(draw_bar(plan.max_draws(), path.display().to_string()));
         let progressed = Progressed {
             inner: session.classifier(&bytes, args.sigma, args.seed),
             bar: bar.clone(),
             session: &session,
         };
-        let result = runtime.block_on(certify(&progressed, &image, &params, args.seed));
+        let result = runtime.block_on(plan.run(&progressed, &image, args.seed));
         bar.finish_and_clear();
         multi.remove(&bar);
         let cert = match result {
@@ -217,19 +234,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         };
         let secs = started.elapsed().as_secs_f64();
-        let outcome = Outcome::new(&cert, &truth);
+        let outcome = Outcome {
+            label: cert.label().map(str::to_owned),
+            radius: cert.radius(),
+            correct: cert.label() == Some(truth.as_str()),
+        };
         clean_right += usize::from(clean == truth);
-        queries += cert.queries + 1;
+        queries += cert.queries() + 1;
         seconds += secs;
-        writeln!(
+        write!(
             tsv,
             "{idx}\t{}\t{truth}\t{}\t{:.4}\t{}\t{}\t{secs:.2}",
             path.display(),
-            cert.label.as_deref().unwrap_or("-1"),
-            cert.radius,
+            cert.label().unwrap_or("-1"),
+            cert.radius(),
             u8::from(outcome.correct),
-            cert.queries + 1,
+            cert.queries() + 1,
         )?;
+        match &cert {
+            Sequential(c) => writeln!(tsv, "\t{}", decision_name(c.decision))?,
+            Fixed(_) => writeln!(tsv)?,
+        }
         tsv.flush()?;
         outcomes.push(outcome);
         let table = certified_accuracy(&outcomes, &[0.0, args.sigma]);
@@ -259,6 +284,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         n0: args.n0,
         n: args.n,
         alpha: args.alpha,
+        mode: Some(
+            match mode {
+                Mode::Fixed => "fixed",
+                Mode::Sequential => "sequential",
+            }
+            .into(),
+        ),
+        target_radius: args.sequential.target_radius.filter(|_| sequential),
         skip: args.skip,
         truth: args.truth,
         seed: args.seed,
@@ -313,6 +346,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The TSV's word for a sequential decision.
+fn decision_name(d: Option<Decision>) -> &'static str {
+    match d {
+        Some(Decision::Certified) => "certified",
+        Some(Decision::NotCertifiable) => "not_certifiable",
+        Some(Decision::Undecided) => "undecided",
+        None => "-",
+    }
 }
 
 /// Whether any error in the chain is the budget running out.

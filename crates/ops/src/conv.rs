@@ -9,7 +9,8 @@
 //! parallel; a batch smaller than the thread pool lets the GEMM use the threads instead.
 //!
 //! Backward: the input gradient is `col2im(Wᵀ × dY)`, the weight gradient `Σ dY × colsᵀ`
-//! (per-thread sums, added at the end), both per image and band like the forward.
+//! (partial sums over fixed groups of images, added in order), both per image and band like
+//! the forward.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
@@ -47,6 +48,15 @@ impl Geometry {
     fn band_rows(&self) -> usize {
         let (oh, ow) = self.out();
         (BAND_FLOATS / (self.rows() * ow).max(1)).clamp(1, oh)
+    }
+
+    /// The bands of output rows `y0..y1`, with their output count `(y1 − y0)·W'`.
+    fn bands(&self) -> impl Iterator<Item = (usize, usize, usize)> {
+        let ((oh, ow), band) = (self.out(), self.band_rows());
+        (0..oh).step_by(band).map(move |y0| {
+            let y1 = (y0 + band).min(oh);
+            (y0, y1, (y1 - y0) * ow)
+        })
     }
 
     /// Floats of the `cols` buffer of one band (none when `cols` is the image itself).
@@ -264,7 +274,6 @@ fn forward(
     let (oh, ow) = g.out();
     let n = oh * ow;
     let rows = g.rows();
-    let band = g.band_rows();
     let par = gemm_threads(b);
     let wm = Mat {
         data: wt,
@@ -273,9 +282,7 @@ fn forward(
     };
     let mut y = vec![0f32; b * o * n];
     let per_image = |cols: &mut Vec<f32>, (img, out): (&[f32], &mut [f32])| {
-        for y0 in (0..oh).step_by(band) {
-            let y1 = (y0 + band).min(oh);
-            let bn = (y1 - y0) * ow;
+        for (y0, y1, bn) in g.bands() {
             let src = if g.is_pointwise() {
                 Mat {
                     data: &img[y0 * ow..],
@@ -424,7 +431,7 @@ impl CustomOp2 for ConvInputGrad {
         let wt = contiguous(ws, wl, "conv2d input grad")?;
         let g = self.g;
         let (b, o, oh, ow) = dyl.shape().dims4()?;
-        let (n, rows, band) = (oh * ow, g.rows(), g.band_rows());
+        let (n, rows) = (oh * ow, g.rows());
         let plane = g.c * g.h * g.w;
         let par = gemm_threads(b);
         // Wᵀ: element (r, o) of the [rows, O] matrix is w[o·rows + r].
@@ -435,9 +442,7 @@ impl CustomOp2 for ConvInputGrad {
         };
         let mut dx = vec![0f32; b * plane];
         let per_image = |cols: &mut Vec<f32>, (dyi, dxi): (&[f32], &mut [f32])| {
-            for y0 in (0..oh).step_by(band) {
-                let y1 = (y0 + band).min(oh);
-                let bn = (y1 - y0) * ow;
+            for (y0, y1, bn) in g.bands() {
                 let src = Mat {
                     data: &dyi[y0 * ow..],
                     rs: n,
@@ -483,12 +488,10 @@ impl CustomOp2 for ConvWeightGrad {
         let (b, c, h, w) = xl.shape().dims4()?;
         let (_, o, oh, ow) = dyl.shape().dims4()?;
         let g = self.conv.geometry(c, h, w)?;
-        let (n, rows, band) = (oh * ow, g.rows(), g.band_rows());
+        let (n, rows) = (oh * ow, g.rows());
         let par = gemm_threads(b);
         let per_image = |(dw, cols): &mut (Vec<f32>, Vec<f32>), (xi, dyi): (&[f32], &[f32])| {
-            for y0 in (0..oh).step_by(band) {
-                let y1 = (y0 + band).min(oh);
-                let bn = (y1 - y0) * ow;
+            for (y0, y1, bn) in g.bands() {
                 // colsᵀ: element (p, r) of the [band, rows] matrix.
                 let cols_t = if g.is_pointwise() {
                     Mat {

@@ -116,12 +116,8 @@ pub fn denoisers(args: DenoisersArgs) -> anyhow::Result<ExitCode> {
     let rows: Vec<Row> = registry::list()?
         .into_iter()
         .map(|(c, dir)| Row {
-            test_psnr: c
-                .extra
-                .get("score")
-                .and_then(|s| s.get("psnr_denoised"))
-                .or_else(|| c.extra.get("test_psnr"))
-                .and_then(|v| v.as_f64()),
+            test_psnr: score_of(&c, "psnr_denoised")
+                .or_else(|| c.extra.get("test_psnr").and_then(|v| v.as_f64())),
             accuracy_noisy: score_of(&c, "accuracy_noisy"),
             accuracy_denoised: score_of(&c, "accuracy_denoised"),
             name: c.name,

@@ -146,36 +146,31 @@ impl Photos {
     pub fn retain_min_side(&mut self, min: usize) -> usize {
         let before = self.items.len();
         let keep: Vec<bool> = self.items.iter().map(|m| m.h.min(m.w) >= min).collect();
-        let mut k = keep.iter();
-        self.items.retain(|_| *k.next().unwrap_or(&false));
-        let mut k = keep.iter();
-        self.paths.retain(|_| *k.next().unwrap_or(&false));
+        self.keep_where(&keep);
         before - self.items.len()
     }
 
     /// `n` images spread evenly over the set (all of them when there are no more than
     /// `n`): a folder sorted by class gives every class its share, where the first `n`
     /// would all be one class.
-    pub fn spread(self, n: usize) -> Photos {
+    pub fn spread(mut self, n: usize) -> Photos {
         let len = self.items.len();
-        if n >= len {
-            return self;
-        }
-        let picked: Vec<bool> = {
-            let mut p = vec![false; len];
+        if n < len {
+            let mut keep = vec![false; len];
             for i in 0..n {
-                p[i * len / n] = true;
+                keep[i * len / n] = true;
             }
-            p
-        };
-        let mut out = Photos::default();
-        for ((item, path), keep) in self.items.into_iter().zip(self.paths).zip(picked) {
-            if keep {
-                out.items.push(item);
-                out.paths.push(path);
-            }
+            self.keep_where(&keep);
         }
-        out
+        self
+    }
+
+    /// Keeps image `i` (and its path) where `keep[i]`.
+    fn keep_where(&mut self, keep: &[bool]) {
+        let mut k = keep.iter();
+        self.items.retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        self.paths.retain(|_| *k.next().unwrap_or(&false));
     }
 
     /// A random `crop × crop` window of image `i` in `[0, 1]`, flipped horizontally with

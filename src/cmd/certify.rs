@@ -247,9 +247,7 @@ fn print_sequential(
     reused: u64,
 ) -> anyhow::Result<()> {
     let status = match (cert.decision, &cert.label) {
-        (Some(Decision::Certified), _) => "certified",
-        (Some(Decision::NotCertifiable), _) => "not_certifiable",
-        (Some(Decision::Undecided), _) => "undecided",
+        (Some(d), _) => d.as_str(),
         (None, Some(_)) => "certified",
         (None, None) => "abstained",
     };

@@ -13,7 +13,7 @@ use robustify_smoothing::{CertifyParams, Decision, DecodeLimits};
 use serde::{Deserialize, Serialize};
 
 use super::sequential::Outcome::{Fixed, Sequential};
-use super::sequential::{Mode, Plan, SequentialArgs};
+use super::sequential::{Plan, SequentialArgs};
 use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
 use crate::input::read_image_bytes;
 use crate::plot::{Curve, certified_accuracy_png};
@@ -154,7 +154,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(&args.provider, args.sigma)?;
     let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
     let paid = !session.def.pricing.is_free();
-    let mode = args.sequential.mode(paid);
     let plan =
         args.sequential
             .plan((args.sigma, args.n0, Some(args.n), args.alpha), batch, paid)?;
@@ -252,7 +251,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             cert.queries() + 1,
         )?;
         match &cert {
-            Sequential(c) => writeln!(tsv, "\t{}", decision_name(c.decision))?,
+            Sequential(c) => writeln!(tsv, "\t{}", c.decision.map_or("-", Decision::as_str))?,
             Fixed(_) => writeln!(tsv)?,
         }
         tsv.flush()?;
@@ -284,13 +283,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         n0: args.n0,
         n: args.n,
         alpha: args.alpha,
-        mode: Some(
-            match mode {
-                Mode::Fixed => "fixed",
-                Mode::Sequential => "sequential",
-            }
-            .into(),
-        ),
+        mode: Some(if sequential { "sequential" } else { "fixed" }.into()),
         target_radius: args.sequential.target_radius.filter(|_| sequential),
         skip: args.skip,
         truth: args.truth,
@@ -346,16 +339,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The TSV's word for a sequential decision.
-fn decision_name(d: Option<Decision>) -> &'static str {
-    match d {
-        Some(Decision::Certified) => "certified",
-        Some(Decision::NotCertifiable) => "not_certifiable",
-        Some(Decision::Undecided) => "undecided",
-        None => "-",
-    }
 }
 
 /// Whether any error in the chain is the budget running out.

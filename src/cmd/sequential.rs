@@ -7,8 +7,7 @@ use robustify_smoothing::{
 };
 
 /// Fixed-n or sequential certification.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// CERTIFY with exactly n draws.
     Fixed,

@@ -56,6 +56,17 @@ pub enum Decision {
     Undecided,
 }
 
+impl Decision {
+    /// Its name, as serialised: `certified`, `not_certifiable`, `undecided`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Certified => "certified",
+            Decision::NotCertifiable => "not_certifiable",
+            Decision::Undecided => "undecided",
+        }
+    }
+}
+
 /// Parameters of a sequential certification.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SequentialParams {
@@ -587,6 +598,17 @@ pub fn forecast(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decision_names_are_their_serialised_names() {
+        for d in [
+            Decision::Certified,
+            Decision::NotCertifiable,
+            Decision::Undecided,
+        ] {
+            assert_eq!(serde_json::to_value(d).ok(), Some(d.as_str().into()));
+        }
+    }
 
     #[test]
     fn forecasts_follow_p_a() {

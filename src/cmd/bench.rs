@@ -28,6 +28,8 @@ pub struct Args {
 struct Case {
     name: String,
     ours_img_s: f64,
+    /// Ours without the Winograd path (every convolution as im2col + GEMM).
+    im2col_img_s: Option<f64>,
     candle_img_s: Option<f64>,
     torch_img_s: Option<f64>,
     ratio_vs_candle: Option<f64>,
@@ -99,6 +101,7 @@ fn denoiser_cases(shapes: &[(usize, usize, usize)]) -> anyhow::Result<Vec<Case>>
             cases.push(Case {
                 name: format!("{} {hw}x{hw}-b{b} {what}", arch.name()),
                 ours_img_s: ips,
+                im2col_img_s: None,
                 candle_img_s: None,
                 torch_img_s: None,
                 ratio_vs_candle: None,
@@ -154,8 +157,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let x = Tensor::randn(0f32, 1.0, (b, 3, hw, hw), &dev)?;
         let name = format!("dncnn17x64-{hw}x{hw}-b{b}");
         for (what, flops) in [("forward", fwd), ("train step", 3.0 * fwd)] {
-            let mut speed = [0.0; 2];
-            for (i, ours) in [false, true].into_iter().enumerate() {
+            // Candle's conv2d, ours without Winograd, ours.
+            let mut speed = [0.0; 3];
+            for (i, (ours, winograd)) in [(false, false), (true, false), (true, true)]
+                .into_iter()
+                .enumerate()
+            {
+                robustify_ops::set_winograd(winograd);
                 speed[i] = timed(reps, b, || {
                     let y = stack(&x, &ws, ours)?;
                     if what == "train step" {
@@ -167,12 +175,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let case = format!("{name} {what}");
             let torch_img_s = torch.as_ref().and_then(|t| t.get(&case).copied());
             cases.push(Case {
-                ours_img_s: speed[1],
+                ours_img_s: speed[2],
+                im2col_img_s: Some(speed[1]),
                 candle_img_s: Some(speed[0]),
-                ratio_vs_candle: Some(speed[1] / speed[0]),
-                ratio_vs_torch: torch_img_s.map(|t| speed[1] / t),
+                ratio_vs_candle: Some(speed[2] / speed[0]),
+                ratio_vs_torch: torch_img_s.map(|t| speed[2] / t),
                 torch_img_s,
-                gflop_s: flops * speed[1] / 1e9,
+                gflop_s: flops * speed[2] / 1e9,
                 name: case,
             });
         }
@@ -188,6 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     cases.push(Case {
         name: format!("standin cifar10 resnet20 32x32-b{b} forward"),
         ours_img_s: ips,
+        im2col_img_s: None,
         candle_img_s: None,
         torch_img_s: None,
         ratio_vs_candle: None,
@@ -203,6 +213,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     cases.push(Case {
         name: format!("standin imagenet efficientnet-lite0 224x224-b{b} classify"),
         ours_img_s: ips,
+        im2col_img_s: None,
         candle_img_s: None,
         torch_img_s: None,
         ratio_vs_candle: None,
@@ -214,15 +225,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<52} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
-        "case (images/s)", "ours", "candle", "torch", "÷candle", "÷torch", "GFLOP/s"
+        "{:<52} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
+        "case (images/s)", "ours", "im2col", "candle", "torch", "÷candle", "÷torch", "GFLOP/s"
     );
     let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
     for c in &cases {
         println!(
-            "{:<52} {:>9.1} {:>9} {:>9} {:>8} {:>8} {:>8.1}",
+            "{:<52} {:>9.1} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8.1}",
             c.name,
             c.ours_img_s,
+            opt(c.im2col_img_s, 1),
             opt(c.candle_img_s, 1),
             opt(c.torch_img_s, 1),
             opt(c.ratio_vs_candle, 2),

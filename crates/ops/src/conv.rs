@@ -11,7 +11,12 @@
 //! Backward: the input gradient is `col2im(Wᵀ × dY)`, the weight gradient `Σ dY × colsᵀ`
 //! (partial sums over fixed groups of images, added in order), both per image and band like
 //! the forward.
+//!
+//! 3×3 stride-1 convolutions with enough channels take the Winograd path
+//! ([`crate::winograd`]) for the forward pass and the input gradient (itself a 3×3
+//! stride-1 convolution, with the kernel turned by 180° and transposed).
 
+use crate::winograd::{Kernel, Plan};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -66,6 +71,18 @@ impl Geometry {
         } else {
             self.rows() * self.band_rows() * self.out().1
         }
+    }
+
+    /// The Winograd plan for `o` output channels, where it applies (3×3, stride 1) and
+    /// pays.
+    fn winograd(&self, o: usize) -> Option<Plan> {
+        (self.k == 3 && self.stride == 1 && Plan::worthwhile(self.c, o)).then_some(Plan {
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            o,
+            pad: self.pad,
+        })
     }
 
     /// Whether `cols` is the image itself (1×1 kernel, stride 1, no padding).
@@ -150,16 +167,16 @@ impl Geometry {
 
 /// A matrix view: element `(i, j)` is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
+pub(crate) struct Mat<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
 }
 
 /// `c[i·c_rs + j] = (c[i·c_rs + j] if accumulate) + Σ_p a(i, p)·b(p, j)` for `i < m`,
 /// `j < n`: `gemm`'s AVX-512/AVX2/scalar kernels (chosen at run time) behind bounds checks.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(crate) fn matmul(
     (m, n, k): (usize, usize, usize),
     a: Mat,
     b: Mat,
@@ -245,7 +262,7 @@ pub enum Activation {
 
 impl Activation {
     /// Applies to the first `cols` of `rows` rows spaced `stride` apart.
-    fn apply(self, y: &mut [f32], rows: usize, cols: usize, stride: usize) {
+    pub(crate) fn apply(self, y: &mut [f32], rows: usize, cols: usize, stride: usize) {
         let f = match self {
             Activation::None => return,
             Activation::Relu => |v: &mut f32| *v = v.max(0.0),
@@ -273,6 +290,10 @@ fn forward(
     let g = conv.geometry(c, h, w)?;
     let (oh, ow) = g.out();
     let n = oh * ow;
+    if let Some(plan) = g.winograd(o) {
+        let y = plan.run(x, b, &Kernel::new(wt, o, c), bias, act);
+        return Ok((CpuStorage::F32(y), Shape::from((b, o, oh, ow))));
+    }
     let rows = g.rows();
     let par = gemm_threads(b);
     let wm = Mat {
@@ -431,8 +452,23 @@ impl CustomOp2 for ConvInputGrad {
         let wt = contiguous(ws, wl, "conv2d input grad")?;
         let g = self.g;
         let (b, o, oh, ow) = dyl.shape().dims4()?;
-        let (n, rows) = (oh * ow, g.rows());
         let plane = g.c * g.h * g.w;
+        // The input gradient of a 3×3, stride-1 convolution is one too: the kernel turned
+        // by 180° and transposed, padding 2 − pad.
+        if let Some(plan) = g.winograd(o).and_then(|_| {
+            let transposed = Geometry {
+                c: o,
+                h: oh,
+                w: ow,
+                pad: 2usize.checked_sub(g.pad)?,
+                ..g
+            };
+            transposed.winograd(g.c)
+        }) {
+            let dx = plan.run(dy, b, &Kernel::flipped(wt, o, g.c), None, Activation::None);
+            return Ok((CpuStorage::F32(dx), Shape::from((b, g.c, g.h, g.w))));
+        }
+        let (n, rows) = (oh * ow, g.rows());
         let par = gemm_threads(b);
         // Wᵀ: element (r, o) of the [rows, O] matrix is w[o·rows + r].
         let wt_m = Mat {
@@ -659,6 +695,14 @@ mod tests {
         (1, 64, 45, 33, 6, 3, 11),
         // A 1×1 convolution read in bands straight from the image.
         (2, 1000, 20, 30, 4, 1, 10),
+        // Winograd F(4×4, 3×3): odd sizes (edge tiles cut off), padding 0/1/2, images
+        // grouped into chunks (in parallel), several chunks in one image, one image alone.
+        (2, 16, 9, 7, 16, 3, 11),
+        (3, 32, 13, 17, 24, 3, 10),
+        (1, 20, 6, 5, 17, 3, 12),
+        (9, 16, 8, 8, 16, 3, 11),
+        (1, 64, 40, 33, 64, 3, 11),
+        (4, 48, 23, 21, 16, 3, 11),
     ];
 
     #[test]

@@ -1,0 +1,370 @@
+//! Winograd F(4×4, 3×3): a 3×3, stride-1 convolution with 4× fewer multiplications.
+//!
+//! Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). The
+//! output is cut into 4×4 tiles; each reads a 6×6 input patch `d` (the tiles' patches
+//! overlap by 2). With the kernel `g` (3×3) of output channel `o` and input channel `c`,
+//!
+//! ```text
+//! Y[o, tile] = Aᵀ · ( Σ_c U[o, c] ⊙ V[c, tile] ) · A,   U = G g Gᵀ (6×6),   V = Bᵀ d B (6×6)
+//! ```
+//!
+//! so for each of the 36 positions ξ of the 6×6 transform the sum over `c` is one matrix
+//! product `M[ξ] = U[ξ] (O×C) × V[ξ] (C×tiles)`: 36·C·O multiplications for 16 outputs,
+//! against 9·16·C·O for the direct convolution. The transforms use the interpolation
+//! points 0, ±1, ±2, ∞ (the matrices in [`bt_row`], [`g6`] and [`at_row`]); in `f32` they lose
+//! about one more digit than the direct sum: on random data the largest error is 2–7e-6
+//! of the output's largest magnitude, against 4–7e-7 for im2col (both measured against
+//! candle's conv2d; the tests hold both to 1e-4).
+//!
+//! Work is cut into chunks of whole tile rows (of several images when they are small) sized
+//! so that `V` and `M` of a chunk stay in the L2 cache. The transforms run on a tile row
+//! at a time with its columns split by phase (`x mod 4`), so that the same transform
+//! position of consecutive tiles lies in consecutive floats: every transform is a loop
+//! over contiguous slices, which the compiler vectorises, and writes `V` (reads `M`) in
+//! the order the products use it.
+
+use crate::conv::{Activation, Mat, matmul};
+use gemm::Parallelism;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the Winograd path on (the default) or off for the whole process, so that a
+/// benchmark can time both paths in one run; results agree to rounding either way.
+pub fn set_winograd(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// `out[q] = f(a[q], b[q], c[q], d[q])`: a loop without bounds checks, which the compiler
+/// vectorises.
+#[inline(always)]
+fn map4(out: &mut [f32], [a, b, c, d]: [&[f32]; 4], f: impl Fn(f32, f32, f32, f32) -> f32) {
+    for ((((o, &a), &b), &c), &d) in out.iter_mut().zip(a).zip(b).zip(c).zip(d) {
+        *o = f(a, b, c, d);
+    }
+}
+
+/// Row `r` of `Bᵀ` applied to six slices: `out[q] = Σ_i Bᵀ[r][i]·d[i][q]`.
+fn bt_row(r: usize, [d0, d1, d2, d3, d4, d5]: [&[f32]; 6], out: &mut [f32]) {
+    match r {
+        0 => map4(out, [d0, d2, d4, d4], |a, c, e, _| 4.0 * a - 5.0 * c + e),
+        1 => map4(out, [d1, d2, d3, d4], |b, c, d, e| -4.0 * (b + c) + d + e),
+        2 => map4(out, [d1, d2, d3, d4], |b, c, d, e| 4.0 * (b - c) - d + e),
+        3 => map4(out, [d1, d2, d3, d4], |b, c, d, e| 2.0 * (d - b) - c + e),
+        4 => map4(out, [d1, d2, d3, d4], |b, c, d, e| 2.0 * (b - d) - c + e),
+        _ => map4(out, [d1, d3, d5, d5], |b, d, f, _| 4.0 * b - 5.0 * d + f),
+    }
+}
+
+/// Row `r` of `Aᵀ` applied to six slices: `out[q] = Σ_i Aᵀ[r][i]·m[i][q]`.
+fn at_row(r: usize, [m0, m1, m2, m3, m4, m5]: [&[f32]; 6], out: &mut [f32]) {
+    match r {
+        0 => {
+            map4(out, [m0, m1, m2, m3], |a, b, c, d| a + (b + c) + d);
+            for (o, &e) in out.iter_mut().zip(m4) {
+                *o += e;
+            }
+        }
+        1 => map4(out, [m1, m2, m3, m4], |b, c, d, e| (b - c) + 2.0 * (d - e)),
+        2 => map4(out, [m1, m2, m3, m4], |b, c, d, e| (b + c) + 4.0 * (d + e)),
+        _ => {
+            map4(out, [m1, m2, m3, m4], |b, c, d, e| (b - c) + 8.0 * (d - e));
+            for (o, &f) in out.iter_mut().zip(m5) {
+                *o += f;
+            }
+        }
+    }
+}
+
+/// `G` applied to three kernel taps: six values.
+fn g6(g: [f64; 3]) -> [f64; 6] {
+    let [g0, g1, g2] = g;
+    [
+        g0 / 4.0,
+        -(g0 + g1 + g2) / 6.0,
+        -(g0 - g1 + g2) / 6.0,
+        g0 / 24.0 + g1 / 12.0 + g2 / 6.0,
+        g0 / 24.0 - g1 / 12.0 + g2 / 6.0,
+        g2,
+    ]
+}
+
+/// The transformed kernel `U`: 36 matrices `[O, C]`, one per transform position.
+pub(crate) struct Kernel {
+    u: Vec<f32>,
+    o: usize,
+    c: usize,
+}
+
+impl Kernel {
+    /// `U[ξ][o][c] = (G w[o, c] Gᵀ)[ξ]` for `w: [O, C, 3, 3]`.
+    pub(crate) fn new(w: &[f32], o: usize, c: usize) -> Kernel {
+        Kernel::build(o, c, |oc, ic, ky, kx| w[((oc * c + ic) * 3 + ky) * 3 + kx])
+    }
+
+    /// The kernel of the input gradient: `w'[c, o] = w[o, c]` turned by 180°, for
+    /// `w: [O, C, 3, 3]`; `w'` maps O channels to C.
+    pub(crate) fn flipped(w: &[f32], o: usize, c: usize) -> Kernel {
+        Kernel::build(c, o, |ic, oc, ky, kx| {
+            w[((oc * c + ic) * 3 + 2 - ky) * 3 + 2 - kx]
+        })
+    }
+
+    fn build(o: usize, c: usize, tap: impl Fn(usize, usize, usize, usize) -> f32) -> Kernel {
+        let mut u = vec![0f32; 36 * o * c];
+        for oc in 0..o {
+            for ic in 0..c {
+                let t = |ky, kx| f64::from(tap(oc, ic, ky, kx));
+                // G g (6×3), then (G g) Gᵀ (6×6).
+                let cols: [[f64; 6]; 3] = [0, 1, 2].map(|kx| g6([t(0, kx), t(1, kx), t(2, kx)]));
+                for i in 0..6 {
+                    let row = g6([cols[0][i], cols[1][i], cols[2][i]]);
+                    for (j, v) in row.into_iter().enumerate() {
+                        u[((i * 6 + j) * o + oc) * c + ic] = v as f32;
+                    }
+                }
+            }
+        }
+        Kernel { u, o, c }
+    }
+}
+
+/// One batch's tiling: `x: [B, C, H, W]` → `[B, O, H', W']` with `H' = H + 2·pad − 2`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) o: usize,
+    pub(crate) pad: usize,
+}
+
+/// Floats of `V` and `M` together in one chunk: about 1 MB, the L2 cache of one core.
+const CHUNK_FLOATS: usize = 1 << 18;
+
+impl Plan {
+    /// Whether the transforms pay for themselves: enough channels on both sides that the
+    /// 36 matrix products, not the transforms, are the work.
+    pub(crate) fn worthwhile(c: usize, o: usize) -> bool {
+        ENABLED.load(Ordering::Relaxed) && c >= 16 && o >= 16
+    }
+
+    fn out(&self) -> (usize, usize) {
+        (self.h + 2 * self.pad - 2, self.w + 2 * self.pad - 2)
+    }
+
+    /// Tile rows and columns of one image.
+    fn tiles(&self) -> (usize, usize) {
+        let (oh, ow) = self.out();
+        (oh.div_ceil(4), ow.div_ceil(4))
+    }
+
+    /// Tile rows per chunk.
+    fn chunk_rows(&self) -> usize {
+        let tiles = CHUNK_FLOATS / (36 * (self.c + self.o));
+        (tiles / self.stride()).max(1)
+    }
+
+    /// Columns of `V` and `M` per tile row: its tiles and one spare column, so that the
+    /// rows of a chunk lie end to end in one slice (the spare column's values are junk).
+    fn stride(&self) -> usize {
+        self.tiles().1 + 1
+    }
+
+    /// The convolution of `x` (`b` images) with `k`, plus `bias`, then `act`.
+    pub(crate) fn run(
+        &self,
+        x: &[f32],
+        b: usize,
+        k: &Kernel,
+        bias: Option<&[f32]>,
+        act: Activation,
+    ) -> Vec<f32> {
+        debug_assert_eq!((k.o, k.c), (self.o, self.c));
+        let (oh, ow) = self.out();
+        let th = self.tiles().0;
+        let (in_len, out_len) = (self.c * self.h * self.w, self.o * oh * ow);
+        let mut y = vec![0f32; b * out_len];
+        let threads = rayon::current_num_threads();
+        // Small images share a chunk; leave at least one group per thread.
+        let group = (self.chunk_rows() / th).clamp(1, b.div_ceil(threads).max(1));
+        let groups = b.div_ceil(group);
+        let run_group =
+            |par: Parallelism, scratch: &mut Scratch, (xs, ys): (&[f32], &mut [f32])| {
+                let rows = xs.len() / in_len * th;
+                for r0 in (0..rows).step_by(self.chunk_rows()) {
+                    let r1 = (r0 + self.chunk_rows()).min(rows);
+                    self.chunk_run(xs, ys, (r0, r1), k, bias, act, scratch, par);
+                }
+            };
+        if groups >= threads {
+            x.par_chunks(group * in_len)
+                .zip(y.par_chunks_mut(group * out_len))
+                .for_each_init(
+                    || Scratch::new(self),
+                    |scratch, item| run_group(Parallelism::None, scratch, item),
+                );
+        } else {
+            let mut scratch = Scratch::new(self);
+            for item in x.chunks(group * in_len).zip(y.chunks_mut(group * out_len)) {
+                run_group(Parallelism::Rayon(threads), &mut scratch, item);
+            }
+        }
+        y
+    }
+
+    /// Tile rows `r0..r1` of a group (`xs` its images, `ys` their outputs; row `r` is tile
+    /// row `r mod th` of image `r / th`): transform in, 36 products, transform out.
+    #[allow(clippy::too_many_arguments)]
+    fn chunk_run(
+        &self,
+        xs: &[f32],
+        ys: &mut [f32],
+        (r0, r1): (usize, usize),
+        k: &Kernel,
+        bias: Option<&[f32]>,
+        act: Activation,
+        scratch: &mut Scratch,
+        par: Parallelism,
+    ) {
+        let (c, o) = (self.c, self.o);
+        let (th, tw) = self.tiles();
+        let (h, w, pad) = (self.h, self.w, self.pad);
+        let st = self.stride();
+        let cap = self.chunk_rows() * st;
+        // Columns in use; the phase slices have one more (tile tx reads q = tx and tx + 1).
+        let n = (r1 - r0) * st;
+        let q_len = n + 1;
+        let Scratch {
+            v,
+            m,
+            phases,
+            bd,
+            s,
+        } = scratch;
+        for ch in 0..c {
+            // phases[(i·4 + k)·q_len + (r − r0)·st + q] = x[4·ty + i − pad, 4·q + k − pad] of
+            // tile row r (0 outside the image).
+            phases.fill(0.0);
+            for r in r0..r1 {
+                let (img, ty) = (r / th, r % th);
+                let plane = &xs[(img * c + ch) * h * w..][..h * w];
+                for i in 0..6 {
+                    let Some(iy) = (4 * ty + i).checked_sub(pad).filter(|&iy| iy < h) else {
+                        continue;
+                    };
+                    let row = &plane[iy * w..][..w];
+                    for kk in 0..4 {
+                        // Columns 4·q + kk − pad of the row, for the q that are inside.
+                        let q0 = pad.saturating_sub(kk).div_ceil(4);
+                        let at = (i * 4 + kk) * q_len + (r - r0) * st;
+                        let dst = &mut phases[at..at + st];
+                        let src = row.iter().skip(4 * q0 + kk - pad).step_by(4);
+                        for (d, &x) in dst[q0..].iter_mut().zip(src) {
+                            *d = x;
+                        }
+                    }
+                }
+            }
+            // Bᵀ d: combine the patch rows, phase by phase.
+            for yi in 0..6 {
+                for kk in 0..4 {
+                    let d = [0, 1, 2, 3, 4, 5].map(|i| &phases[(i * 4 + kk) * q_len..][..q_len]);
+                    bt_row(yi, d, &mut bd[(yi * 4 + kk) * q_len..][..q_len]);
+                }
+            }
+            // (Bᵀ d) B: tile tx reads columns 4·tx .. 4·tx + 5, that is phases 0–3 at
+            // q = tx and phases 0–1 at q = tx + 1.
+            for yi in 0..6 {
+                let ph = |kk: usize, shift: usize| &bd[(yi * 4 + kk) * q_len + shift..][..n];
+                let d = [ph(0, 0), ph(1, 0), ph(2, 0), ph(3, 0), ph(0, 1), ph(1, 1)];
+                for xi in 0..6 {
+                    let at = ((yi * 6 + xi) * c + ch) * cap;
+                    bt_row(xi, d, &mut v[at..at + n]);
+                }
+            }
+        }
+        for xi in 0..36 {
+            let u = Mat {
+                data: &k.u[xi * o * c..(xi + 1) * o * c],
+                rs: c,
+                cs: 1,
+            };
+            let vx = Mat {
+                data: &v[xi * c * cap..(xi + 1) * c * cap],
+                rs: cap,
+                cs: 1,
+            };
+            matmul(
+                (o, n, c),
+                u,
+                vx,
+                &mut m[xi * o * cap..(xi + 1) * o * cap],
+                cap,
+                false,
+                par,
+            );
+        }
+        let (oh, ow) = self.out();
+        for oc in 0..o {
+            let mx = |yi: usize, xj: usize| &m[((yi * 6 + xj) * o + oc) * cap..][..n];
+            // s[(row·6 + ξx)·n + column] = (Aᵀ M)[row][ξx], then behind it
+            // out[q·n + column] = (Aᵀ M A)[row][q], one output row at a time.
+            for xj in 0..6 {
+                let col = [0, 1, 2, 3, 4, 5].map(|yi| mx(yi, xj));
+                for rr in 0..4 {
+                    at_row(rr, col, &mut s[(rr * 6 + xj) * n..][..n]);
+                }
+            }
+            let bias = bias.map_or(0.0, |b| b[oc]);
+            for rr in 0..4 {
+                let (sr, rest) = s.split_at_mut(24 * n);
+                let out = &mut rest[..4 * n];
+                let row = [0, 1, 2, 3, 4, 5].map(|xj| &sr[(rr * 6 + xj) * n..][..n]);
+                for q in 0..4 {
+                    at_row(q, row, &mut out[q * n..][..n]);
+                }
+                for r in r0..r1 {
+                    let (img, ty) = (r / th, r % th);
+                    if 4 * ty + rr >= oh {
+                        continue;
+                    }
+                    let plane = &mut ys[(img * o + oc) * oh * ow..][..oh * ow];
+                    let dst = &mut plane[(4 * ty + rr) * ow..][..ow];
+                    for (q, col) in out.chunks(n).enumerate() {
+                        let col = &col[(r - r0) * st..][..tw];
+                        for (d, &v) in dst.iter_mut().skip(q).step_by(4).zip(col) {
+                            *d = v + bias;
+                        }
+                    }
+                    act.apply(dst, 1, ow, ow);
+                }
+            }
+        }
+    }
+}
+
+/// One thread's buffers: `V` and `M` of a chunk (`[36][C or O][columns]`); the chunk's
+/// input phases and `Bᵀ d`; `Aᵀ M` of one output channel with an output row of
+/// `Aᵀ M A` behind it.
+struct Scratch {
+    v: Vec<f32>,
+    m: Vec<f32>,
+    phases: Vec<f32>,
+    bd: Vec<f32>,
+    s: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(plan: &Plan) -> Scratch {
+        let cap = plan.chunk_rows() * plan.stride();
+        Scratch {
+            v: vec![0f32; 36 * plan.c * cap],
+            m: vec![0f32; 36 * plan.o * cap],
+            phases: vec![0f32; 24 * (cap + 1)],
+            bd: vec![0f32; 24 * (cap + 1)],
+            s: vec![0f32; 28 * cap],
+        }
+    }
+}

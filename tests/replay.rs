@@ -154,11 +154,12 @@ fn sequential_replay_spends_fewer_queries_than_fixed_n() {
         "--json",
     ])
     .json();
-    // Measured: 49.6 mean queries of 120; 18 certified at R = 0.2 against fixed-n's 26;
+    // Measured: 44.37 mean queries of 120 (49.6 before the selection stopped early); 18
+    // certified at R = 0.2 against fixed-n's 26;
     // 8 of 100 decisions differ (anytime validity costs some power at n = 100).
     assert_eq!(v["fixed_queries"], 120);
     let mean = v["mean_queries"].as_f64().unwrap();
-    assert!((mean - 49.6).abs() < 0.05, "{mean}");
+    assert!((mean - 44.37).abs() < 0.005, "{mean}");
     assert_eq!(v["certified_fixed"], 26);
     assert_eq!(v["certified_sequential"], 18);
     assert_eq!(v["decisions_differ"], 8);

@@ -99,13 +99,12 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
         .with_kind(args.sequence.into())
         .with_batch_size(args.batch_size)?;
     let k = args.images;
-    let row = |p_a, mean_draws: f64, c, nc, u| ForecastRow {
+    let row = |p_a, mean_queries: f64, c, nc, u| ForecastRow {
         p_a,
-        mean_queries_per_image: args.n0 as f64 + mean_draws,
-        cost_usd: def.pricing.cost_usd(
-            ((args.n0 as f64 + mean_draws) * k as f64).ceil() as u64,
-            args.free_tier,
-        ),
+        mean_queries_per_image: mean_queries,
+        cost_usd: def
+            .pricing
+            .cost_usd((mean_queries * k as f64).ceil() as u64, args.free_tier),
         certified: c,
         not_certifiable: nc,
         undecided: u,
@@ -116,7 +115,7 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
         let (mut draws, mut c, mut nc) = (0.0, 0.0, 0.0);
         for rec in &records {
             let cert = certify_sequential_labels(&rec.labels, &params)?;
-            draws += cert.n as f64;
+            draws += cert.queries as f64;
             c += f64::from(u8::from(cert.decision == Some(Decision::Certified)));
             nc += f64::from(u8::from(cert.decision == Some(Decision::NotCertifiable)));
         }
@@ -127,7 +126,7 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
             let f = forecast(&params, p, 2_000, 0)?;
             rows.push(row(
                 Some(p),
-                f.mean_draws,
+                f.mean_selection + f.mean_draws,
                 f.certified,
                 f.not_certifiable,
                 f.undecided,

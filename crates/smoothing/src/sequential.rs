@@ -20,8 +20,11 @@
 //! [`Decision::NotCertifiable`] once it lies below, and with [`Decision::Undecided`] when
 //! `max_draws` run out — or as soon as the draws left could not certify even if all agreed
 //! (futility: it saves the draws that cannot change the answer). Either decision is wrong only if the sequence missed p_A: probability
-//! ≤ α at any stopping time. The candidate label comes from `n0` separate selection draws,
-//! as in CERTIFY. Draws come in batches; the sequence is checked between batches, and every
+//! ≤ α at any stopping time. The candidate label comes from up to `n0` separate selection
+//! draws, as in CERTIFY, which stop as soon as the leader's lead over the runner-up
+//! exceeds the selection draws left: all `n0` would then choose the same label, so the
+//! early stop changes the bill and nothing else (the estimation draws keep their indices
+//! `n0, n0 + 1, …`, hence their noise). Draws come in batches; the sequence is checked between batches, and every
 //! draw of the last batch counts (it was paid for).
 
 use std::f64::consts::PI;
@@ -174,7 +177,8 @@ pub struct SequentialCertificate {
     pub n_a: u64,
     /// Estimation draws made (every draw of the last batch counts).
     pub n: u64,
-    /// Selection draws.
+    /// Selection draws made (at most the configured `n0`: selection stops once its
+    /// leader cannot be overtaken).
     pub n0: u64,
     /// All draws sent: n0 + n.
     pub queries: u64,
@@ -463,7 +467,7 @@ fn finish(
 }
 
 /// Sequential certification of a logged label sequence (query order): the first `n0`
-/// labels select, then labels are consumed in batches until the sequence decides or
+/// labels select (those after the leader is settled go unused), then labels are consumed in batches until the sequence decides or
 /// `max_draws` are used. Fewer labels than needed end the run early as `undecided`.
 pub fn certify_sequential_labels<S: AsRef<str>>(
     labels: &[S],
@@ -476,7 +480,15 @@ pub fn certify_sequential_labels<S: AsRef<str>>(
             got: labels.len() as u64,
         });
     }
-    let selection = LabelCounts::from_labels(&labels[..n0]);
+    let mut selection = LabelCounts::new();
+    let mut used = 0;
+    for batch in labels[..n0].chunks(params.batch_size) {
+        if settled(&selection, params.n0 - used) {
+            break;
+        }
+        batch.iter().for_each(|l| selection.add(l.as_ref()));
+        used += batch.len() as u64;
+    }
     let candidate = selection.top().map(|(l, _)| l.to_owned());
     let rest = &labels[n0..labels.len().min(n0 + params.max_draws as usize)];
     let mut seq = Sequence::new(params.kind, params.alpha.get());
@@ -492,10 +504,18 @@ pub fn certify_sequential_labels<S: AsRef<str>>(
             break;
         }
     }
-    Ok(finish(&seq, candidate, decision, params, params.n0))
+    Ok(finish(&seq, candidate, decision, params, used))
 }
 
-/// Sequential certification of one image: draws `0..n0` select the candidate; draws
+/// Whether the selection's leader is settled: its lead over the runner-up exceeds the
+/// `left` selection draws not yet made, so all of them would choose it too.
+fn settled(selection: &LabelCounts, left: u64) -> bool {
+    let (first, second) = selection.top_two_counts();
+    first - second > left
+}
+
+/// Sequential certification of one image: draws `0..n0` select the candidate (stopping
+/// early once it is settled); draws
 /// `n0, n0 + 1, …` are sent in batches until the sequence decides or `max_draws` are used.
 pub async fn certify_sequential<C: BaseClassifier>(
     classifier: &C,
@@ -504,8 +524,15 @@ pub async fn certify_sequential<C: BaseClassifier>(
     seed: u64,
 ) -> Result<SequentialCertificate> {
     let noise = NoiseSampler::new(params.sigma, seed);
-    let selection =
-        crate::certify::sample(classifier, image, &noise, 0..params.n0, params.batch_size).await?;
+    let mut selection = LabelCounts::new();
+    let mut used = 0;
+    while used < params.n0 && !settled(&selection, params.n0 - used) {
+        let stop = params.n0.min(used + params.batch_size as u64);
+        for l in crate::certify::classify_draws(classifier, image, &noise, used..stop).await? {
+            selection.add(&l);
+        }
+        used = stop;
+    }
     let candidate = selection.top().map(|(l, _)| l.to_owned());
     let mut seq = Sequence::new(params.kind, params.alpha.get());
     let mut decision = None;
@@ -525,7 +552,7 @@ pub async fn certify_sequential<C: BaseClassifier>(
             break;
         }
     }
-    let mut cert = finish(&seq, candidate, decision, params, params.n0);
+    let mut cert = finish(&seq, candidate, decision, params, used);
     cert.seed = Some(seed);
     Ok(cert)
 }
@@ -536,6 +563,9 @@ pub async fn certify_sequential<C: BaseClassifier>(
 pub struct SequentialForecast {
     /// The assumed p_A.
     pub p_a: f64,
+    /// Mean selection draws per image (whole batches; disagreeing draws all go to one
+    /// rival label, the slowest case for the early stop).
+    pub mean_selection: f64,
     /// Mean estimation draws per image (whole batches).
     pub mean_draws: f64,
     /// Share of runs that certified at the target radius.
@@ -567,8 +597,18 @@ pub fn forecast(
         });
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (mut draws, mut cert, mut not) = (0u64, 0u32, 0u32);
+    let (mut draws, mut selection, mut cert, mut not) = (0u64, 0u64, 0u32, 0u32);
     for _ in 0..runs.max(1) {
+        let mut votes = LabelCounts::new();
+        let mut used = 0;
+        while used < params.n0 && !settled(&votes, params.n0 - used) {
+            let stop = params.n0.min(used + params.batch_size as u64);
+            for _ in used..stop {
+                votes.add(if rng.random::<f64>() < p_a { "A" } else { "B" });
+            }
+            used = stop;
+        }
+        selection += used;
         let mut seq = Sequence::new(params.kind, params.alpha.get());
         let mut decision = None;
         while seq.n() < params.max_draws && decision.is_none() {
@@ -588,6 +628,7 @@ pub fn forecast(
     let runs = f64::from(runs.max(1));
     Ok(SequentialForecast {
         p_a,
+        mean_selection: selection as f64 / runs,
         mean_draws: draws as f64 / runs,
         certified: f64::from(cert) / runs,
         not_certifiable: f64::from(not) / runs,
@@ -682,6 +723,36 @@ mod tests {
             assert_eq!(c.label, None);
             assert!(c.n < 200, "{kind:?}: {}", c.n);
         }
+    }
+
+    #[test]
+    fn selection_stops_once_its_leader_is_settled_and_picks_what_all_n0_would() {
+        let p = |batch| {
+            SequentialParams::new(0.25, 20, 100, 0.001, Some(0.25))
+                .unwrap()
+                .with_batch_size(batch)
+                .unwrap()
+        };
+        // 20 selection labels: 11 "cat" first settle it (lead 11 > 9 left).
+        let mut labels = vec!["cat"; 20];
+        labels.extend(vec!["cat"; 100]);
+        assert_eq!(certify_sequential_labels(&labels, &p(1)).unwrap().n0, 11);
+        // In batches of 8 the check falls after 16.
+        assert_eq!(certify_sequential_labels(&labels, &p(8)).unwrap().n0, 16);
+        // A close race is never cut short, and the runner-up of the first draws can win:
+        // dog leads 3–0, then cat takes 12 of the remaining 17.
+        let mut labels = vec!["dog"; 3];
+        labels.extend((0..17).map(|i| if i < 12 { "cat" } else { "dog" }));
+        labels.extend(vec!["cat"; 100]);
+        let c = certify_sequential_labels(&labels, &p(1)).unwrap();
+        let full = LabelCounts::from_labels(&labels[..20]);
+        assert_eq!(c.candidate.as_deref(), full.top().map(|(l, _)| l));
+        assert_eq!(c.candidate.as_deref(), Some("cat"));
+        // cat 11, dog 3 after 14: lead 8 > 6 left (after 13, 7 is not > 7).
+        assert_eq!(c.n0, 14);
+        assert_eq!(c.queries, c.n0 + c.n);
+        // The estimation draws start at label n0 = 20 all the same.
+        assert_eq!(c.n_a, c.n);
     }
 
     #[test]

@@ -13,10 +13,11 @@
 //! the forward.
 //!
 //! 3×3 stride-1 convolutions with enough channels take the Winograd path
-//! ([`crate::winograd`]) for the forward pass and the input gradient (itself a 3×3
-//! stride-1 convolution, with the kernel turned by 180° and transposed).
+//! ([`crate::winograd`]) where it measured faster: the input gradient (itself a 3×3
+//! stride-1 convolution, with the kernel turned by 180° and transposed) and the weight
+//! gradient from 16 channels in and out, the forward pass from 64.
 
-use crate::winograd::{Kernel, Plan};
+use crate::winograd::{Kernel, Pass, Plan};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -74,9 +75,9 @@ impl Geometry {
     }
 
     /// The Winograd plan for `o` output channels, where it applies (3×3, stride 1) and
-    /// pays.
-    fn winograd(&self, o: usize) -> Option<Plan> {
-        (self.k == 3 && self.stride == 1 && Plan::worthwhile(self.c, o)).then_some(Plan {
+    /// pays in `pass`.
+    fn winograd(&self, o: usize, pass: Pass) -> Option<Plan> {
+        (self.k == 3 && self.stride == 1 && Plan::worthwhile(self.c, o, pass)).then_some(Plan {
             c: self.c,
             h: self.h,
             w: self.w,
@@ -290,7 +291,7 @@ fn forward(
     let g = conv.geometry(c, h, w)?;
     let (oh, ow) = g.out();
     let n = oh * ow;
-    if let Some(plan) = g.winograd(o) {
+    if let Some(plan) = g.winograd(o, Pass::Forward) {
         let y = plan.run(x, b, &Kernel::new(wt, o, c), bias, act);
         return Ok((CpuStorage::F32(y), Shape::from((b, o, oh, ow))));
     }
@@ -455,7 +456,7 @@ impl CustomOp2 for ConvInputGrad {
         let plane = g.c * g.h * g.w;
         // The input gradient of a 3×3, stride-1 convolution is one too: the kernel turned
         // by 180° and transposed, padding 2 − pad.
-        if let Some(plan) = g.winograd(o).and_then(|_| {
+        if let Some(plan) = g.winograd(o, Pass::Backward).and_then(|_| {
             let transposed = Geometry {
                 c: o,
                 h: oh,
@@ -463,7 +464,7 @@ impl CustomOp2 for ConvInputGrad {
                 pad: 2usize.checked_sub(g.pad)?,
                 ..g
             };
-            transposed.winograd(g.c)
+            transposed.winograd(g.c, Pass::Backward)
         }) {
             let dx = plan.run(dy, b, &Kernel::flipped(wt, o, g.c), None, Activation::None);
             return Ok((CpuStorage::F32(dx), Shape::from((b, g.c, g.h, g.w))));
@@ -524,6 +525,10 @@ impl CustomOp2 for ConvWeightGrad {
         let (b, c, h, w) = xl.shape().dims4()?;
         let (_, o, oh, ow) = dyl.shape().dims4()?;
         let g = self.conv.geometry(c, h, w)?;
+        if let Some(plan) = g.winograd(o, Pass::Backward) {
+            let dw = plan.weight_grad(x, dy, b, GROUPS);
+            return Ok((CpuStorage::F32(dw), Shape::from((o, c, 3, 3))));
+        }
         let (n, rows) = (oh * ow, g.rows());
         let par = gemm_threads(b);
         let per_image = |(dw, cols): &mut (Vec<f32>, Vec<f32>), (xi, dyi): (&[f32], &[f32])| {
@@ -695,8 +700,11 @@ mod tests {
         (1, 64, 45, 33, 6, 3, 11),
         // A 1×1 convolution read in bands straight from the image.
         (2, 1000, 20, 30, 4, 1, 10),
-        // Winograd F(4×4, 3×3): odd sizes (edge tiles cut off), padding 0/1/2, images
-        // grouped into chunks (in parallel), several chunks in one image, one image alone.
+        // Winograd F(4×4, 3×3) in the gradients (from 16 channels) and, from 64 channels,
+        // the forward pass: odd sizes (edge tiles cut off), padding 0/1/2, images grouped
+        // into chunks (in parallel), several chunks in one image, one image alone.
+        (2, 64, 13, 11, 64, 3, 10),
+        (1, 64, 9, 10, 72, 3, 12),
         (2, 16, 9, 7, 16, 3, 11),
         (3, 32, 13, 17, 24, 3, 10),
         (1, 20, 6, 5, 17, 3, 12),

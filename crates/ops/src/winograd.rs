@@ -90,6 +90,32 @@ fn g6(g: [f64; 3]) -> [f64; 6] {
     ]
 }
 
+/// Row `r` of `A` (6×4) applied to four slices: `out[q] = Σ_i A[r][i]·t[i][q]`.
+fn a_row(r: usize, [t0, t1, t2, t3]: [&[f32]; 4], out: &mut [f32]) {
+    match r {
+        0 => out.copy_from_slice(&t0[..out.len()]),
+        1 => map4(out, [t0, t1, t2, t3], |a, b, c, d| (a + c) + (b + d)),
+        2 => map4(out, [t0, t1, t2, t3], |a, b, c, d| (a + c) - (b + d)),
+        3 => map4(out, [t0, t1, t2, t3], |a, b, c, d| {
+            a + 2.0 * b + 4.0 * c + 8.0 * d
+        }),
+        4 => map4(out, [t0, t1, t2, t3], |a, b, c, d| {
+            a - 2.0 * b + 4.0 * c - 8.0 * d
+        }),
+        _ => out.copy_from_slice(&t3[..out.len()]),
+    }
+}
+
+/// `Gᵀ` applied to six values: three kernel taps (the adjoint of [`g6`]).
+fn gt6(u: [f64; 6]) -> [f64; 3] {
+    let [u0, u1, u2, u3, u4, u5] = u;
+    [
+        u0 / 4.0 - (u1 + u2) / 6.0 + (u3 + u4) / 24.0,
+        (u2 - u1) / 6.0 + (u3 - u4) / 12.0,
+        -(u1 + u2) / 6.0 + (u3 + u4) / 6.0 + u5,
+    ]
+}
+
 /// The transformed kernel `U`: 36 matrices `[O, C]`, one per transform position.
 pub(crate) struct Kernel {
     u: Vec<f32>,
@@ -140,14 +166,35 @@ pub(crate) struct Plan {
     pub(crate) pad: usize,
 }
 
+/// Which pass a convolution is for ([`Plan::worthwhile`] differs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// The convolution itself.
+    Forward,
+    /// Its input and weight gradients.
+    Backward,
+}
+
 /// Floats of `V` and `M` together in one chunk: about 1 MB, the L2 cache of one core.
 const CHUNK_FLOATS: usize = 1 << 18;
 
+/// Fewest columns (tiles) of the 36 products of a chunk.
+const MIN_COLUMNS: usize = 128;
+
 impl Plan {
-    /// Whether the transforms pay for themselves: enough channels on both sides that the
-    /// 36 matrix products, not the transforms, are the work.
-    pub(crate) fn worthwhile(c: usize, o: usize) -> bool {
-        ENABLED.load(Ordering::Relaxed) && c >= 16 && o >= 16
+    /// Whether the transforms pay for themselves in `pass`: enough channels on both sides
+    /// that the 36 matrix products, not the transforms, are the work. Thresholds from
+    /// `examples/winograd_ab.rs` (both paths alternating in one process, idle 2-core
+    /// AVX-512 machine, 32×32 to 224×224, 16 to 128 channels): the backward pass (input
+    /// and weight gradients together) ran 1.13–1.54× faster than im2col from 16 channels;
+    /// the forward pass lost below 64 channels (0.65–0.9×), tied at 64 channels on 32×32
+    /// and won on 64 channels at 224×224 (1.13×) and 128 at 56×56 (1.35×).
+    pub(crate) fn worthwhile(c: usize, o: usize, pass: Pass) -> bool {
+        let least = match pass {
+            Pass::Forward => 64,
+            Pass::Backward => 16,
+        };
+        ENABLED.load(Ordering::Relaxed) && c >= least && o >= least
     }
 
     fn out(&self) -> (usize, usize) {
@@ -162,7 +209,9 @@ impl Plan {
 
     /// Tile rows per chunk.
     fn chunk_rows(&self) -> usize {
-        let tiles = CHUNK_FLOATS / (36 * (self.c + self.o));
+        // Wide channels would leave the products too few columns to run well: at least
+        // MIN_COLUMNS, cache or not.
+        let tiles = (CHUNK_FLOATS / (36 * (self.c + self.o))).max(MIN_COLUMNS);
         (tiles / self.stride()).max(1)
     }
 
@@ -230,61 +279,11 @@ impl Plan {
     ) {
         let (c, o) = (self.c, self.o);
         let (th, tw) = self.tiles();
-        let (h, w, pad) = (self.h, self.w, self.pad);
         let st = self.stride();
         let cap = self.chunk_rows() * st;
-        // Columns in use; the phase slices have one more (tile tx reads q = tx and tx + 1).
         let n = (r1 - r0) * st;
-        let q_len = n + 1;
-        let Scratch {
-            v,
-            m,
-            phases,
-            bd,
-            s,
-        } = scratch;
-        for ch in 0..c {
-            // phases[(i·4 + k)·q_len + (r − r0)·st + q] = x[4·ty + i − pad, 4·q + k − pad] of
-            // tile row r (0 outside the image).
-            phases.fill(0.0);
-            for r in r0..r1 {
-                let (img, ty) = (r / th, r % th);
-                let plane = &xs[(img * c + ch) * h * w..][..h * w];
-                for i in 0..6 {
-                    let Some(iy) = (4 * ty + i).checked_sub(pad).filter(|&iy| iy < h) else {
-                        continue;
-                    };
-                    let row = &plane[iy * w..][..w];
-                    for kk in 0..4 {
-                        // Columns 4·q + kk − pad of the row, for the q that are inside.
-                        let q0 = pad.saturating_sub(kk).div_ceil(4);
-                        let at = (i * 4 + kk) * q_len + (r - r0) * st;
-                        let dst = &mut phases[at..at + st];
-                        let src = row.iter().skip(4 * q0 + kk - pad).step_by(4);
-                        for (d, &x) in dst[q0..].iter_mut().zip(src) {
-                            *d = x;
-                        }
-                    }
-                }
-            }
-            // Bᵀ d: combine the patch rows, phase by phase.
-            for yi in 0..6 {
-                for kk in 0..4 {
-                    let d = [0, 1, 2, 3, 4, 5].map(|i| &phases[(i * 4 + kk) * q_len..][..q_len]);
-                    bt_row(yi, d, &mut bd[(yi * 4 + kk) * q_len..][..q_len]);
-                }
-            }
-            // (Bᵀ d) B: tile tx reads columns 4·tx .. 4·tx + 5, that is phases 0–3 at
-            // q = tx and phases 0–1 at q = tx + 1.
-            for yi in 0..6 {
-                let ph = |kk: usize, shift: usize| &bd[(yi * 4 + kk) * q_len + shift..][..n];
-                let d = [ph(0, 0), ph(1, 0), ph(2, 0), ph(3, 0), ph(0, 1), ph(1, 1)];
-                for xi in 0..6 {
-                    let at = ((yi * 6 + xi) * c + ch) * cap;
-                    bt_row(xi, d, &mut v[at..at + n]);
-                }
-            }
-        }
+        self.transform_input(xs, (r0, r1), scratch);
+        let Scratch { v, m, s, .. } = scratch;
         for xi in 0..36 {
             let u = Mat {
                 data: &k.u[xi * o * c..(xi + 1) * o * c],
@@ -342,6 +341,172 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// `V` of tile rows `r0..r1` of a group (`xs` its images) into `scratch.v`:
+    /// `v[(ξ·C + c)·cap + column]`, `ξ = 6·ξy + ξx`.
+    fn transform_input(&self, xs: &[f32], (r0, r1): (usize, usize), scratch: &mut Scratch) {
+        let c = self.c;
+        let th = self.tiles().0;
+        let (h, w, pad) = (self.h, self.w, self.pad);
+        let st = self.stride();
+        let cap = self.chunk_rows() * st;
+        // Columns in use; the phase slices have one more (tile tx reads q = tx and tx + 1).
+        let n = (r1 - r0) * st;
+        let q_len = n + 1;
+        let Scratch { v, phases, bd, .. } = scratch;
+        for ch in 0..c {
+            // phases[(i·4 + k)·q_len + (r − r0)·st + q] = x[4·ty + i − pad, 4·q + k − pad] of
+            // tile row r (0 outside the image).
+            phases.fill(0.0);
+            for r in r0..r1 {
+                let (img, ty) = (r / th, r % th);
+                let plane = &xs[(img * c + ch) * h * w..][..h * w];
+                for i in 0..6 {
+                    let Some(iy) = (4 * ty + i).checked_sub(pad).filter(|&iy| iy < h) else {
+                        continue;
+                    };
+                    let row = &plane[iy * w..][..w];
+                    for kk in 0..4 {
+                        // Columns 4·q + kk − pad of the row, for the q that are inside.
+                        let q0 = pad.saturating_sub(kk).div_ceil(4);
+                        let at = (i * 4 + kk) * q_len + (r - r0) * st;
+                        let dst = &mut phases[at..at + st];
+                        let src = row.iter().skip(4 * q0 + kk - pad).step_by(4);
+                        for (d, &x) in dst[q0..].iter_mut().zip(src) {
+                            *d = x;
+                        }
+                    }
+                }
+            }
+            // Bᵀ d: combine the patch rows, phase by phase.
+            for yi in 0..6 {
+                for kk in 0..4 {
+                    let d = [0, 1, 2, 3, 4, 5].map(|i| &phases[(i * 4 + kk) * q_len..][..q_len]);
+                    bt_row(yi, d, &mut bd[(yi * 4 + kk) * q_len..][..q_len]);
+                }
+            }
+            // (Bᵀ d) B: tile tx reads columns 4·tx .. 4·tx + 5, that is phases 0–3 at
+            // q = tx and phases 0–1 at q = tx + 1.
+            for yi in 0..6 {
+                let ph = |kk: usize, shift: usize| &bd[(yi * 4 + kk) * q_len + shift..][..n];
+                let d = [ph(0, 0), ph(1, 0), ph(2, 0), ph(3, 0), ph(0, 1), ph(1, 1)];
+                for xi in 0..6 {
+                    let at = ((yi * 6 + xi) * c + ch) * cap;
+                    bt_row(xi, d, &mut v[at..at + n]);
+                }
+            }
+        }
+    }
+
+    /// `Z = A dY Aᵀ` (6×6 per tile and output channel; `dY`'s 4×4 tile, zero past the
+    /// output's edge) of tile rows `r0..r1` of a group (`dys` its output gradients) into
+    /// `scratch.m`, laid out like `M`; the spare columns are zero.
+    fn transform_output_grad(&self, dys: &[f32], (r0, r1): (usize, usize), scratch: &mut Scratch) {
+        let o = self.o;
+        let (th, tw) = self.tiles();
+        let (oh, ow) = self.out();
+        let st = self.stride();
+        let cap = self.chunk_rows() * st;
+        let n = (r1 - r0) * st;
+        let Scratch { m, phases, bd, .. } = scratch;
+        for oc in 0..o {
+            // phases[(r·4 + q)·n + (row − r0)·st + tx] = dY[4·ty + r, 4·tx + q].
+            phases.fill(0.0);
+            for row in r0..r1 {
+                let (img, ty) = (row / th, row % th);
+                let plane = &dys[(img * o + oc) * oh * ow..][..oh * ow];
+                for r in 0..4.min(oh - 4 * ty) {
+                    let line = &plane[(4 * ty + r) * ow..][..ow];
+                    for q in 0..4 {
+                        let at = (r * 4 + q) * n + (row - r0) * st;
+                        let src = line.iter().skip(q).step_by(4);
+                        for (d, &g) in phases[at..at + tw].iter_mut().zip(src) {
+                            *d = g;
+                        }
+                    }
+                }
+            }
+            // A dY: combine the rows, phase by phase (bd[(ξy·4 + q)·n + column]).
+            for yi in 0..6 {
+                for q in 0..4 {
+                    let t = [0, 1, 2, 3].map(|r| &phases[(r * 4 + q) * n..][..n]);
+                    a_row(yi, t, &mut bd[(yi * 4 + q) * n..][..n]);
+                }
+            }
+            // (A dY) Aᵀ: combine the phases.
+            for yi in 0..6 {
+                let t = [0, 1, 2, 3].map(|q| &bd[(yi * 4 + q) * n..][..n]);
+                for xi in 0..6 {
+                    let at = ((yi * 6 + xi) * o + oc) * cap;
+                    a_row(xi, t, &mut m[at..at + n]);
+                }
+            }
+        }
+    }
+
+    /// The kernel gradient `dW: [O, C, 3, 3]` of this convolution for inputs `x` and
+    /// output gradients `dy` (`b` images): `dU[ξ] = Σ_tiles Z[ξ] V[ξ]ᵀ` (36 products a
+    /// chunk), then `dW = Gᵀ dU G`. Partial sums over fixed groups of images, added in
+    /// order, as in the im2col path: the same batch gives the same gradient bit for bit.
+    pub(crate) fn weight_grad(&self, x: &[f32], dy: &[f32], b: usize, groups: usize) -> Vec<f32> {
+        let (c, o) = (self.c, self.o);
+        let (oh, ow) = self.out();
+        let th = self.tiles().0;
+        let (in_len, out_len) = (c * self.h * self.w, o * oh * ow);
+        let cap = self.chunk_rows() * self.stride();
+        let group = b.div_ceil(groups).max(1);
+        let partials: Vec<Vec<f32>> = x
+            .par_chunks(group * in_len)
+            .zip(dy.par_chunks(group * out_len))
+            .map(|(xs, dys)| {
+                let mut scratch = Scratch::new(self);
+                let mut du = vec![0f32; 36 * o * c];
+                let rows = xs.len() / in_len * th;
+                for r0 in (0..rows).step_by(self.chunk_rows()) {
+                    let r1 = (r0 + self.chunk_rows()).min(rows);
+                    let n = (r1 - r0) * self.stride();
+                    self.transform_input(xs, (r0, r1), &mut scratch);
+                    self.transform_output_grad(dys, (r0, r1), &mut scratch);
+                    for xi in 0..36 {
+                        let z = Mat {
+                            data: &scratch.m[xi * o * cap..(xi + 1) * o * cap],
+                            rs: cap,
+                            cs: 1,
+                        };
+                        let vt = Mat {
+                            data: &scratch.v[xi * c * cap..(xi + 1) * c * cap],
+                            rs: 1,
+                            cs: cap,
+                        };
+                        let dst = &mut du[xi * o * c..(xi + 1) * o * c];
+                        matmul((o, c, n), z, vt, dst, c, true, Parallelism::None);
+                    }
+                }
+                du
+            })
+            .collect();
+        let mut parts = partials.into_iter();
+        let mut du = parts.next().unwrap_or_else(|| vec![0f32; 36 * o * c]);
+        for p in parts {
+            du.iter_mut().zip(&p).for_each(|(a, v)| *a += v);
+        }
+        let mut dw = vec![0f32; o * c * 9];
+        for oc in 0..o {
+            for ic in 0..c {
+                let at = |i: usize, j: usize| f64::from(du[((i * 6 + j) * o + oc) * c + ic]);
+                // Gᵀ dU (3×6), then (Gᵀ dU) G (3×3).
+                let rows: [[f64; 3]; 6] =
+                    [0, 1, 2, 3, 4, 5].map(|j| gt6([0, 1, 2, 3, 4, 5].map(|i| at(i, j))));
+                for ky in 0..3 {
+                    let out = gt6([0, 1, 2, 3, 4, 5].map(|j| rows[j][ky]));
+                    for (kx, v) in out.into_iter().enumerate() {
+                        dw[((oc * c + ic) * 3 + ky) * 3 + kx] = v as f32;
+                    }
+                }
+            }
+        }
+        dw
     }
 }
 

@@ -221,6 +221,14 @@ impl Plan {
         self.tiles().1 + 1
     }
 
+    /// The chunks `(r0, r1)` of a group's `rows` tile rows.
+    fn chunks(&self, rows: usize) -> impl Iterator<Item = (usize, usize)> {
+        let step = self.chunk_rows();
+        (0..rows)
+            .step_by(step)
+            .map(move |r0| (r0, (r0 + step).min(rows)))
+    }
+
     /// The convolution of `x` (`b` images) with `k`, plus `bias`, then `act`.
     pub(crate) fn run(
         &self,
@@ -241,10 +249,8 @@ impl Plan {
         let groups = b.div_ceil(group);
         let run_group =
             |par: Parallelism, scratch: &mut Scratch, (xs, ys): (&[f32], &mut [f32])| {
-                let rows = xs.len() / in_len * th;
-                for r0 in (0..rows).step_by(self.chunk_rows()) {
-                    let r1 = (r0 + self.chunk_rows()).min(rows);
-                    self.chunk_run(xs, ys, (r0, r1), k, bias, act, scratch, par);
+                for rows in self.chunks(xs.len() / in_len * th) {
+                    self.chunk_run(xs, ys, rows, k, bias, act, scratch, par);
                 }
             };
         if groups >= threads {
@@ -285,16 +291,8 @@ impl Plan {
         self.transform_input(xs, (r0, r1), scratch);
         let Scratch { v, m, s, .. } = scratch;
         for xi in 0..36 {
-            let u = Mat {
-                data: &k.u[xi * o * c..(xi + 1) * o * c],
-                rs: c,
-                cs: 1,
-            };
-            let vx = Mat {
-                data: &v[xi * c * cap..(xi + 1) * c * cap],
-                rs: cap,
-                cs: 1,
-            };
+            let u = slab(&k.u, xi, o, c, false);
+            let vx = slab(v, xi, c, cap, false);
             matmul(
                 (o, n, c),
                 u,
@@ -462,23 +460,13 @@ impl Plan {
             .map(|(xs, dys)| {
                 let mut scratch = Scratch::new(self);
                 let mut du = vec![0f32; 36 * o * c];
-                let rows = xs.len() / in_len * th;
-                for r0 in (0..rows).step_by(self.chunk_rows()) {
-                    let r1 = (r0 + self.chunk_rows()).min(rows);
+                for (r0, r1) in self.chunks(xs.len() / in_len * th) {
                     let n = (r1 - r0) * self.stride();
                     self.transform_input(xs, (r0, r1), &mut scratch);
                     self.transform_output_grad(dys, (r0, r1), &mut scratch);
                     for xi in 0..36 {
-                        let z = Mat {
-                            data: &scratch.m[xi * o * cap..(xi + 1) * o * cap],
-                            rs: cap,
-                            cs: 1,
-                        };
-                        let vt = Mat {
-                            data: &scratch.v[xi * c * cap..(xi + 1) * c * cap],
-                            rs: 1,
-                            cs: cap,
-                        };
+                        let z = slab(&scratch.m, xi, o, cap, false);
+                        let vt = slab(&scratch.v, xi, c, cap, true);
                         let dst = &mut du[xi * o * c..(xi + 1) * o * c];
                         matmul((o, c, n), z, vt, dst, c, true, Parallelism::None);
                     }
@@ -508,6 +496,13 @@ impl Plan {
         }
         dw
     }
+}
+
+/// Matrix `xi` of `buf` laid out `[36][rows][cols]`, or its transpose.
+fn slab(buf: &[f32], xi: usize, rows: usize, cols: usize, transposed: bool) -> Mat<'_> {
+    let data = &buf[xi * rows * cols..(xi + 1) * rows * cols];
+    let (rs, cs) = if transposed { (1, cols) } else { (cols, 1) };
+    Mat { data, rs, cs }
 }
 
 /// One thread's buffers: `V` and `M` of a chunk (`[36][C or O][columns]`); the chunk's

@@ -16,12 +16,19 @@
 //! of the output's largest magnitude, against 4–7e-7 for im2col (both measured against
 //! candle's conv2d; the tests hold both to 1e-4).
 //!
-//! Work is cut into chunks of whole tile rows (of several images when they are small) sized
-//! so that `V` and `M` of a chunk stay in the L2 cache. The transforms run on a tile row
-//! at a time with its columns split by phase (`x mod 4`), so that the same transform
-//! position of consecutive tiles lies in consecutive floats: every transform is a loop
-//! over contiguous slices, which the compiler vectorises, and writes `V` (reads `M`) in
-//! the order the products use it.
+//! The gradients go through the same transforms: the input gradient is a 3×3 stride-1
+//! convolution itself (kernel turned by 180° and transposed), and the weight gradient is
+//! `dU[ξ] = Σ_tiles Z[ξ] V[ξ]ᵀ` with `Z = A dY Aᵀ`, then `dW = Gᵀ dU G` — the chain rule
+//! through `Y = Aᵀ (U ⊙ V) A`, exact for every tile (`dY` is zero past the output's edge).
+//!
+//! Work is cut into chunks of whole tile rows (of several images when they are small),
+//! sized so that `V` and `M` of a chunk stay in the L2 cache but with at least 128 columns
+//! for the products. Within a chunk the tile rows lie end to end (each with one spare
+//! column) and the image columns are split by phase (`x mod 4`), so that the same
+//! transform position of consecutive tiles lies in consecutive floats: every transform is
+//! a loop over one contiguous slice per chunk, which the compiler vectorises, and writes
+//! `V` (reads `M`) in the order the products use it. Where this pays is measured, not
+//! assumed: see [`Plan::worthwhile`].
 
 use crate::conv::{Activation, Mat, matmul};
 use gemm::Parallelism;

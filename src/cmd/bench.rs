@@ -13,7 +13,7 @@ use crate::render;
 /// Arguments of `robustify bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Smaller batches, one repetition: a quick look, not a measurement.
+    /// Smaller batches: a quick look (best of 2–3 runs per case, like the full run).
     #[arg(long)]
     quick: bool,
     /// Skip the PyTorch baseline even when torch is importable.
@@ -53,18 +53,29 @@ fn stack(x: &Tensor, ws: &[Var], ours: bool) -> candle_core::Result<Tensor> {
     Ok(y)
 }
 
-/// Images per second of `f` over `reps` runs after one warm-up.
+/// `measure()` with the Winograd path off, then on: `(im2col, ours)`.
+fn both(mut measure: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<(f64, f64)> {
+    robustify_ops::set_winograd(false);
+    let im2col = measure();
+    robustify_ops::set_winograd(true);
+    Ok((im2col?, measure()?))
+}
+
+/// Images per second of `f`: the best of `reps` runs after one warm-up (the best, not the
+/// mean, so that a neighbour's burst on a shared machine does not count against us).
 fn timed(
     reps: usize,
     images: usize,
     mut f: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<f64> {
     f()?;
-    let t = Instant::now();
-    for _ in 0..reps {
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
         f()?;
+        best = best.min(t.elapsed().as_secs_f64());
     }
-    Ok(images as f64 * reps as f64 / t.elapsed().as_secs_f64())
+    Ok(images as f64 / best)
 }
 
 /// The shipped denoisers' architecture (`unet-32-x2`): inference (BatchNorm folded, as `--denoiser` runs it) and a
@@ -89,19 +100,25 @@ fn denoiser_cases(shapes: &[(usize, usize, usize)]) -> anyhow::Result<Vec<Case>>
     for &(b, hw, reps) in shapes {
         let x = Tensor::rand(0f32, 1.0, (b, 3, hw, hw), &dev)?;
         let fwd = arch.flops_per_pixel() * (hw * hw) as f64;
-        let infer = timed(reps, b, || {
-            Ok(infer_net.forward_t(&x, false).map(|_| ())?)
+        let infer = both(|| {
+            timed(reps, b, || {
+                Ok(infer_net.forward_t(&x, false).map(|_| ())?)
+            })
         })?;
-        let train = timed(reps, b, || {
-            let loss = (train_net.forward_t(&x, true)? - &x)?.sqr()?.mean_all()?;
-            loss.backward()?;
-            Ok(())
+        let train = both(|| {
+            timed(reps, b, || {
+                let loss = (train_net.forward_t(&x, true)? - &x)?.sqr()?.mean_all()?;
+                loss.backward()?;
+                Ok(())
+            })
         })?;
-        for (what, ips, flops) in [("forward", infer, fwd), ("train step", train, 3.0 * fwd)] {
+        for (what, (im2col, ips), flops) in
+            [("forward", infer, fwd), ("train step", train, 3.0 * fwd)]
+        {
             cases.push(Case {
                 name: format!("{} {hw}x{hw}-b{b} {what}", arch.name()),
                 ours_img_s: ips,
-                im2col_img_s: None,
+                im2col_img_s: Some(im2col),
                 candle_img_s: None,
                 torch_img_s: None,
                 ratio_vs_candle: None,
@@ -138,9 +155,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         torch_baseline(args.quick)
     };
     let shapes: &[(usize, usize, usize)] = if args.quick {
-        &[(16, 32, 1), (1, 224, 1)]
+        &[(16, 32, 3), (1, 224, 2)]
     } else {
-        &[(64, 32, 2), (4, 224, 1)]
+        &[(64, 32, 3), (4, 224, 2)]
     };
     let chans: Vec<usize> = [3].into_iter().chain([64; 16]).chain([3]).collect();
     let ws: Vec<Var> = chans
@@ -193,11 +210,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("loading the CIFAR-10 stand-in")?;
     let b = if args.quick { 32 } else { 128 };
     let x = Tensor::rand(0f32, 1.0, (b, 3, 32, 32), &dev)?;
-    let ips = timed(1, b, || Ok(cifar.logits(&x).map(|_| ())?))?;
+    let (im2col, ips) = both(|| timed(3, b, || Ok(cifar.logits(&x).map(|_| ())?)))?;
     cases.push(Case {
         name: format!("standin cifar10 resnet20 32x32-b{b} forward"),
         ours_img_s: ips,
-        im2col_img_s: None,
+        im2col_img_s: Some(im2col),
         candle_img_s: None,
         torch_img_s: None,
         ratio_vs_candle: None,
@@ -209,7 +226,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let b = if args.quick { 2 } else { 8 };
     let images = vec![robustify_smoothing::Image::filled(224, 224, 0.5)?; b];
     use robustify_standin::model::Classifier;
-    let ips = timed(1, b, || Ok(imagenet.classify(&images, 1).map(|_| ())?))?;
+    let ips = timed(3, b, || Ok(imagenet.classify(&images, 1).map(|_| ())?))?;
     cases.push(Case {
         name: format!("standin imagenet efficientnet-lite0 224x224-b{b} classify"),
         ours_img_s: ips,

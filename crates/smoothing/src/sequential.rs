@@ -24,8 +24,8 @@
 //! draws, as in CERTIFY, which stop as soon as the leader's lead over the runner-up
 //! exceeds the selection draws left: all `n0` would then choose the same label, so the
 //! early stop changes the bill and nothing else (the estimation draws keep their indices
-//! `n0, n0 + 1, …`, hence their noise). Draws come in batches; the sequence is checked between batches, and every
-//! draw of the last batch counts (it was paid for).
+//! `n0, n0 + 1, …`, hence their noise). Draws come in batches; the sequence is checked
+//! between batches, and every draw of the last batch counts (it was paid for).
 
 use std::f64::consts::PI;
 
@@ -467,8 +467,9 @@ fn finish(
 }
 
 /// Sequential certification of a logged label sequence (query order): the first `n0`
-/// labels select (those after the leader is settled go unused), then labels are consumed in batches until the sequence decides or
-/// `max_draws` are used. Fewer labels than needed end the run early as `undecided`.
+/// labels select (those after the leader is settled go unused), then labels are consumed
+/// in batches until the sequence decides or `max_draws` are used. Fewer labels than needed
+/// end the run early as `undecided`.
 pub fn certify_sequential_labels<S: AsRef<str>>(
     labels: &[S],
     params: &SequentialParams,
@@ -515,8 +516,8 @@ fn settled(selection: &LabelCounts, left: u64) -> bool {
 }
 
 /// Sequential certification of one image: draws `0..n0` select the candidate (stopping
-/// early once it is settled); draws
-/// `n0, n0 + 1, …` are sent in batches until the sequence decides or `max_draws` are used.
+/// early once it is settled); draws `n0, n0 + 1, …` are sent in batches until the
+/// sequence decides or `max_draws` are used.
 pub async fn certify_sequential<C: BaseClassifier>(
     classifier: &C,
     image: &Image,

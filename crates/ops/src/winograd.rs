@@ -263,15 +263,15 @@ impl Plan {
         if groups >= threads {
             x.par_chunks(group * in_len)
                 .zip(y.par_chunks_mut(group * out_len))
-                .for_each_init(
-                    || Scratch::new(self),
-                    |scratch, item| run_group(Parallelism::None, scratch, item),
-                );
+                .for_each(|item| {
+                    Scratch::with(self, |scratch| run_group(Parallelism::None, scratch, item))
+                });
         } else {
-            let mut scratch = Scratch::new(self);
-            for item in x.chunks(group * in_len).zip(y.chunks_mut(group * out_len)) {
-                run_group(Parallelism::Rayon(threads), &mut scratch, item);
-            }
+            Scratch::with(self, |scratch| {
+                for item in x.chunks(group * in_len).zip(y.chunks_mut(group * out_len)) {
+                    run_group(Parallelism::Rayon(threads), scratch, item);
+                }
+            });
         }
         y
     }
@@ -360,10 +360,12 @@ impl Plan {
         let n = (r1 - r0) * st;
         let q_len = n + 1;
         let Scratch { v, phases, bd, .. } = scratch;
+        // Which places each channel writes depends on the geometry alone: those it leaves
+        // (outside the image) stay zero from this one fill.
+        phases[..24 * q_len].fill(0.0);
         for ch in 0..c {
             // phases[(i·4 + k)·q_len + (r − r0)·st + q] = x[4·ty + i − pad, 4·q + k − pad] of
             // tile row r (0 outside the image).
-            phases.fill(0.0);
             for r in r0..r1 {
                 let (img, ty) = (r / th, r % th);
                 let plane = &xs[(img * c + ch) * h * w..][..h * w];
@@ -415,9 +417,11 @@ impl Plan {
         let cap = self.chunk_rows() * st;
         let n = (r1 - r0) * st;
         let Scratch { m, phases, bd, .. } = scratch;
+        // As in `transform_input`: the places left unwritten (past the output's edge, the
+        // spare columns) are the same for every channel, and stay zero.
+        phases[..16 * n].fill(0.0);
         for oc in 0..o {
             // phases[(r·4 + q)·n + (row − r0)·st + tx] = dY[4·ty + r, 4·tx + q].
-            phases.fill(0.0);
             for row in r0..r1 {
                 let (img, ty) = (row / th, row % th);
                 let plane = &dys[(img * o + oc) * oh * ow..][..oh * ow];
@@ -450,6 +454,27 @@ impl Plan {
         }
     }
 
+    /// `dU` (`[36][O][C]`) of one group of images: `xs` their inputs, `dys` their
+    /// output gradients.
+    fn weight_grad_group(&self, xs: &[f32], dys: &[f32], scratch: &mut Scratch) -> Vec<f32> {
+        let (c, o) = (self.c, self.o);
+        let th = self.tiles().0;
+        let cap = self.chunk_rows() * self.stride();
+        let mut du = vec![0f32; 36 * o * c];
+        for (r0, r1) in self.chunks(xs.len() / (c * self.h * self.w) * th) {
+            let n = (r1 - r0) * self.stride();
+            self.transform_input(xs, (r0, r1), scratch);
+            self.transform_output_grad(dys, (r0, r1), scratch);
+            for xi in 0..36 {
+                let z = slab(&scratch.m, xi, o, cap, false);
+                let vt = slab(&scratch.v, xi, c, cap, true);
+                let dst = &mut du[xi * o * c..(xi + 1) * o * c];
+                matmul((o, c, n), z, vt, dst, c, true, Parallelism::None);
+            }
+        }
+        du
+    }
+
     /// The kernel gradient `dW: [O, C, 3, 3]` of this convolution for inputs `x` and
     /// output gradients `dy` (`b` images): `dU[ξ] = Σ_tiles Z[ξ] V[ξ]ᵀ` (36 products a
     /// chunk), then `dW = Gᵀ dU G`. Partial sums over fixed groups of images, added in
@@ -457,28 +482,13 @@ impl Plan {
     pub(crate) fn weight_grad(&self, x: &[f32], dy: &[f32], b: usize, groups: usize) -> Vec<f32> {
         let (c, o) = (self.c, self.o);
         let (oh, ow) = self.out();
-        let th = self.tiles().0;
         let (in_len, out_len) = (c * self.h * self.w, o * oh * ow);
-        let cap = self.chunk_rows() * self.stride();
         let group = b.div_ceil(groups).max(1);
         let partials: Vec<Vec<f32>> = x
             .par_chunks(group * in_len)
             .zip(dy.par_chunks(group * out_len))
             .map(|(xs, dys)| {
-                let mut scratch = Scratch::new(self);
-                let mut du = vec![0f32; 36 * o * c];
-                for (r0, r1) in self.chunks(xs.len() / in_len * th) {
-                    let n = (r1 - r0) * self.stride();
-                    self.transform_input(xs, (r0, r1), &mut scratch);
-                    self.transform_output_grad(dys, (r0, r1), &mut scratch);
-                    for xi in 0..36 {
-                        let z = slab(&scratch.m, xi, o, cap, false);
-                        let vt = slab(&scratch.v, xi, c, cap, true);
-                        let dst = &mut du[xi * o * c..(xi + 1) * o * c];
-                        matmul((o, c, n), z, vt, dst, c, true, Parallelism::None);
-                    }
-                }
-                du
+                Scratch::with(self, |scratch| self.weight_grad_group(xs, dys, scratch))
             })
             .collect();
         let mut parts = partials.into_iter();
@@ -523,15 +533,53 @@ struct Scratch {
     s: Vec<f32>,
 }
 
+thread_local! {
+    /// Each thread's buffers, kept between calls: fresh megabytes for every convolution
+    /// cost page faults and zeroing (a tenth of a training profile).
+    static SCRATCH: std::cell::RefCell<Scratch> = const { std::cell::RefCell::new(Scratch::empty()) };
+}
+
 impl Scratch {
-    fn new(plan: &Plan) -> Scratch {
-        let cap = plan.chunk_rows() * plan.stride();
+    const fn empty() -> Scratch {
         Scratch {
-            v: vec![0f32; 36 * plan.c * cap],
-            m: vec![0f32; 36 * plan.o * cap],
-            phases: vec![0f32; 24 * (cap + 1)],
-            bd: vec![0f32; 24 * (cap + 1)],
-            s: vec![0f32; 28 * cap],
+            v: Vec::new(),
+            m: Vec::new(),
+            phases: Vec::new(),
+            bd: Vec::new(),
+            s: Vec::new(),
         }
+    }
+
+    /// Runs `f` with this thread's buffers, grown to `plan`'s sizes. Their contents are
+    /// whatever the last use left: every reader writes what it reads first (`phases`
+    /// is zeroed per chunk).
+    fn with<R>(plan: &Plan, f: impl FnOnce(&mut Scratch) -> R) -> R {
+        let cap = plan.chunk_rows() * plan.stride();
+        let grow = |s: &mut Scratch| {
+            for (buf, len) in [
+                (&mut s.v, 36 * plan.c * cap),
+                (&mut s.m, 36 * plan.o * cap),
+                (&mut s.phases, 24 * (cap + 1)),
+                (&mut s.bd, 24 * (cap + 1)),
+                (&mut s.s, 28 * cap),
+            ] {
+                if buf.len() < len {
+                    buf.resize(len, 0.0);
+                }
+            }
+        };
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => {
+                grow(&mut s);
+                f(&mut s)
+            }
+            // Re-entered on this thread (a rayon job stolen while a product waits):
+            // buffers of its own.
+            Err(_) => {
+                let mut s = Scratch::empty();
+                grow(&mut s);
+                f(&mut s)
+            }
+        })
     }
 }

@@ -481,16 +481,12 @@ pub fn certify_sequential_labels<S: AsRef<str>>(
             got: labels.len() as u64,
         });
     }
-    let mut selection = LabelCounts::new();
-    let mut used = 0;
-    for batch in labels[..n0].chunks(params.batch_size) {
-        if settled(&selection, params.n0 - used) {
-            break;
-        }
-        batch.iter().for_each(|l| selection.add(l.as_ref()));
-        used += batch.len() as u64;
+    let mut selection = Selection::new(params);
+    while let Some(draws) = selection.next_batch() {
+        let batch = &labels[draws.start as usize..draws.end as usize];
+        selection.add(batch.iter().map(|l| l.as_ref()));
     }
-    let candidate = selection.top().map(|(l, _)| l.to_owned());
+    let (candidate, used) = selection.finish();
     let rest = &labels[n0..labels.len().min(n0 + params.max_draws as usize)];
     let mut seq = Sequence::new(params.kind, params.alpha.get());
     let mut decision = None;
@@ -508,11 +504,45 @@ pub fn certify_sequential_labels<S: AsRef<str>>(
     Ok(finish(&seq, candidate, decision, params, used))
 }
 
-/// Whether the selection's leader is settled: its lead over the runner-up exceeds the
-/// `left` selection draws not yet made, so all of them would choose it too.
-fn settled(selection: &LabelCounts, left: u64) -> bool {
-    let (first, second) = selection.top_two_counts();
-    first - second > left
+/// The selection step: draws `0..n0` in batches, stopping as soon as the leader is
+/// settled — its lead over the runner-up exceeds the selection draws not yet made, so all
+/// `n0` would choose it too.
+struct Selection {
+    counts: LabelCounts,
+    used: u64,
+    n0: u64,
+    batch: u64,
+}
+
+impl Selection {
+    fn new(params: &SequentialParams) -> Selection {
+        Selection {
+            counts: LabelCounts::new(),
+            used: 0,
+            n0: params.n0,
+            batch: params.batch_size as u64,
+        }
+    }
+
+    /// The draws to make next, or `None` when the selection is over.
+    fn next_batch(&self) -> Option<std::ops::Range<u64>> {
+        let (first, second) = self.counts.top_two_counts();
+        let settled = first - second > self.n0 - self.used;
+        (self.used < self.n0 && !settled).then(|| self.used..self.n0.min(self.used + self.batch))
+    }
+
+    /// Counts the labels of the batch [`Selection::next_batch`] gave.
+    fn add<'a>(&mut self, labels: impl Iterator<Item = &'a str>) {
+        for l in labels {
+            self.counts.add(l);
+            self.used += 1;
+        }
+    }
+
+    /// The candidate label and the selection draws made.
+    fn finish(self) -> (Option<String>, u64) {
+        (self.counts.top().map(|(l, _)| l.to_owned()), self.used)
+    }
 }
 
 /// Sequential certification of one image: draws `0..n0` select the candidate (stopping
@@ -525,16 +555,12 @@ pub async fn certify_sequential<C: BaseClassifier>(
     seed: u64,
 ) -> Result<SequentialCertificate> {
     let noise = NoiseSampler::new(params.sigma, seed);
-    let mut selection = LabelCounts::new();
-    let mut used = 0;
-    while used < params.n0 && !settled(&selection, params.n0 - used) {
-        let stop = params.n0.min(used + params.batch_size as u64);
-        for l in crate::certify::classify_draws(classifier, image, &noise, used..stop).await? {
-            selection.add(&l);
-        }
-        used = stop;
+    let mut selection = Selection::new(params);
+    while let Some(draws) = selection.next_batch() {
+        let labels = crate::certify::classify_draws(classifier, image, &noise, draws).await?;
+        selection.add(labels.iter().map(String::as_str));
     }
-    let candidate = selection.top().map(|(l, _)| l.to_owned());
+    let (candidate, used) = selection.finish();
     let mut seq = Sequence::new(params.kind, params.alpha.get());
     let mut decision = None;
     let end = params.n0 + params.max_draws;
@@ -600,16 +626,11 @@ pub fn forecast(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let (mut draws, mut selection, mut cert, mut not) = (0u64, 0u64, 0u32, 0u32);
     for _ in 0..runs.max(1) {
-        let mut votes = LabelCounts::new();
-        let mut used = 0;
-        while used < params.n0 && !settled(&votes, params.n0 - used) {
-            let stop = params.n0.min(used + params.batch_size as u64);
-            for _ in used..stop {
-                votes.add(if rng.random::<f64>() < p_a { "A" } else { "B" });
-            }
-            used = stop;
+        let mut votes = Selection::new(params);
+        while let Some(draws) = votes.next_batch() {
+            votes.add(draws.map(|_| if rng.random::<f64>() < p_a { "A" } else { "B" }));
         }
-        selection += used;
+        selection += votes.finish().1;
         let mut seq = Sequence::new(params.kind, params.alpha.get());
         let mut decision = None;
         while seq.n() < params.max_draws && decision.is_none() {

@@ -456,16 +456,14 @@ impl CustomOp2 for ConvInputGrad {
         let plane = g.c * g.h * g.w;
         // The input gradient of a 3×3, stride-1 convolution is one too: the kernel turned
         // by 180° and transposed, padding 2 − pad.
-        if let Some(plan) = g.winograd(o, Pass::Backward).and_then(|_| {
-            let transposed = Geometry {
-                c: o,
-                h: oh,
-                w: ow,
-                pad: 2usize.checked_sub(g.pad)?,
-                ..g
-            };
-            transposed.winograd(g.c, Pass::Backward)
-        }) {
+        let transposed = 2usize.checked_sub(g.pad).map(|pad| Geometry {
+            c: o,
+            h: oh,
+            w: ow,
+            pad,
+            ..g
+        });
+        if let Some(plan) = transposed.and_then(|t| t.winograd(g.c, Pass::Backward)) {
             let dx = plan.run(dy, b, &Kernel::flipped(wt, o, g.c), None, Activation::None);
             return Ok((CpuStorage::F32(dx), Shape::from((b, g.c, g.h, g.w))));
         }

@@ -174,31 +174,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let x = Tensor::randn(0f32, 1.0, (b, 3, hw, hw), &dev)?;
         let name = format!("dncnn17x64-{hw}x{hw}-b{b}");
         for (what, flops) in [("forward", fwd), ("train step", 3.0 * fwd)] {
-            // Candle's conv2d, ours without Winograd, ours.
-            let mut speed = [0.0; 3];
-            for (i, (ours, winograd)) in [(false, false), (true, false), (true, true)]
-                .into_iter()
-                .enumerate()
-            {
-                robustify_ops::set_winograd(winograd);
-                speed[i] = timed(reps, b, || {
+            let speed = |ours| {
+                timed(reps, b, || {
                     let y = stack(&x, &ws, ours)?;
                     if what == "train step" {
                         y.sqr()?.mean_all()?.backward()?;
                     }
                     Ok(())
-                })?;
-            }
+                })
+            };
+            // Candle's conv2d, then ours without Winograd and ours.
+            let candle = speed(false)?;
+            let (im2col, ours) = both(|| speed(true))?;
             let case = format!("{name} {what}");
             let torch_img_s = torch.as_ref().and_then(|t| t.get(&case).copied());
             cases.push(Case {
-                ours_img_s: speed[2],
-                im2col_img_s: Some(speed[1]),
-                candle_img_s: Some(speed[0]),
-                ratio_vs_candle: Some(speed[2] / speed[0]),
-                ratio_vs_torch: torch_img_s.map(|t| speed[2] / t),
+                ours_img_s: ours,
+                im2col_img_s: Some(im2col),
+                candle_img_s: Some(candle),
+                ratio_vs_candle: Some(ours / candle),
+                ratio_vs_torch: torch_img_s.map(|t| ours / t),
                 torch_img_s,
-                gflop_s: flops * speed[2] / 1e9,
+                gflop_s: flops * ours / 1e9,
                 name: case,
             });
         }

@@ -112,15 +112,15 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     if let Some(log) = &args.from_log {
         let records = robustify_providers::replay::read_replay_log(log)?;
-        let (mut draws, mut c, mut nc) = (0.0, 0.0, 0.0);
+        let (mut queries, mut c, mut nc) = (0.0, 0.0, 0.0);
         for rec in &records {
             let cert = certify_sequential_labels(&rec.labels, &params)?;
-            draws += cert.queries as f64;
+            queries += cert.queries as f64;
             c += f64::from(u8::from(cert.decision == Some(Decision::Certified)));
             nc += f64::from(u8::from(cert.decision == Some(Decision::NotCertifiable)));
         }
         let m = records.len() as f64;
-        rows.push(row(None, draws / m, c / m, nc / m, 1.0 - (c + nc) / m));
+        rows.push(row(None, queries / m, c / m, nc / m, 1.0 - (c + nc) / m));
     } else {
         for &p in &args.p_a {
             let f = forecast(&params, p, 2_000, 0)?;

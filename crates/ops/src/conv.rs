@@ -263,6 +263,7 @@ pub enum Activation {
 
 impl Activation {
     /// Applies to the first `cols` of `rows` rows spaced `stride` apart.
+    #[inline(always)]
     pub(crate) fn apply(self, y: &mut [f32], rows: usize, cols: usize, stride: usize) {
         let f = match self {
             Activation::None => return,
@@ -739,6 +740,62 @@ mod tests {
         let wt = Tensor::zeros((3, 2, 3, 3), candle_core::DType::F32, &dev).unwrap();
         let short = Tensor::zeros(2, candle_core::DType::F32, &dev).unwrap();
         assert!(conv2d_bias_act(&x, &wt, &short, 1, 1, Activation::Relu).is_err());
+    }
+
+    /// The AVX-512, AVX2 and baseline builds of the loops (`crate::simd`) give the same
+    /// bits: the compiler vectorises them without reordering a single operation. The only
+    /// test that changes the level (the others pass whichever level is in use).
+    #[test]
+    fn every_simd_level_gives_the_same_bits() {
+        use crate::simd::{Simd, set_simd};
+        let dev = Device::Cpu;
+        let run = |&(b, c, h, w, o, k, sp): &(usize, usize, usize, usize, usize, usize, usize)| {
+            let (stride, pad) = (sp / 10, sp % 10);
+            let x = Var::from_tensor(
+                &Tensor::arange(0u32, (b * c * h * w) as u32, &dev)
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F32)
+                    .unwrap()
+                    .affine(0.37, 0.0)
+                    .unwrap()
+                    .sin()
+                    .unwrap()
+                    .reshape((b, c, h, w))
+                    .unwrap(),
+            )
+            .unwrap();
+            let wt = Var::from_tensor(
+                &Tensor::arange(0u32, (o * c * k * k) as u32, &dev)
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F32)
+                    .unwrap()
+                    .affine(0.61, 0.0)
+                    .unwrap()
+                    .cos()
+                    .unwrap()
+                    .reshape((o, c, k, k))
+                    .unwrap(),
+            )
+            .unwrap();
+            let y = conv2d(&x, &wt, pad, stride).unwrap();
+            let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            [y, g.get(&x).unwrap().clone(), g.get(&wt).unwrap().clone()]
+                .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        };
+        let want: Vec<_> = {
+            set_simd(Simd::Baseline);
+            CASES.iter().map(run).collect()
+        };
+        for level in [Simd::Avx2, Simd::Avx512] {
+            let used = set_simd(level);
+            for (case, want) in CASES.iter().zip(&want) {
+                assert!(
+                    run(case) == *want,
+                    "{used:?} differs from the baseline on {case:?}"
+                );
+            }
+        }
+        set_simd(Simd::Avx512);
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! ([`set_winograd`] turns it off for comparisons). It is a drop-in for
 //! `Tensor::conv2d` with groups = 1 and dilation = 1, and autograd flows through it.
 //!
+//! The crate is compiled for any x86-64 CPU; its loops run through AVX-512 or AVX2 builds
+//! of themselves when the CPU has them ([`simd`]; `ROBUSTIFY_SIMD=avx2|baseline` caps
+//! the choice), with the same results bit for bit.
+//!
 //! ```
 //! use candle_core::{Device, Tensor};
 //!
@@ -24,7 +28,9 @@
 //! ```
 
 mod conv;
+mod simd;
 mod winograd;
 
 pub use conv::{Activation, conv2d, conv2d_bias_act};
+pub use simd::{Simd, set_simd, simd};
 pub use winograd::set_winograd;

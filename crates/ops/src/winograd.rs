@@ -31,6 +31,7 @@
 //! assumed: see [`Plan::worthwhile`].
 
 use crate::conv::{Activation, Mat, matmul};
+use crate::simd;
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +54,7 @@ fn map4(out: &mut [f32], [a, b, c, d]: [&[f32]; 4], f: impl Fn(f32, f32, f32, f3
 }
 
 /// Row `r` of `Bᵀ` applied to six slices: `out[q] = Σ_i Bᵀ[r][i]·d[i][q]`.
+#[inline(always)]
 fn bt_row(r: usize, [d0, d1, d2, d3, d4, d5]: [&[f32]; 6], out: &mut [f32]) {
     match r {
         0 => map4(out, [d0, d2, d4, d4], |a, c, e, _| 4.0 * a - 5.0 * c + e),
@@ -65,6 +67,7 @@ fn bt_row(r: usize, [d0, d1, d2, d3, d4, d5]: [&[f32]; 6], out: &mut [f32]) {
 }
 
 /// Row `r` of `Aᵀ` applied to six slices: `out[q] = Σ_i Aᵀ[r][i]·m[i][q]`.
+#[inline(always)]
 fn at_row(r: usize, [m0, m1, m2, m3, m4, m5]: [&[f32]; 6], out: &mut [f32]) {
     match r {
         0 => {
@@ -84,6 +87,68 @@ fn at_row(r: usize, [m0, m1, m2, m3, m4, m5]: [&[f32]; 6], out: &mut [f32]) {
     }
 }
 
+/// The four slices `buf[k·stride + at..][..len]`, `k` = 0..4.
+#[inline(always)]
+fn quad(buf: &mut [f32], stride: usize, at: usize, len: usize) -> [&mut [f32]; 4] {
+    let (a, rest) = buf.split_at_mut(stride);
+    let (b, rest) = rest.split_at_mut(stride);
+    let (c, d) = rest.split_at_mut(stride);
+    [a, b, c, d].map(|s| &mut s[at..at + len])
+}
+
+/// Deals `row`, shifted right by `pad`, into four phases: `dst[k][q] = row[4·q + k − pad]`
+/// wherever both exist; the other places are left as they are. One pass over whole
+/// groups of four (which the compiler turns into vector shuffles), the ends one by one.
+#[inline(always)]
+fn spread4(row: &[f32], pad: usize, mut dst: [&mut [f32]; 4]) {
+    let put = |dst: &mut [&mut [f32]; 4], j: usize| {
+        let t = j + pad;
+        if let Some(d) = dst[t % 4].get_mut(t / 4) {
+            *d = row[j];
+        }
+    };
+    // Row elements before the first whole group (row index j lands at place j + pad).
+    let head = ((4 - pad % 4) % 4).min(row.len());
+    for j in 0..head {
+        put(&mut dst, j);
+    }
+    let q0 = (head + pad) / 4;
+    let body = row[head..].chunks_exact(4);
+    let whole = body.len().min(dst[0].len().saturating_sub(q0));
+    {
+        let [d0, d1, d2, d3] = &mut dst;
+        let d = [d0, d1, d2, d3].map(|d| &mut d[q0..q0 + whole]);
+        let [d0, d1, d2, d3] = d;
+        for ((((g, a), b), c), e) in body.zip(d0).zip(d1).zip(d2).zip(d3) {
+            *a = g[0];
+            *b = g[1];
+            *c = g[2];
+            *e = g[3];
+        }
+    }
+    for j in head + 4 * whole..row.len() {
+        put(&mut dst, j);
+    }
+}
+
+/// The inverse of [`spread4`] without a shift, plus `bias`: `dst[4·t + k] = src[k][t] +
+/// bias` for all of `dst` (each `src[k]` reaches at least `dst.len() / 4` rounded up).
+#[inline(always)]
+fn interleave4(dst: &mut [f32], src: [&[f32]; 4], bias: f32) {
+    let whole = dst.len() / 4;
+    let [s0, s1, s2, s3] = src;
+    let groups = dst.chunks_exact_mut(4).zip(s0).zip(s1).zip(s2).zip(s3);
+    for ((((g, &a), &b), &c), &d) in groups {
+        g[0] = a + bias;
+        g[1] = b + bias;
+        g[2] = c + bias;
+        g[3] = d + bias;
+    }
+    for (k, x) in dst[4 * whole..].iter_mut().enumerate() {
+        *x = src[k][whole] + bias;
+    }
+}
+
 /// `G` applied to three kernel taps: six values.
 fn g6(g: [f64; 3]) -> [f64; 6] {
     let [g0, g1, g2] = g;
@@ -98,6 +163,7 @@ fn g6(g: [f64; 3]) -> [f64; 6] {
 }
 
 /// Row `r` of `A` (6×4) applied to four slices: `out[q] = Σ_i A[r][i]·t[i][q]`.
+#[inline(always)]
 fn a_row(r: usize, [t0, t1, t2, t3]: [&[f32]; 4], out: &mut [f32]) {
     match r {
         0 => out.copy_from_slice(&t0[..out.len()]),
@@ -254,31 +320,50 @@ impl Plan {
         // Small images share a chunk; leave at least one group per thread.
         let group = (self.chunk_rows() / th).clamp(1, b.div_ceil(threads).max(1));
         let groups = b.div_ceil(group);
-        let run_group =
-            |par: Parallelism, scratch: &mut Scratch, (xs, ys): (&[f32], &mut [f32])| {
-                for rows in self.chunks(xs.len() / in_len * th) {
-                    self.chunk_run(xs, ys, rows, k, bias, act, scratch, par);
-                }
-            };
         if groups >= threads {
             x.par_chunks(group * in_len)
                 .zip(y.par_chunks_mut(group * out_len))
-                .for_each(|item| {
-                    Scratch::with(self, |scratch| run_group(Parallelism::None, scratch, item))
+                .for_each(|(xs, ys)| {
+                    let par = Parallelism::None;
+                    #[rustfmt::skip]
+                    Scratch::with(self, #[inline(always)] |s| self.group_run(xs, ys, k, bias, act, s, par));
                 });
         } else {
-            Scratch::with(self, |scratch| {
-                for item in x.chunks(group * in_len).zip(y.chunks_mut(group * out_len)) {
-                    run_group(Parallelism::Rayon(threads), scratch, item);
+            let par = Parallelism::Rayon(threads);
+            let items = x.chunks(group * in_len).zip(y.chunks_mut(group * out_len));
+            #[rustfmt::skip]
+            Scratch::with(self, #[inline(always)] |s| {
+                for (xs, ys) in items {
+                    self.group_run(xs, ys, k, bias, act, s, par);
                 }
             });
         }
         y
     }
 
+    /// The chunks of one group of images (`xs`, their outputs `ys`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn group_run(
+        &self,
+        xs: &[f32],
+        ys: &mut [f32],
+        k: &Kernel,
+        bias: Option<&[f32]>,
+        act: Activation,
+        scratch: &mut Scratch,
+        par: Parallelism,
+    ) {
+        let th = self.tiles().0;
+        for rows in self.chunks(xs.len() / (self.c * self.h * self.w) * th) {
+            self.chunk_run(xs, ys, rows, k, bias, act, scratch, par);
+        }
+    }
+
     /// Tile rows `r0..r1` of a group (`xs` its images, `ys` their outputs; row `r` is tile
     /// row `r mod th` of image `r / th`): transform in, 36 products, transform out.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn chunk_run(
         &self,
         xs: &[f32],
@@ -336,12 +421,9 @@ impl Plan {
                     }
                     let plane = &mut ys[(img * o + oc) * oh * ow..][..oh * ow];
                     let dst = &mut plane[(4 * ty + rr) * ow..][..ow];
-                    for (q, col) in out.chunks(n).enumerate() {
-                        let col = &col[(r - r0) * st..][..tw];
-                        for (d, &v) in dst.iter_mut().skip(q).step_by(4).zip(col) {
-                            *d = v + bias;
-                        }
-                    }
+                    let at = (r - r0) * st;
+                    let cols = [0, 1, 2, 3].map(|q| &out[q * n + at..][..tw]);
+                    interleave4(dst, cols, bias);
                     act.apply(dst, 1, ow, ow);
                 }
             }
@@ -350,6 +432,7 @@ impl Plan {
 
     /// `V` of tile rows `r0..r1` of a group (`xs` its images) into `scratch.v`:
     /// `v[(ξ·C + c)·cap + column]`, `ξ = 6·ξy + ξx`.
+    #[inline(always)]
     fn transform_input(&self, xs: &[f32], (r0, r1): (usize, usize), scratch: &mut Scratch) {
         let c = self.c;
         let th = self.tiles().0;
@@ -374,16 +457,8 @@ impl Plan {
                         continue;
                     };
                     let row = &plane[iy * w..][..w];
-                    for kk in 0..4 {
-                        // Columns 4·q + kk − pad of the row, for the q that are inside.
-                        let q0 = pad.saturating_sub(kk).div_ceil(4);
-                        let at = (i * 4 + kk) * q_len + (r - r0) * st;
-                        let dst = &mut phases[at..at + st];
-                        let src = row.iter().skip(4 * q0 + kk - pad).step_by(4);
-                        for (d, &x) in dst[q0..].iter_mut().zip(src) {
-                            *d = x;
-                        }
-                    }
+                    let at = (r - r0) * st;
+                    spread4(row, pad, quad(&mut phases[i * 4 * q_len..], q_len, at, st));
                 }
             }
             // Bᵀ d: combine the patch rows, phase by phase.
@@ -409,6 +484,7 @@ impl Plan {
     /// `Z = A dY Aᵀ` (6×6 per tile and output channel; `dY`'s 4×4 tile, zero past the
     /// output's edge) of tile rows `r0..r1` of a group (`dys` its output gradients) into
     /// `scratch.m`, laid out like `M`; the spare columns are zero.
+    #[inline(always)]
     fn transform_output_grad(&self, dys: &[f32], (r0, r1): (usize, usize), scratch: &mut Scratch) {
         let o = self.o;
         let (th, tw) = self.tiles();
@@ -427,13 +503,8 @@ impl Plan {
                 let plane = &dys[(img * o + oc) * oh * ow..][..oh * ow];
                 for r in 0..4.min(oh - 4 * ty) {
                     let line = &plane[(4 * ty + r) * ow..][..ow];
-                    for q in 0..4 {
-                        let at = (r * 4 + q) * n + (row - r0) * st;
-                        let src = line.iter().skip(q).step_by(4);
-                        for (d, &g) in phases[at..at + tw].iter_mut().zip(src) {
-                            *d = g;
-                        }
-                    }
+                    let at = (row - r0) * st;
+                    spread4(line, 0, quad(&mut phases[r * 4 * n..], n, at, tw));
                 }
             }
             // A dY: combine the rows, phase by phase (bd[(ξy·4 + q)·n + column]).
@@ -456,6 +527,7 @@ impl Plan {
 
     /// `dU` (`[36][O][C]`) of one group of images: `xs` their inputs, `dys` their
     /// output gradients.
+    #[inline(always)]
     fn weight_grad_group(&self, xs: &[f32], dys: &[f32], scratch: &mut Scratch) -> Vec<f32> {
         let (c, o) = (self.c, self.o);
         let th = self.tiles().0;
@@ -488,7 +560,11 @@ impl Plan {
             .par_chunks(group * in_len)
             .zip(dy.par_chunks(group * out_len))
             .map(|(xs, dys)| {
-                Scratch::with(self, |scratch| self.weight_grad_group(xs, dys, scratch))
+                Scratch::with(
+                    self,
+                    #[inline(always)]
+                    |scratch| self.weight_grad_group(xs, dys, scratch),
+                )
             })
             .collect();
         let mut parts = partials.into_iter();
@@ -568,17 +644,25 @@ impl Scratch {
                 }
             }
         };
+        // Everything `f` does is inlined into this call, so that `simd::run` compiles it for
+        // the widest vectors the CPU has.
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut s) => {
                 grow(&mut s);
-                f(&mut s)
+                simd::run(
+                    #[inline(always)]
+                    || f(&mut s),
+                )
             }
             // Re-entered on this thread (a rayon job stolen while a product waits):
             // buffers of its own.
             Err(_) => {
                 let mut s = Scratch::empty();
                 grow(&mut s);
-                f(&mut s)
+                simd::run(
+                    #[inline(always)]
+                    || f(&mut s),
+                )
             }
         })
     }

@@ -22,6 +22,13 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Skip stock candle's convolution (the slowest column: minutes of a full run).
+    #[arg(long)]
+    no_candle: bool,
+    /// Run only the cases whose name contains this text (e.g. `dncnn17x64-32x32`,
+    /// `forward`, `standin`).
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -80,7 +87,10 @@ fn timed(
 
 /// The shipped denoisers' architecture (`unet-32-x2`): inference (BatchNorm folded, as `--denoiser` runs it) and a
 /// training step (MSE, backward), at the benchmark shapes.
-fn denoiser_cases(shapes: &[(usize, usize, usize)]) -> anyhow::Result<Vec<Case>> {
+fn denoiser_cases(
+    shapes: &[(usize, usize, usize)],
+    wanted: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<Vec<Case>> {
     use candle_core::DType;
     use candle_nn::{VarBuilder, VarMap};
     use robustify_denoiser::{Arch, Net};
@@ -100,23 +110,24 @@ fn denoiser_cases(shapes: &[(usize, usize, usize)]) -> anyhow::Result<Vec<Case>>
     for &(b, hw, reps) in shapes {
         let x = Tensor::rand(0f32, 1.0, (b, 3, hw, hw), &dev)?;
         let fwd = arch.flops_per_pixel() * (hw * hw) as f64;
-        let infer = both(|| {
-            timed(reps, b, || {
-                Ok(infer_net.forward_t(&x, false).map(|_| ())?)
-            })
-        })?;
-        let train = both(|| {
-            timed(reps, b, || {
-                let loss = (train_net.forward_t(&x, true)? - &x)?.sqr()?.mean_all()?;
-                loss.backward()?;
-                Ok(())
-            })
-        })?;
-        for (what, (im2col, ips), flops) in
-            [("forward", infer, fwd), ("train step", train, 3.0 * fwd)]
-        {
+        let name = |what: &str| format!("{} {hw}x{hw}-b{b} {what}", arch.name());
+        for (what, flops) in [("forward", fwd), ("train step", 3.0 * fwd)] {
+            if !wanted(&name(what)) {
+                continue;
+            }
+            let (im2col, ips) = both(|| {
+                timed(reps, b, || {
+                    if what == "forward" {
+                        infer_net.forward_t(&x, false)?;
+                    } else {
+                        let loss = (train_net.forward_t(&x, true)? - &x)?.sqr()?.mean_all()?;
+                        loss.backward()?;
+                    }
+                    Ok(())
+                })
+            })?;
             cases.push(Case {
-                name: format!("{} {hw}x{hw}-b{b} {what}", arch.name()),
+                name: name(what),
                 ours_img_s: ips,
                 im2col_img_s: Some(im2col),
                 candle_img_s: None,
@@ -149,15 +160,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("warning: a debug build; measure with `cargo run --release -- bench`");
     }
     let dev = Device::Cpu;
-    let torch = if args.no_torch {
-        None
-    } else {
-        torch_baseline(args.quick)
-    };
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     let shapes: &[(usize, usize, usize)] = if args.quick {
         &[(16, 32, 3), (1, 224, 2)]
     } else {
         &[(64, 32, 3), (4, 224, 2)]
+    };
+    let dncnn = |(b, hw): (usize, usize), what: &str| format!("dncnn17x64-{hw}x{hw}-b{b} {what}");
+    let any_dncnn = shapes.iter().any(|&(b, hw, _)| {
+        ["forward", "train step"]
+            .iter()
+            .any(|what| wanted(&dncnn((b, hw), what)))
+    });
+    let torch = if args.no_torch || !any_dncnn {
+        None
+    } else {
+        torch_baseline(args.quick)
     };
     let chans: Vec<usize> = [3].into_iter().chain([64; 16]).chain([3]).collect();
     let ws: Vec<Var> = chans
@@ -172,8 +190,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|p| 2.0 * 9.0 * (p[0] * p[1] * hw * hw) as f64)
             .sum();
         let x = Tensor::randn(0f32, 1.0, (b, 3, hw, hw), &dev)?;
-        let name = format!("dncnn17x64-{hw}x{hw}-b{b}");
         for (what, flops) in [("forward", fwd), ("train step", 3.0 * fwd)] {
+            let case = dncnn((b, hw), what);
+            if !wanted(&case) {
+                continue;
+            }
             let speed = |ours| {
                 timed(reps, b, || {
                     let y = stack(&x, &ws, ours)?;
@@ -184,15 +205,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 })
             };
             // Candle's conv2d, then ours without Winograd and ours.
-            let candle = speed(false)?;
+            let candle = if args.no_candle {
+                None
+            } else {
+                Some(speed(false)?)
+            };
             let (im2col, ours) = both(|| speed(true))?;
-            let case = format!("{name} {what}");
             let torch_img_s = torch.as_ref().and_then(|t| t.get(&case).copied());
             cases.push(Case {
                 ours_img_s: ours,
                 im2col_img_s: Some(im2col),
-                candle_img_s: Some(candle),
-                ratio_vs_candle: Some(ours / candle),
+                candle_img_s: candle,
+                ratio_vs_candle: candle.map(|c| ours / c),
                 ratio_vs_torch: torch_img_s.map(|t| ours / t),
                 torch_img_s,
                 gflop_s: flops * ours / 1e9,
@@ -201,39 +225,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     // The shipped denoisers' architecture, folded for inference, and in training.
-    cases.extend(denoiser_cases(shapes)?);
+    cases.extend(denoiser_cases(shapes, &wanted)?);
     // The stand-ins' forward passes, as shipped.
-    let cifar = robustify_standin::cifar::CifarClassifier::load_default()
-        .context("loading the CIFAR-10 stand-in")?;
     let b = if args.quick { 32 } else { 128 };
-    let x = Tensor::rand(0f32, 1.0, (b, 3, 32, 32), &dev)?;
-    let (im2col, ips) = both(|| timed(3, b, || Ok(cifar.logits(&x).map(|_| ())?)))?;
-    cases.push(Case {
-        name: format!("standin cifar10 resnet20 32x32-b{b} forward"),
-        ours_img_s: ips,
-        im2col_img_s: Some(im2col),
-        candle_img_s: None,
-        torch_img_s: None,
-        ratio_vs_candle: None,
-        ratio_vs_torch: None,
-        gflop_s: 0.0815 * ips,
-    });
-    let imagenet = robustify_standin::imagenet::ImageNetClassifier::load_default()
-        .context("loading the ImageNet stand-in")?;
+    let name = format!("standin cifar10 resnet20 32x32-b{b} forward");
+    if wanted(&name) {
+        let cifar = robustify_standin::cifar::CifarClassifier::load_default()
+            .context("loading the CIFAR-10 stand-in")?;
+        let x = Tensor::rand(0f32, 1.0, (b, 3, 32, 32), &dev)?;
+        let (im2col, ips) = both(|| timed(3, b, || Ok(cifar.logits(&x).map(|_| ())?)))?;
+        cases.push(Case {
+            name,
+            ours_img_s: ips,
+            im2col_img_s: Some(im2col),
+            candle_img_s: None,
+            torch_img_s: None,
+            ratio_vs_candle: None,
+            ratio_vs_torch: None,
+            gflop_s: 0.0815 * ips,
+        });
+    }
     let b = if args.quick { 2 } else { 8 };
-    let images = vec![robustify_smoothing::Image::filled(224, 224, 0.5)?; b];
-    use robustify_standin::model::Classifier;
-    let ips = timed(3, b, || Ok(imagenet.classify(&images, 1).map(|_| ())?))?;
-    cases.push(Case {
-        name: format!("standin imagenet efficientnet-lite0 224x224-b{b} classify"),
-        ours_img_s: ips,
-        im2col_img_s: None,
-        candle_img_s: None,
-        torch_img_s: None,
-        ratio_vs_candle: None,
-        ratio_vs_torch: None,
-        gflop_s: 0.81 * ips,
-    });
+    let name = format!("standin imagenet efficientnet-lite0 224x224-b{b} classify");
+    if wanted(&name) {
+        let imagenet = robustify_standin::imagenet::ImageNetClassifier::load_default()
+            .context("loading the ImageNet stand-in")?;
+        let images = vec![robustify_smoothing::Image::filled(224, 224, 0.5)?; b];
+        use robustify_standin::model::Classifier;
+        let ips = timed(3, b, || Ok(imagenet.classify(&images, 1).map(|_| ())?))?;
+        cases.push(Case {
+            name,
+            ours_img_s: ips,
+            im2col_img_s: None,
+            candle_img_s: None,
+            torch_img_s: None,
+            ratio_vs_candle: None,
+            ratio_vs_torch: None,
+            gflop_s: 0.81 * ips,
+        });
+    }
     if args.json {
         render::print_json(&serde_json::json!({ "cases": cases }))?;
         return Ok(ExitCode::SUCCESS);

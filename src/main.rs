@@ -8,6 +8,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc keeps freed memory for the next tensor of the same size; the system allocator
+/// hands large blocks back to the kernel, which faults and zeroes fresh pages for every
+/// tensor (a tenth of a training profile). Measured: see `robustify bench`'s note in the README.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cmd;
 mod input;
 mod plot;

@@ -170,7 +170,7 @@ const BN_EPS: f64 = 1e-5;
 /// conv's weight and bias) by [`Builder::Infer`].
 pub struct Layer {
     conv: Conv,
-    /// Built for inference ([`Builder::Infer`]): no gradients, so the fused path may run.
+    /// Built for inference ([`Builder::Infer`]): BatchNorm already merged into the conv.
     folded: bool,
     bn: Option<BatchNorm>,
     relu: bool,
@@ -179,15 +179,21 @@ pub struct Layer {
 impl Layer {
     /// conv → BatchNorm (training statistics when `train`) → ReLU.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        if let (true, Some(bias), true) = (self.folded, &self.conv.bias, x.device().is_cpu()) {
-            // Inference: conv, bias and ReLU in one pass over the output.
+        let c = &self.conv;
+        // Folded for inference, or without BatchNorm: conv, bias and ReLU in one pass over
+        // the output (and one back in training).
+        if (self.folded || self.bn.is_none()) && x.device().is_cpu() {
             let act = if self.relu {
                 Activation::Relu
             } else {
                 Activation::None
             };
-            let c = &self.conv;
-            return robustify_ops::conv2d_bias_act(x, &c.weight, bias, c.padding, c.stride, act);
+            return match &c.bias {
+                Some(bias) => {
+                    robustify_ops::conv2d_bias_act(x, &c.weight, bias, c.padding, c.stride, act)
+                }
+                None => robustify_ops::conv2d_act(x, &c.weight, c.padding, c.stride, act),
+            };
         }
         let mut y = self.conv.forward(x)?;
         if let Some(bn) = &self.bn {

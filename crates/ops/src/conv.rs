@@ -17,6 +17,7 @@
 //! stride-1 convolution, with the kernel turned by 180° and transposed) and the weight
 //! gradient from 16 channels in and out, the forward pass from 64.
 
+use crate::simd;
 use crate::winograd::{Kernel, Pass, Plan};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
@@ -262,16 +263,32 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// `dx = dy ⊙ act′` given the activation's output `y`: where `y` is on the flat part
+    /// (0 for ReLU; 0 or 6 for ReLU6) the gradient stops.
+    #[inline(always)]
+    fn grad(self, dy: &[f32], y: &[f32], dx: &mut [f32]) {
+        let pass = |v: f32| match self {
+            Activation::None => true,
+            Activation::Relu => v > 0.0,
+            Activation::Relu6 => v > 0.0 && v < 6.0,
+        };
+        for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(y) {
+            *d = if pass(v) { g } else { 0.0 };
+        }
+    }
+
     /// Applies to the first `cols` of `rows` rows spaced `stride` apart.
     #[inline(always)]
     pub(crate) fn apply(self, y: &mut [f32], rows: usize, cols: usize, stride: usize) {
-        let f = match self {
-            Activation::None => return,
-            Activation::Relu => |v: &mut f32| *v = v.max(0.0),
-            Activation::Relu6 => |v: &mut f32| *v = v.clamp(0.0, 6.0),
-        };
+        // One loop per activation: a closure chosen by a `match` would be a function
+        // pointer, called once per element.
         for row in y.chunks_mut(stride).take(rows) {
-            row[..cols].iter_mut().for_each(f);
+            let row = &mut row[..cols];
+            match self {
+                Activation::None => return,
+                Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Activation::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+            }
         }
     }
 }
@@ -419,7 +436,14 @@ impl CustomOp2 for Conv {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
+        let (dx, dw) = self.grads(x, w, &dy.contiguous()?)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl Conv {
+    /// The input and kernel gradients for the output gradient `dy` (contiguous).
+    fn grads(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
         let (_, c, h, wd) = x.dims4()?;
         let dx = dy.apply_op2_no_bwd(
             w,
@@ -427,8 +451,8 @@ impl CustomOp2 for Conv {
                 g: self.geometry(c, h, wd)?,
             },
         )?;
-        let dw = x.apply_op2_no_bwd(&dy, &ConvWeightGrad { conv: *self })?;
-        Ok((Some(dx), Some(dw)))
+        let dw = x.apply_op2_no_bwd(dy, &ConvWeightGrad { conv: *self })?;
+        Ok((dx, dw))
     }
 }
 
@@ -579,7 +603,100 @@ impl CustomOp2 for ConvWeightGrad {
     }
 }
 
-/// [`Conv`] with a bias and an activation fused in; inference only.
+/// `dy ⊙ act′(y)` in one pass (`dy`, `y` of one shape): the gradient through a fused
+/// activation, from its output.
+#[derive(Clone, Copy, Debug)]
+struct ActGrad {
+    act: Activation,
+}
+
+impl CustomOp2 for ActGrad {
+    fn name(&self) -> &'static str {
+        "robustify-activation-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dys: &CpuStorage,
+        dyl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dy = contiguous(dys, dyl, "activation grad")?;
+        let y = contiguous(ys, yl, "activation grad")?;
+        if dy.len() != y.len() {
+            candle_core::bail!("activation grad: {:?} vs {:?}", dyl.shape(), yl.shape());
+        }
+        let mut dx = vec![0f32; dy.len()];
+        const PIECE: usize = 1 << 16;
+        dx.par_chunks_mut(PIECE)
+            .zip(dy.par_chunks(PIECE).zip(y.par_chunks(PIECE)))
+            .for_each(|(dx, (dy, y))| {
+                simd::run(
+                    #[inline(always)]
+                    || self.act.grad(dy, y, dx),
+                )
+            });
+        Ok((CpuStorage::F32(dx), dyl.shape().clone()))
+    }
+}
+
+/// The gradients of `act(conv(x, w) + bias)` from its output `y` and `dy`: the
+/// convolution's, with `dy` stopped where the activation is flat; the bias's, `dy`
+/// summed per channel.
+fn fused_grads(
+    conv: &Conv,
+    act: Activation,
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dy = match act {
+        Activation::None => dy.contiguous()?,
+        _ => dy.contiguous()?.apply_op2_no_bwd(y, &ActGrad { act })?,
+    };
+    let (dx, dw) = conv.grads(x, w, &dy)?;
+    Ok((dx, dw, dy))
+}
+
+/// [`Conv`] with an activation fused in, differentiable.
+#[derive(Clone, Copy, Debug)]
+struct ConvAct {
+    conv: Conv,
+    act: Activation,
+}
+
+impl CustomOp2 for ConvAct {
+    fn name(&self) -> &'static str {
+        "robustify-conv2d-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs, xl, "conv2d")?;
+        let wt = contiguous(ws, wl, "conv2d")?;
+        forward(&self.conv, x, xl, wt, wl, None, self.act)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = fused_grads(&self.conv, self.act, x, w, y, dy)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// [`Conv`] with a bias and an activation fused in, differentiable.
 #[derive(Clone, Copy, Debug)]
 struct ConvBiasAct {
     conv: Conv,
@@ -608,6 +725,19 @@ impl CustomOp3 for ConvBiasAct {
         }
         forward(&self.conv, x, xl, wt, wl, Some(bias), self.act)
     }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _bias: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, dy) = fused_grads(&self.conv, self.act, x, w, y, dy)?;
+        let db = dy.sum((0, 2, 3))?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
 }
 
 fn check_shapes(x: &Tensor, w: &Tensor) -> Result<usize> {
@@ -619,8 +749,9 @@ fn check_shapes(x: &Tensor, w: &Tensor) -> Result<usize> {
     Ok(k)
 }
 
-/// `act(conv2d(x, w) + bias)` in one pass over the output, for inference on the CPU (no
-/// gradient: training uses [`conv2d`] and candle's own ops). `bias: [O]`.
+/// `act(conv2d(x, w) + bias)` in one pass over the output, on the CPU, `bias: [O]`.
+/// Differentiable: the backward pass stops the output gradient where the activation is
+/// flat (one pass, from the output) and goes on as [`conv2d`]'s.
 pub fn conv2d_bias_act(
     x: &Tensor,
     w: &Tensor,
@@ -635,11 +766,30 @@ pub fn conv2d_bias_act(
         stride,
         pad: padding,
     };
-    x.contiguous()?.apply_op3_no_bwd(
+    x.contiguous()?.apply_op3(
         &w.contiguous()?,
         &bias.contiguous()?,
-        &ConvBiasAct { conv, act },
+        ConvBiasAct { conv, act },
     )
+}
+
+/// `act(conv2d(x, w))` in one pass over the output, on the CPU; differentiable like
+/// [`conv2d_bias_act`].
+pub fn conv2d_act(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    stride: usize,
+    act: Activation,
+) -> Result<Tensor> {
+    let k = check_shapes(x, w)?;
+    let conv = Conv {
+        k,
+        stride,
+        pad: padding,
+    };
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, ConvAct { conv, act })
 }
 
 /// 2-D convolution of `x: [B, C, H, W]` with `w: [O, C, k, k]` (square kernel, groups 1,
@@ -740,6 +890,53 @@ mod tests {
         let wt = Tensor::zeros((3, 2, 3, 3), candle_core::DType::F32, &dev).unwrap();
         let short = Tensor::zeros(2, candle_core::DType::F32, &dev).unwrap();
         assert!(conv2d_bias_act(&x, &wt, &short, 1, 1, Activation::Relu).is_err());
+    }
+
+    #[test]
+    fn fused_gradients_match_the_separate_ops() {
+        let dev = Device::Cpu;
+        for &(b, c, h, w, o, k, sp) in CASES {
+            let (stride, pad) = (sp / 10, sp % 10);
+            let x = Var::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
+            let wt = Var::randn(0f32, 1.0, (o, c, k, k), &dev).unwrap();
+            let bias = Var::randn(0f32, 3.0, o, &dev).unwrap();
+            let plain = x
+                .conv2d(&wt, pad, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
+                .unwrap();
+            let unbiased = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
+            for (act, want, want_unbiased) in [
+                (Activation::None, plain.clone(), unbiased.clone()),
+                (
+                    Activation::Relu,
+                    plain.relu().unwrap(),
+                    unbiased.relu().unwrap(),
+                ),
+                (
+                    Activation::Relu6,
+                    plain.clamp(0f32, 6f32).unwrap(),
+                    unbiased.clamp(0f32, 6f32).unwrap(),
+                ),
+            ] {
+                let case = format!("{act:?} {b} {c} {h} {w} {o} {k} s{stride} p{pad}");
+                let fused = conv2d_bias_act(&x, &wt, &bias, pad, stride, act).unwrap();
+                let fused_unbiased = conv2d_act(&x, &wt, pad, stride, act).unwrap();
+                assert!(max_rel(&fused_unbiased, &want_unbiased) < 1e-4, "{case}");
+                let r = Tensor::randn(0f32, 1.0, want.dims(), &dev).unwrap();
+                let loss = |t: &Tensor| (t * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let (g_fused, g_want) = (loss(&fused), loss(&want));
+                for v in [&x, &wt, &bias] {
+                    let (a, s) = (g_fused.get(v).unwrap(), g_want.get(v).unwrap());
+                    assert!(max_rel(a, s) < 1e-4, "{case}: {}", max_rel(a, s));
+                }
+                let (g_fused, g_want) = (loss(&fused_unbiased), loss(&want_unbiased));
+                for v in [&x, &wt] {
+                    let (a, s) = (g_fused.get(v).unwrap(), g_want.get(v).unwrap());
+                    assert!(max_rel(a, s) < 1e-4, "{case} unbiased: {}", max_rel(a, s));
+                }
+            }
+        }
     }
 
     /// The AVX-512, AVX2 and baseline builds of the loops (`crate::simd`) give the same

@@ -252,6 +252,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             gflop_s: 0.0815 * ips,
         });
     }
+    let name = format!("standin cifar10 resnet20 32x32-b{b} train step");
+    if wanted(&name) {
+        // The CIFAR-10 stand-in's training step (`robustify train classifier`): fresh
+        // weights, cross-entropy, backward.
+        use candle_nn::{VarBuilder, VarMap};
+        use robustify_standin::cifar::{CifarResNet, Config};
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &dev);
+        let net = CifarResNet::new(&Config::resnet20(), vb)?;
+        let x = Tensor::rand(0f32, 1.0, (b, 3, 32, 32), &dev)?;
+        let labels: Vec<u32> = (0..b as u32).map(|i| i % 10).collect();
+        let y = Tensor::from_vec(labels, b, &dev)?;
+        let (im2col, ips) = both(|| {
+            timed(3, b, || {
+                let loss = candle_nn::loss::cross_entropy(&net.forward_t(&x, true)?, &y)?;
+                loss.backward()?;
+                Ok(())
+            })
+        })?;
+        cases.push(Case {
+            name,
+            ours_img_s: ips,
+            im2col_img_s: Some(im2col),
+            candle_img_s: None,
+            torch_img_s: None,
+            ratio_vs_candle: None,
+            ratio_vs_torch: None,
+            gflop_s: 3.0 * 0.0815 * ips,
+        });
+    }
     let b = if args.quick { 2 } else { 8 };
     let name = format!("standin imagenet efficientnet-lite0 224x224-b{b} classify");
     if wanted(&name) {

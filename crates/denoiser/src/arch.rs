@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Module, ModuleT, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::{BatchNorm, Init, VarBuilder};
 use robustify_ops::Activation;
 use serde::{Deserialize, Serialize};
@@ -195,11 +195,18 @@ impl Layer {
                 None => robustify_ops::conv2d_act(x, &c.weight, c.padding, c.stride, act),
             };
         }
-        let mut y = self.conv.forward(x)?;
-        if let Some(bn) = &self.bn {
-            y = bn.forward_t(&y, train)?;
+        let y = self.conv.forward(x)?;
+        let act = if self.relu {
+            Activation::Relu
+        } else {
+            Activation::None
+        };
+        match &self.bn {
+            // BatchNorm and ReLU fused in training (two passes each way, not dozens).
+            Some(bn) => robustify_ops::batch_norm_act(bn, &y, train, act),
+            None if self.relu => y.relu(),
+            None => Ok(y),
         }
-        if self.relu { y.relu() } else { Ok(y) }
     }
 }
 

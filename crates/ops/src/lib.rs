@@ -27,10 +27,12 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+mod batchnorm;
 mod conv;
 mod simd;
 mod winograd;
 
+pub use batchnorm::batch_norm_act;
 pub use conv::{Activation, conv2d, conv2d_act, conv2d_bias_act};
 pub use simd::{Simd, set_simd, simd};
 pub use winograd::set_winograd;

@@ -7,8 +7,9 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, ModuleT, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{BatchNorm, Linear, VarBuilder};
+use robustify_ops::{Activation, batch_norm_act};
 use robustify_smoothing::Image;
 
 use crate::model::{Classifier, Scored, ranked};
@@ -126,10 +127,10 @@ impl Block {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
-        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        let y = batch_norm_act(&self.bn1, &self.conv1.forward(x)?, train, Activation::Relu)?;
+        let y = batch_norm_act(&self.bn2, &self.conv2.forward(&y)?, train, Activation::None)?;
         let s = match &self.shortcut {
-            Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
+            Some((c, b)) => batch_norm_act(b, &c.forward(x)?, train, Activation::None)?,
             None => x.clone(),
         };
         (y + s)?.relu()
@@ -178,10 +179,8 @@ impl CifarResNet {
     /// Logits for `[N, 3, H, W]` images in `[0, 1]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
-        let mut y = self
-            .bn1
-            .forward_t(&self.conv1.forward(&x)?, train)?
-            .relu()?;
+        let stem = self.conv1.forward(&x)?;
+        let mut y = batch_norm_act(&self.bn1, &stem, train, Activation::Relu)?;
         for b in &self.blocks {
             y = b.forward_t(&y, train)?;
         }

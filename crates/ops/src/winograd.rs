@@ -22,7 +22,7 @@
 //! through `Y = Aᵀ (U ⊙ V) A`, exact for every tile (`dY` is zero past the output's edge).
 //!
 //! Work is cut into chunks of whole tile rows (of several images when they are small),
-//! sized so that `V` and `M` of a chunk stay in the L2 cache but with at least 128 columns
+//! sized so that `V` and `M` of a chunk stay in the L2 cache but with at least 256 columns
 //! for the products. Within a chunk the tile rows lie end to end (each with one spare
 //! column) and the image columns are split by phase (`x mod 4`), so that the same
 //! transform position of consecutive tiles lies in consecutive floats: every transform is
@@ -251,8 +251,12 @@ pub(crate) enum Pass {
 /// Floats of `V` and `M` together in one chunk: about 1 MB, the L2 cache of one core.
 const CHUNK_FLOATS: usize = 1 << 18;
 
-/// Fewest columns (tiles) of the 36 products of a chunk.
-const MIN_COLUMNS: usize = 128;
+/// Fewest columns (tiles) of the 36 products of a chunk. Small products cost the GEMM's
+/// per-call overhead; 256 over 128 measured (`winograd_ab`, idle, twice): b64 64ch 32×32
+/// forward 30.6–34.2 → 26.9–27.1 ms, backward 89.8–95.9 → 85.6–86.1 ms (three images a
+/// chunk instead of one: 4.6 MB of `V` and `M`, past the L2 but in the L3); the other
+/// shapes the same within noise.
+const MIN_COLUMNS: usize = 256;
 
 impl Plan {
     /// Whether the transforms pay for themselves in `pass`: enough channels on both sides

@@ -15,7 +15,7 @@
 //! 3×3 stride-1 convolutions with enough channels take the Winograd path
 //! ([`crate::winograd`]) where it measured faster: the input gradient (itself a 3×3
 //! stride-1 convolution, with the kernel turned by 180° and transposed) and the weight
-//! gradient from 16 channels in and out, the forward pass from 64.
+//! gradient from 16 channels in and out, the forward pass from 32.
 
 use crate::simd;
 use crate::winograd::{Kernel, Pass, Plan};
@@ -853,10 +853,11 @@ mod tests {
         (1, 64, 45, 33, 6, 3, 11),
         // A 1×1 convolution read in bands straight from the image.
         (2, 1000, 20, 30, 4, 1, 10),
-        // Winograd F(4×4, 3×3) in the gradients (from 16 channels) and, from 64 channels,
+        // Winograd F(4×4, 3×3) in the gradients (from 16 channels) and, from 32 channels,
         // the forward pass: odd sizes (edge tiles cut off), padding 0/1/2, images grouped
         // into chunks (in parallel), several chunks in one image, one image alone.
         (2, 64, 13, 11, 64, 3, 10),
+        (2, 32, 11, 9, 40, 3, 11),
         (1, 64, 9, 10, 72, 3, 12),
         (2, 16, 9, 7, 16, 3, 11),
         (3, 32, 13, 17, 24, 3, 10),

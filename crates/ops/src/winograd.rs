@@ -262,13 +262,15 @@ impl Plan {
     /// Whether the transforms pay for themselves in `pass`: enough channels on both sides
     /// that the 36 matrix products, not the transforms, are the work. Thresholds from
     /// `examples/winograd_ab.rs` (both paths alternating in one process, idle 2-core
-    /// AVX-512 machine, 32×32 to 224×224, 16 to 128 channels): the backward pass (input
-    /// and weight gradients together) ran 1.13–1.54× faster than im2col from 16 channels;
-    /// the forward pass lost below 64 channels (0.65–0.9×), tied at 64 channels on 32×32
-    /// and won on 64 channels at 224×224 (1.13×) and 128 at 56×56 (1.35×).
+    /// AVX-512 machine): the backward pass (input and weight gradients together) ran
+    /// 1.13–1.54× faster than im2col from 16 channels. The forward pass, first measured
+    /// losing below 64 channels, wins from 32 since the transforms run on AVX-512 and
+    /// chunks hold 256 columns (2026-11-27, twice: 32 channels at 112×112 batch 8 13.0 vs
+    /// 20.2–20.3 ms, 64×64 batch 16 10.2–10.3 vs 13.4–13.5, 32×32 batch 32 6.4 vs 7.9);
+    /// at 16 channels it ties (5.5–5.6 vs 5.2–5.5 ms, 32×32 batch 64).
     pub(crate) fn worthwhile(c: usize, o: usize, pass: Pass) -> bool {
         let least = match pass {
-            Pass::Forward => 64,
+            Pass::Forward => 32,
             Pass::Backward => 16,
         };
         ENABLED.load(Ordering::Relaxed) && c >= least && o >= least

@@ -44,6 +44,22 @@ struct Case {
     gflop_s: f64,
 }
 
+impl Case {
+    /// A case timed for ours (and ours on im2col) only.
+    fn ours(name: String, ips: f64, im2col: Option<f64>, gflop_per_image: f64) -> Case {
+        Case {
+            name,
+            ours_img_s: ips,
+            im2col_img_s: im2col,
+            candle_img_s: None,
+            torch_img_s: None,
+            ratio_vs_candle: None,
+            ratio_vs_torch: None,
+            gflop_s: gflop_per_image * ips,
+        }
+    }
+}
+
 /// DnCNN's convolutions (17 layers, 3×3, 64 channels) with ReLU, without BatchNorm. Ours
 /// fuses the ReLU into the convolution (forward and backward); candle's is its own op.
 fn stack(x: &Tensor, ws: &[Var], ours: bool) -> candle_core::Result<Tensor> {
@@ -133,16 +149,7 @@ fn denoiser_cases(
                     Ok(())
                 })
             })?;
-            cases.push(Case {
-                name: name(what),
-                ours_img_s: ips,
-                im2col_img_s: Some(im2col),
-                candle_img_s: None,
-                torch_img_s: None,
-                ratio_vs_candle: None,
-                ratio_vs_torch: None,
-                gflop_s: flops * ips / 1e9,
-            });
+            cases.push(Case::ours(name(what), ips, Some(im2col), flops / 1e9));
         }
     }
     Ok(cases)
@@ -241,16 +248,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("loading the CIFAR-10 stand-in")?;
         let x = Tensor::rand(0f32, 1.0, (b, 3, 32, 32), &dev)?;
         let (im2col, ips) = both(|| timed(3, b, || Ok(cifar.logits(&x).map(|_| ())?)))?;
-        cases.push(Case {
-            name,
-            ours_img_s: ips,
-            im2col_img_s: Some(im2col),
-            candle_img_s: None,
-            torch_img_s: None,
-            ratio_vs_candle: None,
-            ratio_vs_torch: None,
-            gflop_s: 0.0815 * ips,
-        });
+        cases.push(Case::ours(name, ips, Some(im2col), 0.0815));
     }
     let name = format!("standin cifar10 resnet20 32x32-b{b} train step");
     if wanted(&name) {
@@ -271,16 +269,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(())
             })
         })?;
-        cases.push(Case {
-            name,
-            ours_img_s: ips,
-            im2col_img_s: Some(im2col),
-            candle_img_s: None,
-            torch_img_s: None,
-            ratio_vs_candle: None,
-            ratio_vs_torch: None,
-            gflop_s: 3.0 * 0.0815 * ips,
-        });
+        cases.push(Case::ours(name, ips, Some(im2col), 3.0 * 0.0815));
     }
     let b = if args.quick { 2 } else { 8 };
     let name = format!("standin imagenet efficientnet-lite0 224x224-b{b} classify");
@@ -290,16 +279,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let images = vec![robustify_smoothing::Image::filled(224, 224, 0.5)?; b];
         use robustify_standin::model::Classifier;
         let ips = timed(3, b, || Ok(imagenet.classify(&images, 1).map(|_| ())?))?;
-        cases.push(Case {
-            name,
-            ours_img_s: ips,
-            im2col_img_s: None,
-            candle_img_s: None,
-            torch_img_s: None,
-            ratio_vs_candle: None,
-            ratio_vs_torch: None,
-            gflop_s: 0.81 * ips,
-        });
+        cases.push(Case::ours(name, ips, None, 0.81));
     }
     if args.json {
         render::print_json(&serde_json::json!({ "cases": cases }))?;

@@ -304,28 +304,9 @@ pub fn batch_norm_act(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_rel;
     use candle_core::{DType, Device, ModuleT};
     use candle_nn::{VarBuilder, VarMap};
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1e-6);
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        d / scale
-    }
 
     /// Two BatchNorms with the same (non-trivial) weights, one for candle_nn's ops and one
     /// for the fused op.

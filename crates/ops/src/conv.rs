@@ -416,35 +416,6 @@ impl Conv {
     }
 }
 
-impl CustomOp2 for Conv {
-    fn name(&self) -> &'static str {
-        "robustify-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(xs, xl, "conv2d")?;
-        let wt = contiguous(ws, wl, "conv2d")?;
-        forward(self, x, xl, wt, wl, None, Activation::None)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.grads(x, w, &dy.contiguous()?)?;
-        Ok((Some(dx), Some(dw)))
-    }
-}
-
 impl Conv {
     /// The input and kernel gradients for the output gradient `dy` (contiguous).
     fn grads(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -664,7 +635,8 @@ fn fused_grads(
     Ok((dx, dw, dy))
 }
 
-/// [`Conv`] with an activation fused in, differentiable.
+/// The convolution as a candle op, with an activation fused in ([`Activation::None`] for
+/// plain [`conv2d`]) and, as a three-argument op, a bias; differentiable.
 #[derive(Clone, Copy, Debug)]
 struct ConvAct {
     conv: Conv,
@@ -700,14 +672,7 @@ impl CustomOp2 for ConvAct {
     }
 }
 
-/// [`Conv`] with a bias and an activation fused in, differentiable.
-#[derive(Clone, Copy, Debug)]
-struct ConvBiasAct {
-    conv: Conv,
-    act: Activation,
-}
-
-impl CustomOp3 for ConvBiasAct {
+impl CustomOp3 for ConvAct {
     fn name(&self) -> &'static str {
         "robustify-conv2d-bias-act"
     }
@@ -744,13 +709,18 @@ impl CustomOp3 for ConvBiasAct {
     }
 }
 
-fn check_shapes(x: &Tensor, w: &Tensor) -> Result<usize> {
+/// The convolution of `x` with `w` (square kernel, channels matching).
+fn conv_of(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Conv> {
     let (_, c, _, _) = x.dims4()?;
     let (_, ci, k, k2) = w.dims4()?;
     if ci != c || k != k2 {
         candle_core::bail!("conv2d: input has {c} channels, kernel is {:?}", w.shape());
     }
-    Ok(k)
+    Ok(Conv {
+        k,
+        stride,
+        pad: padding,
+    })
 }
 
 /// `act(conv2d(x, w) + bias)` in one pass over the output, on the CPU, `bias: [O]`.
@@ -764,17 +734,9 @@ pub fn conv2d_bias_act(
     stride: usize,
     act: Activation,
 ) -> Result<Tensor> {
-    let k = check_shapes(x, w)?;
-    let conv = Conv {
-        k,
-        stride,
-        pad: padding,
-    };
-    x.contiguous()?.apply_op3(
-        &w.contiguous()?,
-        &bias.contiguous()?,
-        ConvBiasAct { conv, act },
-    )
+    let conv = conv_of(x, w, padding, stride)?;
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, ConvAct { conv, act })
 }
 
 /// `act(conv2d(x, w))` in one pass over the output, on the CPU; differentiable like
@@ -786,12 +748,7 @@ pub fn conv2d_act(
     stride: usize,
     act: Activation,
 ) -> Result<Tensor> {
-    let k = check_shapes(x, w)?;
-    let conv = Conv {
-        k,
-        stride,
-        pad: padding,
-    };
+    let conv = conv_of(x, w, padding, stride)?;
     x.contiguous()?
         .apply_op2(&w.contiguous()?, ConvAct { conv, act })
 }
@@ -800,41 +757,14 @@ pub fn conv2d_act(
 /// dilation 1, zero padding), on the CPU: a drop-in for candle's `Tensor::conv2d` with
 /// the same result (to rounding), differentiable in both arguments.
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    let k = check_shapes(x, w)?;
-    x.contiguous()?.apply_op2(
-        &w.contiguous()?,
-        Conv {
-            k,
-            stride,
-            pad: padding,
-        },
-    )
+    conv2d_act(x, w, padding, stride, Activation::None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_rel;
     use candle_core::{DType, Device, Var};
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1e-6);
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        d / scale
-    }
 
     const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
         // (B, C, H, W, O, k, stride/pad encoded below)

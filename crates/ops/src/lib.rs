@@ -30,6 +30,8 @@
 mod batchnorm;
 mod conv;
 mod simd;
+#[cfg(test)]
+mod test_util;
 mod winograd;
 
 pub use batchnorm::batch_norm_act;

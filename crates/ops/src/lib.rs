@@ -11,6 +11,10 @@
 //! ([`set_winograd`] turns it off for comparisons). It is a drop-in for
 //! `Tensor::conv2d` with groups = 1 and dilation = 1, and autograd flows through it.
 //!
+//! Fused ops cut the passes over memory that candle's elementwise ops make: a convolution
+//! with its bias and activation ([`conv2d_bias_act`], [`conv2d_act`]) and training-mode
+//! BatchNorm with the activation after it ([`batch_norm_act`]), forward and backward.
+//!
 //! The crate is compiled for any x86-64 CPU; its loops run through AVX-512 or AVX2 builds
 //! of themselves when the CPU has them ([`simd`]; `ROBUSTIFY_SIMD=avx2|baseline` caps
 //! the choice), with the same results bit for bit.

@@ -255,7 +255,8 @@ const CHUNK_FLOATS: usize = 1 << 18;
 /// per-call overhead; 256 over 128 measured (`winograd_ab`, idle, twice): b64 64ch 32×32
 /// forward 30.6–34.2 → 26.9–27.1 ms, backward 89.8–95.9 → 85.6–86.1 ms (three images a
 /// chunk instead of one: 4.6 MB of `V` and `M`, past the L2 but in the L3); the other
-/// shapes the same within noise.
+/// shapes the same within noise. Larger lost again (twice, 32×32 forward): 384 columns
+/// 28.3–30.0 ms, 512 30.4–31.1, against 26.9–27.1.
 const MIN_COLUMNS: usize = 256;
 
 impl Plan {

@@ -200,15 +200,7 @@ impl CustomOp3 for BnActGrad {
         let n = (b * hw) as f64;
         let Stats { mean, inv_std, .. } = &self.stats;
         // g = dy ⊙ act′(y), then per channel Σ g and Σ g·x̂.
-        let mut g = vec![0f32; x.len()];
-        g.par_chunks_mut(hw)
-            .zip(dy.par_chunks(hw).zip(y.par_chunks(hw)))
-            .for_each(|(gp, (dp, yp))| {
-                simd::run(
-                    #[inline(always)]
-                    || self.act.grad(dp, yp, gp),
-                )
-            });
+        let mut g = self.act.grads(dy, y);
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {

@@ -270,7 +270,7 @@ impl Activation {
     /// `dx = dy ⊙ act′` given the activation's output `y`: where `y` is on the flat part
     /// (0 for ReLU; 0 or 6 for ReLU6) the gradient stops.
     #[inline(always)]
-    pub(crate) fn grad(self, dy: &[f32], y: &[f32], dx: &mut [f32]) {
+    fn grad(self, dy: &[f32], y: &[f32], dx: &mut [f32]) {
         let pass = |v: f32| match self {
             Activation::None => true,
             Activation::Relu => v > 0.0,
@@ -279,6 +279,21 @@ impl Activation {
         for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(y) {
             *d = if pass(v) { g } else { 0.0 };
         }
+    }
+
+    /// [`Activation::grad`] of whole tensors, in parallel pieces: a new `dx`.
+    pub(crate) fn grads(self, dy: &[f32], y: &[f32]) -> Vec<f32> {
+        const PIECE: usize = 1 << 16;
+        let mut dx = vec![0f32; dy.len()];
+        dx.par_chunks_mut(PIECE)
+            .zip(dy.par_chunks(PIECE).zip(y.par_chunks(PIECE)))
+            .for_each(|(dx, (dy, y))| {
+                simd::run(
+                    #[inline(always)]
+                    || self.grad(dy, y, dx),
+                )
+            });
+        dx
     }
 
     /// Applies to the first `cols` of `rows` rows spaced `stride` apart.
@@ -602,17 +617,7 @@ impl CustomOp2 for ActGrad {
         if dy.len() != y.len() {
             candle_core::bail!("activation grad: {:?} vs {:?}", dyl.shape(), yl.shape());
         }
-        let mut dx = vec![0f32; dy.len()];
-        const PIECE: usize = 1 << 16;
-        dx.par_chunks_mut(PIECE)
-            .zip(dy.par_chunks(PIECE).zip(y.par_chunks(PIECE)))
-            .for_each(|(dx, (dy, y))| {
-                simd::run(
-                    #[inline(always)]
-                    || self.act.grad(dy, y, dx),
-                )
-            });
-        Ok((CpuStorage::F32(dx), dyl.shape().clone()))
+        Ok((CpuStorage::F32(self.act.grads(dy, y)), dyl.shape().clone()))
     }
 }
 

@@ -653,24 +653,20 @@ impl Scratch {
         };
         // Everything `f` does is inlined into this call, so that `simd::run` compiles it for
         // the widest vectors the CPU has.
-        SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut s) => {
-                grow(&mut s);
-                simd::run(
-                    #[inline(always)]
-                    || f(&mut s),
-                )
-            }
-            // Re-entered on this thread (a rayon job stolen while a product waits):
-            // buffers of its own.
-            Err(_) => {
-                let mut s = Scratch::empty();
-                grow(&mut s);
-                simd::run(
-                    #[inline(always)]
-                    || f(&mut s),
-                )
-            }
+        SCRATCH.with(|cell| {
+            // Re-entered on this thread (a rayon job stolen while a product waits): buffers
+            // of its own.
+            let mut kept = cell.try_borrow_mut();
+            let mut own = Scratch::empty();
+            let s = match kept.as_deref_mut() {
+                Ok(s) => s,
+                Err(_) => &mut own,
+            };
+            grow(s);
+            simd::run(
+                #[inline(always)]
+                || f(s),
+            )
         })
     }
 }

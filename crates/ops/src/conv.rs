@@ -429,9 +429,7 @@ impl Conv {
         }
         Ok(g)
     }
-}
 
-impl Conv {
     /// The input and kernel gradients for the output gradient `dy` (contiguous).
     fn grads(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
         let (_, c, h, wd) = x.dims4()?;

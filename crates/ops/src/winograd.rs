@@ -287,6 +287,11 @@ impl Plan {
         (oh.div_ceil(4), ow.div_ceil(4))
     }
 
+    /// Tile rows of a group of images `xs` (all of each image's rows, end to end).
+    fn group_rows(&self, xs: &[f32]) -> usize {
+        xs.len() / (self.c * self.h * self.w) * self.tiles().0
+    }
+
     /// Tile rows per chunk.
     fn chunk_rows(&self) -> usize {
         // Wide channels would leave the products too few columns to run well: at least
@@ -361,8 +366,7 @@ impl Plan {
         scratch: &mut Scratch,
         par: Parallelism,
     ) {
-        let th = self.tiles().0;
-        for rows in self.chunks(xs.len() / (self.c * self.h * self.w) * th) {
+        for rows in self.chunks(self.group_rows(xs)) {
             self.chunk_run(xs, ys, rows, k, bias, act, scratch, par);
         }
     }
@@ -537,10 +541,9 @@ impl Plan {
     #[inline(always)]
     fn weight_grad_group(&self, xs: &[f32], dys: &[f32], scratch: &mut Scratch) -> Vec<f32> {
         let (c, o) = (self.c, self.o);
-        let th = self.tiles().0;
         let cap = self.chunk_rows() * self.stride();
         let mut du = vec![0f32; 36 * o * c];
-        for (r0, r1) in self.chunks(xs.len() / (c * self.h * self.w) * th) {
+        for (r0, r1) in self.chunks(self.group_rows(xs)) {
             let n = (r1 - r0) * self.stride();
             self.transform_input(xs, (r0, r1), scratch);
             self.transform_output_grad(dys, (r0, r1), scratch);

@@ -180,14 +180,14 @@ impl Layer {
     /// conv → BatchNorm (training statistics when `train`) → ReLU.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let c = &self.conv;
+        let act = if self.relu {
+            Activation::Relu
+        } else {
+            Activation::None
+        };
         // Folded for inference, or without BatchNorm: conv, bias and ReLU in one pass over
         // the output (and one back in training).
         if (self.folded || self.bn.is_none()) && x.device().is_cpu() {
-            let act = if self.relu {
-                Activation::Relu
-            } else {
-                Activation::None
-            };
             return match &c.bias {
                 Some(bias) => {
                     robustify_ops::conv2d_bias_act(x, &c.weight, bias, c.padding, c.stride, act)
@@ -196,11 +196,6 @@ impl Layer {
             };
         }
         let y = self.conv.forward(x)?;
-        let act = if self.relu {
-            Activation::Relu
-        } else {
-            Activation::None
-        };
         match &self.bn {
             // BatchNorm and ReLU fused in training (two passes each way, not dozens).
             Some(bn) => robustify_ops::batch_norm_act(bn, &y, train, act),

@@ -9,6 +9,7 @@ use std::time::Instant;
 fn main() -> candle_core::Result<()> {
     let dev = Device::Cpu;
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let forward_only = args.first().map(String::as_str) == Some("forward");
     let paths: Vec<bool> = match args.first().map(String::as_str) {
         Some("on") | Some("forward") => vec![true],
         Some("off") => vec![false],
@@ -37,7 +38,7 @@ fn main() -> candle_core::Result<()> {
                 let t = Instant::now();
                 let y = robustify_ops::conv2d(&x, &w, 1, 1)?;
                 let fwd = t.elapsed().as_secs_f64();
-                if args.first().map(String::as_str) == Some("forward") {
+                if forward_only {
                     best[0][0] = best[0][0].min(fwd);
                     continue;
                 }

@@ -197,7 +197,7 @@ impl Layer {
         }
         let y = self.conv.forward(x)?;
         match &self.bn {
-            // BatchNorm and ReLU fused in training (two passes each way, not dozens).
+            // BatchNorm and ReLU fused in training (three passes each way, not dozens).
             Some(bn) => robustify_ops::batch_norm_act(bn, &y, train, act),
             None if self.relu => y.relu(),
             None => Ok(y),

@@ -1,6 +1,6 @@
-//! Training-mode BatchNorm with the activation after it, fused: two passes over the data
-//! forward (statistics, then normalise-scale-shift-activate) and two backward (sums, then
-//! the input gradient), where candle_nn's `BatchNorm` in training makes about ten forward
+//! Training-mode BatchNorm with the activation after it, fused: three passes over the
+//! data forward (mean, variance, then normalise-scale-shift-activate) and three backward
+//! (the activation's gradient, the sums, then the input gradient), where candle_nn's `BatchNorm` in training makes about ten forward
 //! (a transposed copy, means, broadcasts) and autograd twice that backward.
 //!
 //! For channel `c` over the `N = B·H·W` values of a batch: `μ`, `σ² = mean((x − μ)²)`,

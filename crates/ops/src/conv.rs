@@ -798,6 +798,8 @@ mod tests {
         (9, 16, 8, 8, 16, 3, 11),
         (1, 64, 40, 33, 64, 3, 11),
         (4, 48, 23, 21, 16, 3, 11),
+        // Padding wider than a tile's step (the patch columns past the next tile).
+        (1, 32, 5, 6, 32, 3, 15),
     ];
 
     #[test]

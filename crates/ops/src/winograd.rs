@@ -23,11 +23,11 @@
 //!
 //! Work is cut into chunks of whole tile rows (of several images when they are small),
 //! sized so that `V` and `M` of a chunk stay in the L2 cache but with at least 256 columns
-//! for the products. Within a chunk the tile rows lie end to end (each with one spare
-//! column) and the image columns are split by phase (`x mod 4`), so that the same
-//! transform position of consecutive tiles lies in consecutive floats: every transform is
-//! a loop over one contiguous slice per chunk, which the compiler vectorises, and writes
-//! `V` (reads `M`) in the order the products use it. Where this pays is measured, not
+//! for the products. Within a chunk the tile rows lie end to end and each image row is
+//! dealt by phase (`x mod 4`) into the six columns of the tiles' patches, so that the
+//! same transform position of consecutive tiles lies in consecutive floats: every
+//! transform is a loop over one contiguous slice per chunk, which the compiler vectorises,
+//! and writes `V` (reads `M`) in the order the products use it. Where this pays is measured, not
 //! assumed: see [`Plan::worthwhile`].
 
 use crate::conv::{Activation, Mat, matmul};
@@ -87,23 +87,15 @@ fn at_row(r: usize, [m0, m1, m2, m3, m4, m5]: [&[f32]; 6], out: &mut [f32]) {
     }
 }
 
-/// The four slices `buf[k·stride + at..][..len]`, `k` = 0..4.
+/// Deals `row`, shifted right by `pad`, into its first `K` of four phases: `dst[k][q] =
+/// row[4·q + k − pad]` wherever both exist; the other places are left as they are. One
+/// pass over whole groups of four (which the compiler turns into vector shuffles), the
+/// ends one by one.
 #[inline(always)]
-fn quad(buf: &mut [f32], stride: usize, at: usize, len: usize) -> [&mut [f32]; 4] {
-    let (a, rest) = buf.split_at_mut(stride);
-    let (b, rest) = rest.split_at_mut(stride);
-    let (c, d) = rest.split_at_mut(stride);
-    [a, b, c, d].map(|s| &mut s[at..at + len])
-}
-
-/// Deals `row`, shifted right by `pad`, into four phases: `dst[k][q] = row[4·q + k − pad]`
-/// wherever both exist; the other places are left as they are. One pass over whole
-/// groups of four (which the compiler turns into vector shuffles), the ends one by one.
-#[inline(always)]
-fn spread4(row: &[f32], pad: usize, mut dst: [&mut [f32]; 4]) {
-    let put = |dst: &mut [&mut [f32]; 4], j: usize| {
+fn spread<const K: usize>(row: &[f32], pad: usize, mut dst: [&mut [f32]; K]) {
+    let put = |dst: &mut [&mut [f32]; K], j: usize| {
         let t = j + pad;
-        if let Some(d) = dst[t % 4].get_mut(t / 4) {
+        if let Some(d) = dst.get_mut(t % 4).and_then(|d| d.get_mut(t / 4)) {
             *d = row[j];
         }
     };
@@ -114,16 +106,11 @@ fn spread4(row: &[f32], pad: usize, mut dst: [&mut [f32]; 4]) {
     }
     let q0 = (head + pad) / 4;
     let body = row[head..].chunks_exact(4);
-    let whole = body.len().min(dst[0].len().saturating_sub(q0));
-    {
-        let [d0, d1, d2, d3] = &mut dst;
-        let d = [d0, d1, d2, d3].map(|d| &mut d[q0..q0 + whole]);
-        let [d0, d1, d2, d3] = d;
-        for ((((g, a), b), c), e) in body.zip(d0).zip(d1).zip(d2).zip(d3) {
-            *a = g[0];
-            *b = g[1];
-            *c = g[2];
-            *e = g[3];
+    let len = dst.iter().map(|d| d.len()).min().unwrap_or(0);
+    let whole = body.len().min(len.saturating_sub(q0));
+    for (k, d) in dst.iter_mut().enumerate() {
+        for (x, g) in d[q0..q0 + whole].iter_mut().zip(body.clone()) {
+            *x = g[k];
         }
     }
     for j in head + 4 * whole..row.len() {
@@ -131,7 +118,37 @@ fn spread4(row: &[f32], pad: usize, mut dst: [&mut [f32]; 4]) {
     }
 }
 
-/// The inverse of [`spread4`] without a shift, plus `bias`: `dst[4·t + k] = src[k][t] +
+/// `[f(0), f(1), f(2), f(3)]`, spelled out. `array::map` and `array::from_fn` run a loop
+/// in `core` that the compiler left as a call at each use in these loops (the profile of
+/// a 32×32 layer's forward showed them at 8%).
+#[inline(always)]
+fn four<T>(mut f: impl FnMut(usize) -> T) -> [T; 4] {
+    [f(0), f(1), f(2), f(3)]
+}
+
+/// `[f(0), …, f(5)]`, spelled out (see [`four`]).
+#[inline(always)]
+fn six<T>(mut f: impl FnMut(usize) -> T) -> [T; 6] {
+    [f(0), f(1), f(2), f(3), f(4), f(5)]
+}
+
+/// The slices `buf[k·stride + at..][..len]`, `k` = 0, 1, … in turn, one per call of the
+/// returned closure.
+#[inline(always)]
+fn strided<'a>(
+    buf: &'a mut [f32],
+    stride: usize,
+    at: usize,
+    len: usize,
+) -> impl FnMut(usize) -> &'a mut [f32] {
+    let mut rows = buf.chunks_mut(stride);
+    move |_| match rows.next() {
+        Some(row) => &mut row[at..at + len],
+        None => panic!("strided: past the end of the buffer"),
+    }
+}
+
+/// The inverse of [`spread`] without a shift, plus `bias`: `dst[4·t + k] = src[k][t] +
 /// bias` for all of `dst` (each `src[k]` reaches at least `dst.len() / 4` rounded up).
 #[inline(always)]
 fn interleave4(dst: &mut [f32], src: [&[f32]; 4], bias: f32) {
@@ -297,13 +314,7 @@ impl Plan {
         // Wide channels would leave the products too few columns to run well: at least
         // MIN_COLUMNS, cache or not.
         let tiles = (CHUNK_FLOATS / (36 * (self.c + self.o))).max(MIN_COLUMNS);
-        (tiles / self.stride()).max(1)
-    }
-
-    /// Columns of `V` and `M` per tile row: its tiles and one spare column, so that the
-    /// rows of a chunk lie end to end in one slice (the spare column's values are junk).
-    fn stride(&self) -> usize {
-        self.tiles().1 + 1
+        (tiles / self.tiles().1).max(1)
     }
 
     /// The chunks `(r0, r1)` of a group's `rows` tile rows.
@@ -388,9 +399,8 @@ impl Plan {
     ) {
         let (c, o) = (self.c, self.o);
         let (th, tw) = self.tiles();
-        let st = self.stride();
-        let cap = self.chunk_rows() * st;
-        let n = (r1 - r0) * st;
+        let cap = self.chunk_rows() * tw;
+        let n = (r1 - r0) * tw;
         self.transform_input(xs, (r0, r1), scratch);
         let Scratch { v, m, s, .. } = scratch;
         for xi in 0..36 {
@@ -412,7 +422,7 @@ impl Plan {
             // s[(row·6 + ξx)·n + column] = (Aᵀ M)[row][ξx], then behind it
             // out[q·n + column] = (Aᵀ M A)[row][q], one output row at a time.
             for xj in 0..6 {
-                let col = [0, 1, 2, 3, 4, 5].map(|yi| mx(yi, xj));
+                let col = six(|yi| mx(yi, xj));
                 for rr in 0..4 {
                     at_row(rr, col, &mut s[(rr * 6 + xj) * n..][..n]);
                 }
@@ -421,7 +431,7 @@ impl Plan {
             for rr in 0..4 {
                 let (sr, rest) = s.split_at_mut(24 * n);
                 let out = &mut rest[..4 * n];
-                let row = [0, 1, 2, 3, 4, 5].map(|xj| &sr[(rr * 6 + xj) * n..][..n]);
+                let row = six(|xj| &sr[(rr * 6 + xj) * n..][..n]);
                 for q in 0..4 {
                     at_row(q, row, &mut out[q * n..][..n]);
                 }
@@ -432,8 +442,8 @@ impl Plan {
                     }
                     let plane = &mut ys[(img * o + oc) * oh * ow..][..oh * ow];
                     let dst = &mut plane[(4 * ty + rr) * ow..][..ow];
-                    let at = (r - r0) * st;
-                    let cols = [0, 1, 2, 3].map(|q| &out[q * n + at..][..tw]);
+                    let at = (r - r0) * tw;
+                    let cols = four(|q| &out[q * n + at..][..tw]);
                     interleave4(dst, cols, bias);
                     act.apply(dst, 1, ow, ow);
                 }
@@ -446,44 +456,48 @@ impl Plan {
     #[inline(always)]
     fn transform_input(&self, xs: &[f32], (r0, r1): (usize, usize), scratch: &mut Scratch) {
         let c = self.c;
-        let th = self.tiles().0;
+        let (th, tw) = self.tiles();
         let (h, w, pad) = (self.h, self.w, self.pad);
-        let st = self.stride();
-        let cap = self.chunk_rows() * st;
-        // Columns in use; the phase slices have one more (tile tx reads q = tx and tx + 1).
-        let n = (r1 - r0) * st;
-        let q_len = n + 1;
-        let Scratch { v, phases, bd, .. } = scratch;
-        // Which places each channel writes depends on the geometry alone: those it leaves
-        // (outside the image) stay zero from this one fill.
-        phases[..24 * q_len].fill(0.0);
+        let cap = self.chunk_rows() * tw;
+        let n = (r1 - r0) * tw;
+        let Scratch { v, bd, rows, .. } = scratch;
+        // bd[(ξy·6 + j)·n + (r − r0)·tw + tx] = (Bᵀ d)[ξy][j] of tile tx of tile row r: column
+        // j of its patch, image column 4·tx + j − pad. Which places each channel writes
+        // depends on the geometry alone: those it leaves (outside the image) stay zero from
+        // this one fill.
+        bd[..36 * n].fill(0.0);
+        let (zero, comb) = rows.split_at_mut(w);
+        zero.fill(0.0);
+        let comb = &mut comb[..w];
         for ch in 0..c {
-            // phases[(i·4 + k)·q_len + (r − r0)·st + q] = x[4·ty + i − pad, 4·q + k − pad] of
-            // tile row r (0 outside the image).
             for r in r0..r1 {
                 let (img, ty) = (r / th, r % th);
                 let plane = &xs[(img * c + ch) * h * w..][..h * w];
-                for i in 0..6 {
-                    let Some(iy) = (4 * ty + i).checked_sub(pad).filter(|&iy| iy < h) else {
-                        continue;
-                    };
-                    let row = &plane[iy * w..][..w];
-                    let at = (r - r0) * st;
-                    spread4(row, pad, quad(&mut phases[i * 4 * q_len..], q_len, at, st));
+                // The patch rows 4·ty + i − pad, i = 0..6 (zero outside the image).
+                let d = six(|i| {
+                    let iy = (4 * ty + i).checked_sub(pad).filter(|&iy| iy < h);
+                    iy.map_or(&*zero, |iy| &plane[iy * w..][..w])
+                });
+                let at = (r - r0) * tw;
+                for yi in 0..6 {
+                    // Bᵀ d on whole image rows, then dealt into the six patch columns: 0–3 are
+                    // the phases of the row, 4–5 those of the row one tile further on.
+                    bt_row(yi, d, comb);
+                    let [e0, e1, e2, e3, e4, e5] = six(strided(&mut bd[yi * 6 * n..], n, at, tw));
+                    spread(comb, pad, [e0, e1, e2, e3]);
+                    match pad.checked_sub(4) {
+                        Some(shift) => spread(comb, shift, [e4, e5]),
+                        None => {
+                            if let Some(next) = comb.get(4 - pad..) {
+                                spread(next, 0, [e4, e5]);
+                            }
+                        }
+                    }
                 }
             }
-            // Bᵀ d: combine the patch rows, phase by phase.
+            // (Bᵀ d) B: combine the patch columns.
             for yi in 0..6 {
-                for kk in 0..4 {
-                    let d = [0, 1, 2, 3, 4, 5].map(|i| &phases[(i * 4 + kk) * q_len..][..q_len]);
-                    bt_row(yi, d, &mut bd[(yi * 4 + kk) * q_len..][..q_len]);
-                }
-            }
-            // (Bᵀ d) B: tile tx reads columns 4·tx .. 4·tx + 5, that is phases 0–3 at
-            // q = tx and phases 0–1 at q = tx + 1.
-            for yi in 0..6 {
-                let ph = |kk: usize, shift: usize| &bd[(yi * 4 + kk) * q_len + shift..][..n];
-                let d = [ph(0, 0), ph(1, 0), ph(2, 0), ph(3, 0), ph(0, 1), ph(1, 1)];
+                let d = six(|j| &bd[(yi * 6 + j) * n..][..n]);
                 for xi in 0..6 {
                     let at = ((yi * 6 + xi) * c + ch) * cap;
                     bt_row(xi, d, &mut v[at..at + n]);
@@ -494,40 +508,39 @@ impl Plan {
 
     /// `Z = A dY Aᵀ` (6×6 per tile and output channel; `dY`'s 4×4 tile, zero past the
     /// output's edge) of tile rows `r0..r1` of a group (`dys` its output gradients) into
-    /// `scratch.m`, laid out like `M`; the spare columns are zero.
+    /// `scratch.m`, laid out like `M`.
     #[inline(always)]
     fn transform_output_grad(&self, dys: &[f32], (r0, r1): (usize, usize), scratch: &mut Scratch) {
         let o = self.o;
         let (th, tw) = self.tiles();
         let (oh, ow) = self.out();
-        let st = self.stride();
-        let cap = self.chunk_rows() * st;
-        let n = (r1 - r0) * st;
+        let cap = self.chunk_rows() * tw;
+        let n = (r1 - r0) * tw;
         let Scratch { m, phases, bd, .. } = scratch;
-        // As in `transform_input`: the places left unwritten (past the output's edge, the
-        // spare columns) are the same for every channel, and stay zero.
+        // As in `transform_input`: the places left unwritten (past the output's edge) are
+        // the same for every channel, and stay zero.
         phases[..16 * n].fill(0.0);
         for oc in 0..o {
-            // phases[(r·4 + q)·n + (row − r0)·st + tx] = dY[4·ty + r, 4·tx + q].
+            // phases[(r·4 + q)·n + (row − r0)·tw + tx] = dY[4·ty + r, 4·tx + q].
             for row in r0..r1 {
                 let (img, ty) = (row / th, row % th);
                 let plane = &dys[(img * o + oc) * oh * ow..][..oh * ow];
                 for r in 0..4.min(oh - 4 * ty) {
                     let line = &plane[(4 * ty + r) * ow..][..ow];
-                    let at = (row - r0) * st;
-                    spread4(line, 0, quad(&mut phases[r * 4 * n..], n, at, tw));
+                    let at = (row - r0) * tw;
+                    spread(line, 0, four(strided(&mut phases[r * 4 * n..], n, at, tw)));
                 }
             }
             // A dY: combine the rows, phase by phase (bd[(ξy·4 + q)·n + column]).
             for yi in 0..6 {
                 for q in 0..4 {
-                    let t = [0, 1, 2, 3].map(|r| &phases[(r * 4 + q) * n..][..n]);
+                    let t = four(|r| &phases[(r * 4 + q) * n..][..n]);
                     a_row(yi, t, &mut bd[(yi * 4 + q) * n..][..n]);
                 }
             }
             // (A dY) Aᵀ: combine the phases.
             for yi in 0..6 {
-                let t = [0, 1, 2, 3].map(|q| &bd[(yi * 4 + q) * n..][..n]);
+                let t = four(|q| &bd[(yi * 4 + q) * n..][..n]);
                 for xi in 0..6 {
                     let at = ((yi * 6 + xi) * o + oc) * cap;
                     a_row(xi, t, &mut m[at..at + n]);
@@ -541,10 +554,10 @@ impl Plan {
     #[inline(always)]
     fn weight_grad_group(&self, xs: &[f32], dys: &[f32], scratch: &mut Scratch) -> Vec<f32> {
         let (c, o) = (self.c, self.o);
-        let cap = self.chunk_rows() * self.stride();
+        let cap = self.chunk_rows() * self.tiles().1;
         let mut du = vec![0f32; 36 * o * c];
         for (r0, r1) in self.chunks(self.group_rows(xs)) {
-            let n = (r1 - r0) * self.stride();
+            let n = (r1 - r0) * self.tiles().1;
             self.transform_input(xs, (r0, r1), scratch);
             self.transform_output_grad(dys, (r0, r1), scratch);
             for xi in 0..36 {
@@ -608,12 +621,14 @@ fn slab(buf: &[f32], xi: usize, rows: usize, cols: usize, transposed: bool) -> M
     Mat { data, rs, cs }
 }
 
-/// One thread's buffers: `V` and `M` of a chunk (`[36][C or O][columns]`); the chunk's
-/// input phases and `Bᵀ d`; `Aᵀ M` of one output channel with an output row of
-/// `Aᵀ M A` behind it.
+/// One thread's buffers: `V` and `M` of a chunk (`[36][C or O][columns]`); a zero image
+/// row and one row of `Bᵀ d`; the chunk's `Bᵀ d` (or `A dY`) of one channel, and the
+/// phases of its `dY`; `Aᵀ M` of one output channel with an output row of `Aᵀ M A`
+/// behind it.
 struct Scratch {
     v: Vec<f32>,
     m: Vec<f32>,
+    rows: Vec<f32>,
     phases: Vec<f32>,
     bd: Vec<f32>,
     s: Vec<f32>,
@@ -630,6 +645,7 @@ impl Scratch {
         Scratch {
             v: Vec::new(),
             m: Vec::new(),
+            rows: Vec::new(),
             phases: Vec::new(),
             bd: Vec::new(),
             s: Vec::new(),
@@ -637,16 +653,17 @@ impl Scratch {
     }
 
     /// Runs `f` with this thread's buffers, grown to `plan`'s sizes. Their contents are
-    /// whatever the last use left: every reader writes what it reads first (`phases`
-    /// is zeroed per chunk).
+    /// whatever the last use left: every reader writes what it reads first (`bd`,
+    /// `phases` and the zero row are zeroed per chunk).
     fn with<R>(plan: &Plan, f: impl FnOnce(&mut Scratch) -> R) -> R {
-        let cap = plan.chunk_rows() * plan.stride();
+        let cap = plan.chunk_rows() * plan.tiles().1;
         let grow = |s: &mut Scratch| {
             for (buf, len) in [
                 (&mut s.v, 36 * plan.c * cap),
                 (&mut s.m, 36 * plan.o * cap),
-                (&mut s.phases, 24 * (cap + 1)),
-                (&mut s.bd, 24 * (cap + 1)),
+                (&mut s.rows, 2 * plan.w),
+                (&mut s.phases, 16 * cap),
+                (&mut s.bd, 36 * cap),
                 (&mut s.s, 28 * cap),
             ] {
                 if buf.len() < len {

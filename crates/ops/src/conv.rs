@@ -800,6 +800,11 @@ mod tests {
         (4, 48, 23, 21, 16, 3, 11),
         // Padding wider than a tile's step (the patch columns past the next tile).
         (1, 32, 5, 6, 32, 3, 15),
+        // Rows exactly as wide as their tiles (dealt a chunk at a time), padding 1 and 0,
+        // one tile a row.
+        (2, 32, 12, 16, 40, 3, 11),
+        (3, 32, 9, 20, 32, 3, 10),
+        (2, 32, 5, 4, 32, 3, 11),
     ];
 
     #[test]

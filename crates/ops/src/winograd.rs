@@ -148,6 +148,32 @@ fn strided<'a>(
     }
 }
 
+/// [`spread`] for rows exactly as wide as their tiles (`4·tw` columns, padding 0 or 1),
+/// all rows of a chunk (`comb`, end to end) in one pass: `e[j·n + row·tw + tx] =
+/// comb[row·4·tw + 4·tx + j − pad]`, zero where that column is outside its row. Columns
+/// `pad..pad + 4` are the phases of the whole slice; the others are the same phases one
+/// tile back or on, with the tiles at the rows' ends mended.
+#[inline(always)]
+fn deal_rows(comb: &[f32], pad: usize, tw: usize, e: &mut [f32]) {
+    let n = comb.len() / 4;
+    debug_assert!(pad <= 1 && e.len() == 6 * n);
+    spread(comb, 0, four(strided(&mut e[pad * n..], n, 0, n)));
+    for j in 0..pad {
+        e.copy_within((j + 4) * n..(j + 5) * n - 1, j * n + 1);
+    }
+    for j in pad + 4..6 {
+        e.copy_within((j - 4) * n + 1..(j - 3) * n, j * n);
+    }
+    for row in 0..n / tw.max(1) {
+        for j in 0..pad {
+            e[j * n + row * tw] = 0.0;
+        }
+        for j in pad + 4..6 {
+            e[j * n + row * tw + tw - 1] = 0.0;
+        }
+    }
+}
+
 /// The inverse of [`spread`] without a shift, plus `bias`: `dst[4·t + k] = src[k][t] +
 /// bias` for all of `dst` (each `src[k]` reaches at least `dst.len() / 4` rounded up).
 #[inline(always)]
@@ -460,16 +486,20 @@ impl Plan {
         let (h, w, pad) = (self.h, self.w, self.pad);
         let cap = self.chunk_rows() * tw;
         let n = (r1 - r0) * tw;
-        let Scratch { v, bd, rows, .. } = scratch;
+        let rows = r1 - r0;
+        let Scratch {
+            v, bd, rows: comb, ..
+        } = scratch;
         // bd[(ξy·6 + j)·n + (r − r0)·tw + tx] = (Bᵀ d)[ξy][j] of tile tx of tile row r: column
         // j of its patch, image column 4·tx + j − pad. Which places each channel writes
         // depends on the geometry alone: those it leaves (outside the image) stay zero from
         // this one fill.
         bd[..36 * n].fill(0.0);
-        let (zero, comb) = rows.split_at_mut(w);
+        let (zero, comb) = comb.split_at_mut(w);
         zero.fill(0.0);
-        let comb = &mut comb[..w];
         for ch in 0..c {
+            // comb[(ξy·rows + r − r0)·w + ix] = (Bᵀ d)[ξy] of tile row r, image column ix: the
+            // patch rows combined along whole image rows.
             for r in r0..r1 {
                 let (img, ty) = (r / th, r % th);
                 let plane = &xs[(img * c + ch) * h * w..][..h * w];
@@ -478,17 +508,26 @@ impl Plan {
                     let iy = (4 * ty + i).checked_sub(pad).filter(|&iy| iy < h);
                     iy.map_or(&*zero, |iy| &plane[iy * w..][..w])
                 });
-                let at = (r - r0) * tw;
                 for yi in 0..6 {
-                    // Bᵀ d on whole image rows, then dealt into the six patch columns: 0–3 are
-                    // the phases of the row, 4–5 those of the row one tile further on.
-                    bt_row(yi, d, comb);
-                    let [e0, e1, e2, e3, e4, e5] = six(strided(&mut bd[yi * 6 * n..], n, at, tw));
-                    spread(comb, pad, [e0, e1, e2, e3]);
+                    bt_row(yi, d, &mut comb[(yi * rows + r - r0) * w..][..w]);
+                }
+            }
+            // Each combined row dealt into the six patch columns of its tiles.
+            for yi in 0..6 {
+                let comb = &comb[yi * rows * w..][..rows * w];
+                let bd = &mut bd[yi * 6 * n..][..6 * n];
+                if w == 4 * tw {
+                    deal_rows(comb, pad, tw, bd);
+                    continue;
+                }
+                for (row, line) in comb.chunks_exact(w).enumerate() {
+                    // Columns 0–3 are the row's phases, 4–5 those of the row one tile on.
+                    let [e0, e1, e2, e3, e4, e5] = six(strided(bd, n, row * tw, tw));
+                    spread(line, pad, [e0, e1, e2, e3]);
                     match pad.checked_sub(4) {
-                        Some(shift) => spread(comb, shift, [e4, e5]),
+                        Some(shift) => spread(line, shift, [e4, e5]),
                         None => {
-                            if let Some(next) = comb.get(4 - pad..) {
+                            if let Some(next) = line.get(4 - pad..) {
                                 spread(next, 0, [e4, e5]);
                             }
                         }
@@ -622,7 +661,7 @@ fn slab(buf: &[f32], xi: usize, rows: usize, cols: usize, transposed: bool) -> M
 }
 
 /// One thread's buffers: `V` and `M` of a chunk (`[36][C or O][columns]`); a zero image
-/// row and one row of `Bᵀ d`; the chunk's `Bᵀ d` (or `A dY`) of one channel, and the
+/// row and the chunk's `Bᵀ d` along image rows; the chunk's `Bᵀ d` (or `A dY`) of one channel, and the
 /// phases of its `dY`; `Aᵀ M` of one output channel with an output row of `Aᵀ M A`
 /// behind it.
 struct Scratch {
@@ -661,7 +700,7 @@ impl Scratch {
             for (buf, len) in [
                 (&mut s.v, 36 * plan.c * cap),
                 (&mut s.m, 36 * plan.o * cap),
-                (&mut s.rows, 2 * plan.w),
+                (&mut s.rows, (6 * plan.chunk_rows() + 1) * plan.w),
                 (&mut s.phases, 16 * cap),
                 (&mut s.bd, 36 * cap),
                 (&mut s.s, 28 * cap),

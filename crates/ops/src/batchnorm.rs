@@ -105,7 +105,7 @@ impl CustomOp3 for BnAct {
             inv_std: per_channel.iter().map(|s| s.1).collect(),
             var: per_channel.iter().map(|s| s.2).collect(),
         };
-        let mut y = vec![0f32; x.len()];
+        let mut y = crate::conv::zeroed(x.len());
         y.par_chunks_mut(hw)
             .zip(x.par_chunks(hw))
             .enumerate()

@@ -364,7 +364,7 @@ impl Plan {
         let (oh, ow) = self.out();
         let th = self.tiles().0;
         let (in_len, out_len) = (self.c * self.h * self.w, self.o * oh * ow);
-        let mut y = vec![0f32; b * out_len];
+        let mut y = crate::conv::zeroed(b * out_len);
         let threads = rayon::current_num_threads();
         // Small images share a chunk; leave at least one group per thread.
         let group = (self.chunk_rows() / th).clamp(1, b.div_ceil(threads).max(1));

@@ -960,10 +960,30 @@ mod tests {
             [y, g.get(&x).unwrap().clone(), g.get(&wt).unwrap().clone()]
                 .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
         };
+        // The depthwise convolution (stride 1 and 2) runs through the same builds.
+        let depthwise = |stride: usize| {
+            let (c, k) = (6, 5);
+            let wave = |n: usize, f: f64| {
+                Tensor::arange(0u32, n as u32, &dev)
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F32)
+                    .unwrap()
+                    .affine(f, 0.0)
+                    .unwrap()
+                    .sin()
+                    .unwrap()
+            };
+            let x = wave(2 * c * 14 * 13, 0.37).reshape((2, c, 14, 13)).unwrap();
+            let wt = wave(c * k * k, 0.61).reshape((c, 1, k, k)).unwrap();
+            let op = crate::Depthwise::new(&wt, &wave(c, 1.3), stride, true).unwrap();
+            let y = op.forward(&x).unwrap();
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
         let want: Vec<_> = {
             set_simd(Simd::Baseline);
             CASES.iter().map(run).collect()
         };
+        let want_depthwise = [1, 2].map(depthwise);
         for level in [Simd::Avx2, Simd::Avx512] {
             let used = set_simd(level);
             for (case, want) in CASES.iter().zip(&want) {
@@ -972,6 +992,10 @@ mod tests {
                     "{used:?} differs from the baseline on {case:?}"
                 );
             }
+            assert!(
+                [1, 2].map(depthwise) == want_depthwise,
+                "{used:?} differs from the baseline on the depthwise convolution"
+            );
         }
         set_simd(Simd::Avx512);
     }

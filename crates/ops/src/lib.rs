@@ -14,6 +14,9 @@
 //! Fused ops cut the passes over memory that candle's elementwise ops make: a convolution
 //! with its bias and activation ([`conv2d_bias_act`], [`conv2d_act`]) and training-mode
 //! BatchNorm with the activation after it ([`batch_norm_act`]), forward and backward.
+//! [`Depthwise`] runs a depthwise convolution with TF "SAME" padding, folded bias and
+//! ReLU6 in one pass (inference; EfficientNet-Lite0's), where candle's grouped `conv2d`
+//! runs one small convolution per channel.
 //!
 //! The crate is compiled for any x86-64 CPU; its loops run through AVX-512 or AVX2 builds
 //! of themselves when the CPU has them ([`simd`]; `ROBUSTIFY_SIMD=avx2|baseline` caps
@@ -33,6 +36,7 @@
 
 mod batchnorm;
 mod conv;
+mod depthwise;
 mod simd;
 #[cfg(test)]
 mod test_util;
@@ -40,5 +44,6 @@ mod winograd;
 
 pub use batchnorm::batch_norm_act;
 pub use conv::{Activation, conv2d, conv2d_act, conv2d_bias_act};
+pub use depthwise::{Depthwise, same_padding};
 pub use simd::{Simd, set_simd, simd};
 pub use winograd::set_winograd;

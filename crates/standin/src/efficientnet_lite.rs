@@ -9,10 +9,9 @@
 //! "SAME" padding, as the weights were trained with it.
 
 use candle_core::{D, Tensor};
-use robustify_ops::{Activation, conv2d_bias_act};
+use robustify_ops::{Activation, Depthwise, conv2d_bias_act, same_padding};
 
 use crate::Result;
-use crate::depthwise::{Depthwise, same_padding};
 use crate::weights::Weights;
 
 /// One stage of MBConv blocks.

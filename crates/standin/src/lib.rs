@@ -6,7 +6,6 @@
 //!
 //! - [`imagenet::ImageNetClassifier`]: EfficientNet-Lite0 ([`efficientnet_lite`]) on the
 //!   1,000 ImageNet classes, weights in `providers/standin/`.
-//! - [`depthwise::Depthwise`]: a one-pass depthwise convolution with TF "SAME" padding.
 //! - [`preprocess`]: crop, resize and normalisation.
 //!
 //! ```no_run
@@ -24,7 +23,6 @@
 
 pub mod cifar;
 pub mod cifar_train;
-pub mod depthwise;
 pub mod efficientnet_lite;
 mod error;
 pub mod imagenet;

@@ -4,8 +4,18 @@ use robustify_smoothing::table::AccuracyRow;
 
 /// Prints `value` as one line of JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
-    Ok(())
+    print_text(&format!("{}\n", serde_json::to_string(value)?))
+}
+
+/// Writes `text` to stdout. A reader that went away (`| head`) ends the output quietly
+/// instead of the panic `println!` gives on a closed pipe.
+pub fn print_text(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// The certified-accuracy table as aligned text.

@@ -71,3 +71,115 @@ fn a_bad_image_is_reported_and_the_rest_classified() {
     assert!(err.contains("bad.jpg"), "{err}");
     assert!(run.stdout().contains("orange"), "{}", run.stdout());
 }
+
+#[test]
+fn cifar10_fixture_accuracy_matches_the_card() {
+    // tests/fixtures/cifar10: 20 test images of each class. The shipped stand-in's accuracy
+    // on them must agree with its card's (all 10,000 test images) to within 0.1, about
+    // three standard errors at n = 200: a model loaded or preprocessed wrongly misses by far
+    // more, a swapped-in checkpoint needs no change here.
+    let dir = fixture("cifar10");
+    let mut files = Vec::new();
+    for class in std::fs::read_dir(&dir).unwrap() {
+        for file in std::fs::read_dir(class.unwrap().path()).unwrap() {
+            files.push(file.unwrap().path());
+        }
+    }
+    files.sort();
+    assert_eq!(files.len(), 200);
+    let mut args: Vec<String> = ["classify", "--provider", "standin-cifar10-local"]
+        .map(String::from)
+        .to_vec();
+    args.extend(["--json".into(), "--top".into(), "1".into()]);
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let v = robustify(&args).json();
+    let answers = v.as_array().unwrap();
+    assert_eq!(answers.len(), 200);
+    let correct = files
+        .iter()
+        .zip(answers)
+        .filter(|(file, out)| {
+            let class = file
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap();
+            out["labels"][0]["label"] == class
+        })
+        .count();
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read("providers/standin/cifar10/card.json").unwrap())
+            .unwrap();
+    let want = card["test_accuracy"].as_f64().unwrap();
+    let got = correct as f64 / 200.0;
+    assert!((got - want).abs() < 0.1, "fixture {got}, card {want}");
+}
+
+#[test]
+fn classify_through_each_vendor_format_gives_the_in_process_answer() {
+    const KEY: &str = "classify-test-key";
+    let standin = crate::util::Standin::start(&[
+        "--model",
+        "cifar10",
+        "--key",
+        KEY,
+        "--aws-key-id",
+        "AKIDCLASSIFYTEST",
+        "--aws-secret",
+        KEY,
+    ]);
+    let image = fixture("cifar10/ship/0000.jpg").display().to_string();
+    let local = robustify([
+        "classify",
+        "--provider",
+        "standin-cifar10-local",
+        "--json",
+        &image,
+    ])
+    .json();
+    let want = &local[0]["labels"][0]["label"];
+    let local_score = local[0]["labels"][0]["score"].as_f64().unwrap();
+    assert!(want.is_string(), "{local}");
+    // (Hugging Face's endpoint is the model's own URL.)
+    let vendors = [
+        ("google", "GOOGLE_API_KEY", ""),
+        ("azure", "AZURE_VISION_KEY", ""),
+        (
+            "huggingface",
+            "HF_TOKEN",
+            "/models/google/vit-base-patch16-224",
+        ),
+        ("clarifai", "CLARIFAI_PAT", ""),
+        ("aws", "AWS_SECRET_ACCESS_KEY", ""),
+    ];
+    for (vendor, env, path) in vendors {
+        let mut cmd = crate::util::command(["classify", "--provider", vendor, "--json"]);
+        let endpoint = format!("{}{path}", standin.url);
+        cmd.args(["--endpoint", &endpoint, &image])
+            .env(env, KEY)
+            .env("AWS_ACCESS_KEY_ID", "AKIDCLASSIFYTEST")
+            .env("AWS_SECRET_ACCESS_KEY", KEY);
+        let out = crate::util::run(cmd);
+        let v: serde_json::Value = serde_json::from_str(out.ok().trim()).unwrap();
+        let labels = v[0]["labels"].as_array().unwrap();
+        // Rekognition leaves out labels below its MinConfidence (55%).
+        let dropped = vendor == "aws" && labels.is_empty() && local_score < 0.55;
+        assert!(dropped || &labels[0]["label"] == want, "{vendor}: {v}");
+        assert!(
+            v[0]["labels"].as_array().unwrap().len() <= 5,
+            "{vendor}: {v}"
+        );
+        assert!(out.stderr().contains("spent"), "{vendor}: {}", out.stderr());
+        assert!(!out.stderr().contains(KEY) && !out.stdout().contains(KEY));
+    }
+    // One paid query per image and vendor, and nothing more.
+    assert_eq!(standin.stats()["images"], vendors.len());
+    // A wrong key: the vendor's refusal, a clear error, a non-zero exit.
+    let mut cmd = crate::util::command(["classify", "--provider", "google"]);
+    cmd.args(["--endpoint", &standin.url, &image])
+        .env("GOOGLE_API_KEY", "wrong");
+    let err = crate::util::run(cmd).fails();
+    assert!(err.contains("ship/0000.jpg"), "{err}");
+}

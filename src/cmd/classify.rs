@@ -3,20 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use robustify_providers::{BudgetLimits, ProviderDef};
 use robustify_smoothing::DecodeLimits;
-use robustify_standin::imagenet::ImageNetClassifier;
-use robustify_standin::model::Classifier;
 use serde::Serialize;
 
+use crate::cmd::session::open_provider;
 use crate::input::read_image;
 use crate::render;
-
-/// Where the labels come from.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum ClassifyProvider {
-    /// The ImageNet stand-in (EfficientNet-Lite0) in this process.
-    StandinLocal,
-}
 
 /// Arguments of `robustify classify`.
 #[derive(clap::Args)]
@@ -24,9 +17,15 @@ pub struct Args {
     /// Image files (PNG, JPEG, WebP or BMP).
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// Provider to ask.
-    #[arg(long, value_enum, default_value = "standin-local")]
-    provider: ClassifyProvider,
+    /// Provider name (see `robustify providers`) or definition file: `standin-local` (the
+    /// ImageNet stand-in in this process), `standin` (the same over HTTP, `robustify standin
+    /// serve`), `standin-cifar10-local`, `standin-cifar10`, or a vendor (one paid query per
+    /// image).
+    #[arg(long, default_value = "standin-local")]
+    provider: String,
+    /// Send requests here instead of the definition's endpoint.
+    #[arg(long)]
+    endpoint: Option<String>,
     /// How many labels to show per image.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -48,44 +47,69 @@ struct ImageJson {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let model = match args.provider {
-        ClassifyProvider::StandinLocal => ImageNetClassifier::load_default()?,
-    };
-    let mut results = Vec::new();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let _guard = runtime.enter();
+    let def = ProviderDef::load(&args.provider)?;
+    let (provider, http) = open_provider(&def, args.endpoint.as_deref(), BudgetLimits::default())?;
+    // A bad image is reported and skipped; the exit code tells (ripgrep's habit).
     let mut failed = false;
+    let mut good = Vec::new();
     for path in &args.images {
-        // A bad image is reported and skipped; the exit code tells (ripgrep's habit).
-        let outcome = read_image(path, &DecodeLimits::default())
-            .and_then(|img| Ok(model.classify(&[img], args.top)?));
-        match outcome {
-            Ok(mut top) => {
-                let labels = top.pop().unwrap_or_default();
-                results.push(ImageJson {
-                    image: path.display().to_string(),
-                    labels: labels
-                        .into_iter()
-                        .map(|s| LabelJson {
-                            label: s.label,
-                            score: s.score,
-                        })
-                        .collect(),
-                });
-            }
+        match read_image(path, &DecodeLimits::default()) {
+            Ok(image) => good.push((path, image)),
             Err(err) => {
                 eprintln!("error: {err:#}");
                 failed = true;
             }
         }
     }
+    let mut results = Vec::new();
+    for batch in good.chunks(provider.preferred_batch().max(1)) {
+        let images: Vec<_> = batch.iter().map(|(_, image)| image.clone()).collect();
+        let answers = runtime.block_on(provider.classify(&images));
+        for ((path, _), answer) in batch.iter().zip(answers) {
+            match answer {
+                Ok(delivered) => results.push(ImageJson {
+                    image: path.display().to_string(),
+                    labels: delivered
+                        .answer
+                        .labels
+                        .into_iter()
+                        .take(args.top)
+                        .map(|l| LabelJson {
+                            label: l.label,
+                            score: l.score,
+                        })
+                        .collect(),
+                }),
+                Err(err) => {
+                    eprintln!("error: {}: {err}", path.display());
+                    failed = true;
+                }
+            }
+        }
+    }
     if args.json {
         render::print_json(&results)?;
     } else {
+        let mut text = String::new();
         for r in &results {
-            println!("{}", r.image);
+            text += &format!("{}\n", r.image);
             for l in &r.labels {
-                println!("  {:>6.3}  {}", l.score, l.label);
+                text += &format!("  {:>6.3}  {}\n", l.score, l.label);
             }
         }
+        render::print_text(&text)?;
+    }
+    if let Some(http) = &http
+        && !def.pricing.is_free()
+    {
+        eprintln!(
+            "{} answered by {}, ${:.4} spent",
+            results.len(),
+            def.name,
+            http.ledger().spent_usd()
+        );
     }
     Ok(if failed {
         ExitCode::from(2)

@@ -117,27 +117,7 @@ impl Session {
             max_usd: args.budget_usd,
             max_queries: args.max_queries,
         };
-        let (provider, http): (Arc<dyn Provider>, _) = match def.adapter {
-            Adapter::StandinLocal => {
-                let model: Arc<dyn Classifier> = match def.options.model.as_deref() {
-                    None | Some("imagenet") => Arc::new(ImageNetClassifier::load_default()?),
-                    Some("cifar10") => Arc::new(CifarClassifier::load_default()?),
-                    Some(other) => anyhow::bail!(
-                        "provider {}: unknown stand-in model {other:?} (imagenet or cifar10)",
-                        def.name
-                    ),
-                };
-                (Arc::new(StandinLocal::new(model)), None)
-            }
-            _ => {
-                let http = Arc::new(HttpProvider::from_env(
-                    &def,
-                    args.endpoint.as_deref(),
-                    budget,
-                )?);
-                (http.clone(), Some(http))
-            }
-        };
+        let (provider, http) = open_provider(&def, args.endpoint.as_deref(), budget)?;
         let paid = !def.pricing.is_free();
         let log_path = args
             .log
@@ -245,6 +225,36 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// An opened provider, and its HTTP client (for the spend and traffic) where it has one.
+pub type Opened = (Arc<dyn Provider>, Option<Arc<HttpProvider>>);
+
+/// The provider `def` describes: a stand-in model in this process, or an HTTP client (with
+/// its traffic gate and `budget`) reading its credentials from the environment. Call
+/// inside the tokio runtime.
+pub fn open_provider(
+    def: &ProviderDef,
+    endpoint: Option<&str>,
+    budget: BudgetLimits,
+) -> anyhow::Result<Opened> {
+    Ok(match def.adapter {
+        Adapter::StandinLocal => {
+            let model: Arc<dyn Classifier> = match def.options.model.as_deref() {
+                None | Some("imagenet") => Arc::new(ImageNetClassifier::load_default()?),
+                Some("cifar10") => Arc::new(CifarClassifier::load_default()?),
+                Some(other) => anyhow::bail!(
+                    "provider {}: unknown stand-in model {other:?} (imagenet or cifar10)",
+                    def.name
+                ),
+            };
+            (Arc::new(StandinLocal::new(model)), None)
+        }
+        _ => {
+            let http = Arc::new(HttpProvider::from_env(def, endpoint, budget)?);
+            (http.clone(), Some(http))
+        }
+    })
 }
 
 /// `--denoiser`, `--no-denoiser`, or the shipped denoiser for the provider's images at σ.

@@ -40,7 +40,10 @@ impl Depthwise {
         relu6: bool,
     ) -> candle_core::Result<Self> {
         let (channels, one, kernel, k2) = weight.dims4()?;
-        if one != 1 || kernel != k2 {
+        if stride == 0 {
+            candle_core::bail!("depthwise: stride must be ≥ 1");
+        }
+        if one != 1 || kernel != k2 || kernel == 0 {
             candle_core::bail!(
                 "depthwise weight must be [C, 1, k, k], got {:?}",
                 weight.shape()

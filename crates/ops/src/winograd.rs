@@ -26,9 +26,9 @@
 //! for the products. Within a chunk the tile rows lie end to end and each image row is
 //! dealt by phase (`x mod 4`) into the six columns of the tiles' patches, so that the
 //! same transform position of consecutive tiles lies in consecutive floats: every
-//! transform is a loop over one contiguous slice per chunk, which the compiler vectorises,
-//! and writes `V` (reads `M`) in the order the products use it. Where this pays is measured, not
-//! assumed: see [`Plan::worthwhile`].
+//! transform is a loop over one contiguous slice per chunk, which the compiler
+//! vectorises, and writes `V` (reads `M`) in the order the products use it. Where this
+//! pays is measured, not assumed: see [`Plan::worthwhile`].
 
 use crate::conv::{Activation, Mat, matmul};
 use crate::simd;
@@ -88,9 +88,8 @@ fn at_row(r: usize, [m0, m1, m2, m3, m4, m5]: [&[f32]; 6], out: &mut [f32]) {
 }
 
 /// Deals `row`, shifted right by `pad`, into its first `K` of four phases: `dst[k][q] =
-/// row[4·q + k − pad]` wherever both exist; the other places are left as they are. One
-/// pass over whole groups of four (which the compiler turns into vector shuffles), the
-/// ends one by one.
+/// row[4·q + k − pad]` wherever both exist; the other places are left as they are. The
+/// whole groups of four a phase at a time, the ends one by one.
 #[inline(always)]
 fn spread<const K: usize>(row: &[f32], pad: usize, mut dst: [&mut [f32]; K]) {
     let put = |dst: &mut [&mut [f32]; K], j: usize| {
@@ -487,9 +486,7 @@ impl Plan {
         let cap = self.chunk_rows() * tw;
         let n = (r1 - r0) * tw;
         let rows = r1 - r0;
-        let Scratch {
-            v, bd, rows: comb, ..
-        } = scratch;
+        let Scratch { v, bd, comb, .. } = scratch;
         // bd[(ξy·6 + j)·n + (r − r0)·tw + tx] = (Bᵀ d)[ξy][j] of tile tx of tile row r: column
         // j of its patch, image column 4·tx + j − pad. Which places each channel writes
         // depends on the geometry alone: those it leaves (outside the image) stay zero from
@@ -667,7 +664,7 @@ fn slab(buf: &[f32], xi: usize, rows: usize, cols: usize, transposed: bool) -> M
 struct Scratch {
     v: Vec<f32>,
     m: Vec<f32>,
-    rows: Vec<f32>,
+    comb: Vec<f32>,
     phases: Vec<f32>,
     bd: Vec<f32>,
     s: Vec<f32>,
@@ -684,7 +681,7 @@ impl Scratch {
         Scratch {
             v: Vec::new(),
             m: Vec::new(),
-            rows: Vec::new(),
+            comb: Vec::new(),
             phases: Vec::new(),
             bd: Vec::new(),
             s: Vec::new(),
@@ -700,7 +697,7 @@ impl Scratch {
             for (buf, len) in [
                 (&mut s.v, 36 * plan.c * cap),
                 (&mut s.m, 36 * plan.o * cap),
-                (&mut s.rows, (6 * plan.chunk_rows() + 1) * plan.w),
+                (&mut s.comb, (6 * plan.chunk_rows() + 1) * plan.w),
                 (&mut s.phases, 16 * cap),
                 (&mut s.bd, 36 * cap),
                 (&mut s.s, 28 * cap),

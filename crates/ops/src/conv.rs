@@ -78,13 +78,14 @@ impl Geometry {
     /// The Winograd plan for `o` output channels, where it applies (3×3, stride 1) and
     /// pays in `pass`.
     fn winograd(&self, o: usize, pass: Pass) -> Option<Plan> {
-        (self.k == 3 && self.stride == 1 && Plan::worthwhile(self.c, o, pass)).then_some(Plan {
+        let plan = Plan {
             c: self.c,
             h: self.h,
             w: self.w,
             o,
             pad: self.pad,
-        })
+        };
+        (self.k == 3 && self.stride == 1 && plan.worthwhile(pass)).then_some(plan)
     }
 
     /// Whether `cols` is the image itself (1×1 kernel, stride 1, no padding).
@@ -796,9 +797,10 @@ mod tests {
         (1, 64, 45, 33, 6, 3, 11),
         // A 1×1 convolution read in bands straight from the image.
         (2, 1000, 20, 30, 4, 1, 10),
-        // Winograd F(4×4, 3×3) in the gradients (from 16 channels) and, from 32 channels,
-        // the forward pass: odd sizes (edge tiles cut off), padding 0/1/2, images grouped
-        // into chunks (in parallel), several chunks in one image, one image alone.
+        // Winograd F(4×4, 3×3) in the gradients (from 16 channels) and in the forward pass
+        // (from 16 channels where rows are as wide as their tiles, else from 32 and 6 tiles
+        // a row): odd sizes (edge tiles cut off), padding 0/1/2, images grouped into
+        // chunks (in parallel), several chunks in one image, one image alone.
         (2, 64, 13, 11, 64, 3, 10),
         (2, 32, 11, 9, 40, 3, 11),
         (1, 64, 9, 10, 72, 3, 12),
@@ -808,8 +810,10 @@ mod tests {
         (9, 16, 8, 8, 16, 3, 11),
         (1, 64, 40, 33, 64, 3, 11),
         (4, 48, 23, 21, 16, 3, 11),
-        // Padding wider than a tile's step (the patch columns past the next tile).
-        (1, 32, 5, 6, 32, 3, 15),
+        // Padding wider than a tile's step (the patch columns past the next tile), and
+        // padding 0, on the row-by-row deal.
+        (1, 32, 5, 14, 32, 3, 15),
+        (1, 32, 9, 26, 32, 3, 10),
         // Rows exactly as wide as their tiles (dealt a chunk at a time), padding 1 and 0,
         // one tile a row.
         (2, 32, 12, 16, 40, 3, 11),

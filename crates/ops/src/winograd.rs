@@ -307,16 +307,25 @@ impl Plan {
     /// `examples/winograd_ab.rs` (both paths alternating in one process, idle 2-core
     /// AVX-512 machine): the backward pass (input and weight gradients together) ran
     /// 1.13–1.54× faster than im2col from 16 channels. The forward pass, first measured
-    /// losing below 64 channels, wins from 32 since the transforms run on AVX-512 and
-    /// chunks hold 256 columns (2026-11-27, twice: 32 channels at 112×112 batch 8 13.0 vs
-    /// 20.2–20.3 ms, 64×64 batch 16 10.2–10.3 vs 13.4–13.5, 32×32 batch 32 6.4 vs 7.9);
-    /// at 16 channels it ties (5.5–5.6 vs 5.2–5.5 ms, 32×32 batch 64).
-    pub(crate) fn worthwhile(c: usize, o: usize, pass: Pass) -> bool {
+    /// losing below 64 channels, won from 32 once the transforms ran on AVX-512 and
+    /// chunks held 256 columns (32 channels at 112×112 batch 8 13.0 vs 20.2–20.3 ms,
+    /// 64×64 batch 16 10.2–10.3 vs 13.4–13.5). Since rows as wide as their tiles are dealt
+    /// a chunk at a time ([`deal_rows`]) it wins from 16 channels there (2026-11-27,
+    /// twice, Winograd forced on: 16 channels at 32×32 batch 128 6.5–6.7 vs 9.2–10.0 ms,
+    /// 56×56 batch 16 2.8–2.9 vs 3.7, 112×112 batch 8 5.1–5.2 vs 6.9–7.0). Other widths
+    /// keep 32 channels, and need 6 tiles a row: narrower, the row-by-row deal costs more
+    /// than it saves (17×17 batch 64: 32 channels 5.4–5.5 vs 4.5–4.6 ms, 64 channels
+    /// 12.5–13.6 vs 11.9–12.1; 21×21 ties, 25×25 and 30×30 win).
+    pub(crate) fn worthwhile(&self, pass: Pass) -> bool {
+        let tw = self.tiles().1;
+        let whole_rows = self.w == 4 * tw;
         let least = match pass {
+            Pass::Forward if whole_rows => 16,
+            Pass::Forward if tw < 6 => return false,
             Pass::Forward => 32,
             Pass::Backward => 16,
         };
-        ENABLED.load(Ordering::Relaxed) && c >= least && o >= least
+        ENABLED.load(Ordering::Relaxed) && self.c >= least && self.o >= least
     }
 
     fn out(&self) -> (usize, usize) {

@@ -5,8 +5,8 @@
 //! image and one cache-sized band at a time, whose backward pass is two matrix products and
 //! a `col2im`, instead of candle's direct convolution and transposed convolution. The
 //! gradients of 3×3 stride-1 convolutions with at least 16 channels in and out (most of
-//! every denoiser and of the CIFAR-10 stand-in), and their forward pass from 32 channels,
-//! go through Winograd F(4×4, 3×3) instead: 36 small matrix products per chunk of 4×4
+//! every denoiser and of the CIFAR-10 stand-in), and their forward pass from 16 or 32
+//! channels (see `Plan::worthwhile`), go through Winograd F(4×4, 3×3) instead: 36 small matrix products per chunk of 4×4
 //! output tiles, 4× fewer multiplications, used where it measured faster
 //! ([`set_winograd`] turns it off for comparisons). It is a drop-in for
 //! `Tensor::conv2d` with groups = 1 and dilation = 1, and autograd flows through it.

@@ -204,18 +204,8 @@ impl Plane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_abs;
     use candle_core::{Device, Tensor};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     /// Reference: candle's grouped conv2d on an explicitly padded input.
     fn reference(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) -> Tensor {
@@ -255,14 +245,14 @@ mod tests {
                 .unwrap();
             let want = reference(&x, &wt, &b, s);
             assert_eq!(ours.dims(), want.dims(), "{c} {h} {w} {k} {s}");
-            let diff = max_diff(&ours, &want);
+            let diff = max_abs(&ours, &want);
             assert!(diff < 1e-4, "{c} {h} {w} {k} {s}: {diff}");
             let relu = Depthwise::new(&wt, &b, s, true)
                 .unwrap()
                 .forward(&x)
                 .unwrap();
             let want = want.clamp(0f32, 6f32).unwrap();
-            assert!(max_diff(&relu, &want) < 1e-4);
+            assert!(max_abs(&relu, &want) < 1e-4);
         }
     }
 

@@ -317,11 +317,9 @@ impl Plan {
     /// than it saves (17×17 batch 64: 32 channels 5.4–5.5 vs 4.5–4.6 ms, 64 channels
     /// 12.5–13.6 vs 11.9–12.1; 21×21 ties, 25×25 and 30×30 win).
     pub(crate) fn worthwhile(&self, pass: Pass) -> bool {
-        let tw = self.tiles().1;
-        let whole_rows = self.w == 4 * tw;
         let least = match pass {
-            Pass::Forward if whole_rows => 16,
-            Pass::Forward if tw < 6 => return false,
+            Pass::Forward if self.whole_rows() => 16,
+            Pass::Forward if self.tiles().1 < 6 => return false,
             Pass::Forward => 32,
             Pass::Backward => 16,
         };
@@ -341,6 +339,18 @@ impl Plan {
     /// Tile rows of a group of images `xs` (all of each image's rows, end to end).
     fn group_rows(&self, xs: &[f32]) -> usize {
         xs.len() / (self.c * self.h * self.w) * self.tiles().0
+    }
+
+    /// Whether image rows are exactly as wide as their tiles (`w = 4·tw`), so that a
+    /// chunk's rows are dealt into patch columns in one pass ([`deal_rows`]).
+    fn whole_rows(&self) -> bool {
+        self.w == 4 * self.tiles().1
+    }
+
+    /// Columns of a chunk's `V` and `M` (and of the transforms' buffers): its tiles, at
+    /// most `chunk_rows` rows of `tw`.
+    fn cap(&self) -> usize {
+        self.chunk_rows() * self.tiles().1
     }
 
     /// Tile rows per chunk.
@@ -433,7 +443,7 @@ impl Plan {
     ) {
         let (c, o) = (self.c, self.o);
         let (th, tw) = self.tiles();
-        let cap = self.chunk_rows() * tw;
+        let cap = self.cap();
         let n = (r1 - r0) * tw;
         self.transform_input(xs, (r0, r1), scratch);
         let Scratch { v, m, s, .. } = scratch;
@@ -492,9 +502,9 @@ impl Plan {
         let c = self.c;
         let (th, tw) = self.tiles();
         let (h, w, pad) = (self.h, self.w, self.pad);
-        let cap = self.chunk_rows() * tw;
-        let n = (r1 - r0) * tw;
+        let cap = self.cap();
         let rows = r1 - r0;
+        let n = rows * tw;
         let Scratch { v, bd, comb, .. } = scratch;
         // bd[(ξy·6 + j)·n + (r − r0)·tw + tx] = (Bᵀ d)[ξy][j] of tile tx of tile row r: column
         // j of its patch, image column 4·tx + j − pad. Which places each channel writes
@@ -522,7 +532,7 @@ impl Plan {
             for yi in 0..6 {
                 let comb = &comb[yi * rows * w..][..rows * w];
                 let bd = &mut bd[yi * 6 * n..][..6 * n];
-                if w == 4 * tw {
+                if self.whole_rows() {
                     deal_rows(comb, pad, tw, bd);
                     continue;
                 }
@@ -559,7 +569,7 @@ impl Plan {
         let o = self.o;
         let (th, tw) = self.tiles();
         let (oh, ow) = self.out();
-        let cap = self.chunk_rows() * tw;
+        let cap = self.cap();
         let n = (r1 - r0) * tw;
         let Scratch { m, phases, bd, .. } = scratch;
         // As in `transform_input`: the places left unwritten (past the output's edge) are
@@ -599,7 +609,7 @@ impl Plan {
     #[inline(always)]
     fn weight_grad_group(&self, xs: &[f32], dys: &[f32], scratch: &mut Scratch) -> Vec<f32> {
         let (c, o) = (self.c, self.o);
-        let cap = self.chunk_rows() * self.tiles().1;
+        let cap = self.cap();
         let mut du = vec![0f32; 36 * o * c];
         for (r0, r1) in self.chunks(self.group_rows(xs)) {
             let n = (r1 - r0) * self.tiles().1;
@@ -667,9 +677,9 @@ fn slab(buf: &[f32], xi: usize, rows: usize, cols: usize, transposed: bool) -> M
 }
 
 /// One thread's buffers: `V` and `M` of a chunk (`[36][C or O][columns]`); a zero image
-/// row and the chunk's `Bᵀ d` along image rows; the chunk's `Bᵀ d` (or `A dY`) of one channel, and the
-/// phases of its `dY`; `Aᵀ M` of one output channel with an output row of `Aᵀ M A`
-/// behind it.
+/// row and the chunk's `Bᵀ d` along image rows; the chunk's `Bᵀ d` (or `A dY`) of one
+/// channel, and the phases of its `dY`; `Aᵀ M` of one output channel with an output row
+/// of `Aᵀ M A` behind it.
 struct Scratch {
     v: Vec<f32>,
     m: Vec<f32>,
@@ -701,7 +711,7 @@ impl Scratch {
     /// whatever the last use left: every reader writes what it reads first (`bd`,
     /// `phases` and the zero row are zeroed per chunk).
     fn with<R>(plan: &Plan, f: impl FnOnce(&mut Scratch) -> R) -> R {
-        let cap = plan.chunk_rows() * plan.tiles().1;
+        let cap = plan.cap();
         let grow = |s: &mut Scratch| {
             for (buf, len) in [
                 (&mut s.v, 36 * plan.c * cap),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use robustify_providers::{BudgetLimits, ProviderDef};
+use robustify_providers::{BudgetLimits, ProviderDef, ScoredLabel};
 use robustify_smoothing::DecodeLimits;
 use serde::Serialize;
 
@@ -35,15 +35,10 @@ pub struct Args {
 }
 
 #[derive(Serialize)]
-struct LabelJson {
-    label: String,
-    score: f32,
-}
-
-#[derive(Serialize)]
 struct ImageJson {
     image: String,
-    labels: Vec<LabelJson>,
+    /// The vendor's labels, in its order.
+    labels: Vec<ScoredLabel>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -71,16 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             match answer {
                 Ok(delivered) => results.push(ImageJson {
                     image: path.display().to_string(),
-                    labels: delivered
-                        .answer
-                        .labels
-                        .into_iter()
-                        .take(args.top)
-                        .map(|l| LabelJson {
-                            label: l.label,
-                            score: l.score,
-                        })
-                        .collect(),
+                    labels: delivered.answer.labels.into_iter().take(args.top).collect(),
                 }),
                 Err(err) => {
                     eprintln!("error: {}: {err}", path.display());

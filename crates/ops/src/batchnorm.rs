@@ -1,7 +1,8 @@
 //! Training-mode BatchNorm with the activation after it, fused: three passes over the
 //! data forward (mean, variance, then normalise-scale-shift-activate) and three backward
-//! (the activation's gradient, the sums, then the input gradient), where candle_nn's `BatchNorm` in training makes about ten forward
-//! (a transposed copy, means, broadcasts) and autograd twice that backward.
+//! (the activation's gradient, the sums, then the input gradient), where candle_nn's
+//! `BatchNorm` in training makes about ten forward (a transposed copy, means, broadcasts)
+//! and autograd twice that backward.
 //!
 //! For channel `c` over the `N = B·H·W` values of a batch: `μ`, `σ² = mean((x − μ)²)`,
 //! `x̂ = (x − μ)/√(σ² + ε)`, `y = act(γ x̂ + β)`. Backward with `g = dy ⊙ act′(y)`:

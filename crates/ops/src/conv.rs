@@ -15,7 +15,8 @@
 //! 3×3 stride-1 convolutions with enough channels take the Winograd path
 //! ([`crate::winograd`]) where it measured faster: the input gradient (itself a 3×3
 //! stride-1 convolution, with the kernel turned by 180° and transposed) and the weight
-//! gradient from 16 channels in and out, the forward pass from 32.
+//! gradient from 16 channels in and out, the forward pass from 16 or 32 (see
+//! [`Plan::worthwhile`]).
 
 use crate::simd;
 use crate::winograd::{Kernel, Pass, Plan};

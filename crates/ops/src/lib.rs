@@ -6,8 +6,9 @@
 //! a `col2im`, instead of candle's direct convolution and transposed convolution. The
 //! gradients of 3×3 stride-1 convolutions with at least 16 channels in and out (most of
 //! every denoiser and of the CIFAR-10 stand-in), and their forward pass from 16 or 32
-//! channels (see `Plan::worthwhile`), go through Winograd F(4×4, 3×3) instead: 36 small matrix products per chunk of 4×4
-//! output tiles, 4× fewer multiplications, used where it measured faster
+//! channels (16 where image rows are as wide as their 4×4 tiles), go through Winograd
+//! F(4×4, 3×3) instead: 36 small matrix products per chunk of 4×4 output tiles, 4× fewer
+//! multiplications, used where it measured faster
 //! ([`set_winograd`] turns it off for comparisons). It is a drop-in for
 //! `Tensor::conv2d` with groups = 1 and dilation = 1, and autograd flows through it.
 //!
@@ -19,7 +20,7 @@
 //! runs one small convolution per channel.
 //!
 //! The crate is compiled for any x86-64 CPU; its loops run through AVX-512 or AVX2 builds
-//! of themselves when the CPU has them ([`simd`]; `ROBUSTIFY_SIMD=avx2|baseline` caps
+//! of themselves when the CPU has them ([`simd()`]; `ROBUSTIFY_SIMD=avx2|baseline` caps
 //! the choice), with the same results bit for bit.
 //!
 //! ```

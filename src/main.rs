@@ -41,6 +41,8 @@ fn main() -> ExitCode {
         .init();
     match cmd::run(cli.command) {
         Ok(code) => code,
+        // `robustify … | head`: the reader has what it wanted.
+        Err(err) if err.chain().any(|e| e.is::<render::OutputClosed>()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)

@@ -7,16 +7,46 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     print_text(&format!("{}\n", serde_json::to_string(value)?))
 }
 
-/// Writes `text` to stdout. A reader that went away (`| head`) ends the output quietly
-/// instead of the panic `println!` gives on a closed pipe.
+/// Writes `text` to stdout. A reader that went away (`| head`) gives [`OutputClosed`]
+/// instead of the panic `println!` gives on a closed pipe: the command stops there (its
+/// logs closed and flushed as on any early return) and `main` exits quietly with 0.
 pub fn print_text(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(OutputClosed.into()),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(()),
     }
 }
+
+/// Standard output was closed by its reader.
+#[derive(Debug)]
+pub struct OutputClosed;
+
+impl std::fmt::Display for OutputClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for OutputClosed {}
+
+/// `println!` through [`print_text`]: evaluates to `anyhow::Result<()>`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::render::print_text(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` through [`print_text`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::render::print_text(&format!($($arg)*))
+    };
+}
+
+pub(crate) use {out, outln};
 
 /// The certified-accuracy table as aligned text.
 pub fn accuracy_table(rows: &[AccuracyRow]) -> String {

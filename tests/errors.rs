@@ -1,6 +1,6 @@
 //! Bad input gets a clear error and a non-zero exit.
 
-use crate::util::{fixture, robustify, temp_dir};
+use crate::util::{command, fixture, robustify, temp_dir};
 
 fn replay(log: &str, extra: &[&str]) -> String {
     let mut args = vec!["replay", log, "--sigma", "0.25", "--n0", "3", "--n", "20"];
@@ -159,4 +159,45 @@ fn bad_images_are_refused() {
     }
     // Nothing was written for a bad input.
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+#[test]
+fn a_closed_output_ends_the_command_quietly() {
+    // `robustify … | head` where the reader is already gone: every write to stdout fails
+    // with EPIPE. `println!` would panic (exit 101, a panic message on stderr).
+    let tiered = fixture("tiered.toml");
+    for args in [
+        vec!["providers"],
+        vec!["providers", "--json"],
+        vec![
+            "estimate",
+            "--provider",
+            tiered.to_str().unwrap(),
+            "--images",
+            "5",
+            "--n0",
+            "10",
+            "--n",
+            "100",
+        ],
+        vec![
+            "replay",
+            "tests/fixtures/replay_small.jsonl",
+            "--sigma",
+            "0.25",
+            "--n0",
+            "3",
+            "--n",
+            "20",
+        ],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = command(&args);
+        cmd.stdout(writer);
+        let run = crate::util::run(cmd);
+        let err = run.stderr();
+        assert_eq!(run.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
 }

@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
 use crate::render;
+use crate::render::outln;
 
 /// Arguments of `robustify bench`.
 #[derive(clap::Args)]
@@ -285,13 +286,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         render::print_json(&serde_json::json!({ "cases": cases }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<52} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
-        "case (images/s)", "ours", "im2col", "candle", "torch", "÷candle", "÷torch", "GFLOP/s"
-    );
+        "case (images/s)",
+        "ours",
+        "im2col",
+        "candle",
+        "torch",
+        "÷candle",
+        "÷torch",
+        "GFLOP/s"
+    )?;
     let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
     for c in &cases {
-        println!(
+        outln!(
             "{:<52} {:>9.1} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8.1}",
             c.name,
             c.ours_img_s,
@@ -301,7 +309,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             opt(c.ratio_vs_candle, 2),
             opt(c.ratio_vs_torch, 2),
             c.gflop_s
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ use super::sequential::{Outcome, Plan, SequentialArgs};
 use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
 use crate::input::read_image_bytes;
 use crate::render;
+use crate::render::outln;
 
 /// Arguments of `robustify certify`.
 ///
@@ -125,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default()
             ),
         };
-        println!(
+        outln!(
             "provider {} · denoiser {} · σ = {} · n0 = {} · {how} · α = {} · seed {}\n",
             session.def.name,
             session.denoiser_name(),
@@ -133,11 +134,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.n0,
             args.alpha,
             args.seed
-        );
-        println!(
+        )?;
+        outln!(
             "{:<36} {:<24} {:>8} {:>8} {:>9} {:>9}",
-            "image", "label", "radius", "p_lower", "n_A/n", "cost $"
-        );
+            "image",
+            "label",
+            "radius",
+            "p_lower",
+            "n_A/n",
+            "cost $"
+        )?;
     }
     for path in &args.images {
         if budget_hit {
@@ -189,7 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     session.close()?;
-    report_traffic(&session, args.json);
+    report_traffic(&session, args.json)?;
     Ok(if budget_hit {
         ExitCode::from(EXIT_BUDGET)
     } else if failed {
@@ -199,8 +205,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Spend and traffic on stderr (never mixed into JSON output).
-pub fn report_traffic(session: &Session, json: bool) {
+/// Spend and traffic: after the table, or on stderr under `--json` (never mixed into JSON).
+pub fn report_traffic(session: &Session, json: bool) -> anyhow::Result<()> {
     if let Some(t) = session.traffic() {
         let line = format!(
             "{}: {} requests ({} retries, {} throttled, {} transient failures), {} images answered, ${:.4} spent{}",
@@ -220,9 +226,10 @@ pub fn report_traffic(session: &Session, json: bool) {
         if json {
             eprintln!("{line}");
         } else {
-            println!("\n{line}");
+            outln!("\n{line}")?;
         }
     }
+    Ok(())
 }
 
 fn unfinished(args: &Args, path: &Path, status: &str, error: &str) -> anyhow::Result<()> {
@@ -234,7 +241,7 @@ fn unfinished(args: &Args, path: &Path, status: &str, error: &str) -> anyhow::Re
             error: error.to_owned(),
         })
     } else {
-        println!("{:<36} {:<24}", path.display(), status.replace('_', " "));
+        outln!("{:<36} {:<24}", path.display(), status.replace('_', " "))?;
         Ok(())
     }
 }
@@ -279,7 +286,7 @@ fn print_sequential(
         (None, Some(c)) => format!("{} ({c}?)", status.replace('_', " ")),
         (None, None) => status.replace('_', " "),
     };
-    println!(
+    outln!(
         "{:<36} {:<24} {:>8.4} {:>8.4} {:>9} {:>9.4}",
         path.display(),
         label,
@@ -287,7 +294,7 @@ fn print_sequential(
         cert.p_lower,
         format!("{}/{}", cert.n_a, cert.n),
         cost
-    );
+    )?;
     Ok(())
 }
 
@@ -325,7 +332,7 @@ fn print_cert(
         (None, Some(c)) => format!("abstain ({c}?)"),
         (None, None) => "abstain".into(),
     };
-    println!(
+    outln!(
         "{:<36} {:<24} {:>8.4} {:>8.4} {:>9} {:>9.4}",
         path.display(),
         label,
@@ -333,6 +340,6 @@ fn print_cert(
         cert.p_lower,
         format!("{}/{}", cert.n_a, cert.n),
         cost
-    );
+    )?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use robustify_smoothing::{DecodeLimits, NoiseSampler, Sigma};
 use super::score::{self, psnr};
 use crate::input::read_image;
 use crate::render;
+use crate::render::outln;
 
 /// Arguments of `robustify denoise`.
 #[derive(clap::Args)]
@@ -58,15 +59,15 @@ pub fn denoise(args: DenoiseArgs) -> anyhow::Result<ExitCode> {
     for (name, img) in [("noisy.png", &noisy), ("denoised.png", &denoised)] {
         let path = args.out.join(name);
         std::fs::write(&path, img.to_png()?).with_context(|| format!("{}", path.display()))?;
-        println!("{}", path.display());
+        outln!("{}", path.display())?;
     }
-    println!(
+    outln!(
         "denoiser {} (σ = {}): PSNR noisy {:.2} dB, denoised {:.2} dB",
         denoiser.name(),
         denoiser.sigma(),
         psnr(&image, &noisy),
         psnr(&image, &denoised)
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -131,23 +132,31 @@ pub fn denoisers(args: DenoisersArgs) -> anyhow::Result<ExitCode> {
         render::print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<24} {:<14} {:>5} {:<8} {:>10}  stand-in top-1 noisy → denoised",
-        "name", "arch", "σ", "data", "test PSNR"
-    );
+        "name",
+        "arch",
+        "σ",
+        "data",
+        "test PSNR"
+    )?;
     for r in &rows {
         let psnr = r.test_psnr.map_or("-".into(), |p| format!("{p:.2} dB"));
         let acc = match (r.accuracy_noisy, r.accuracy_denoised) {
             (Some(n), Some(d)) => format!("{:.1}% → {:.1}%", 100.0 * n, 100.0 * d),
             _ => "-".into(),
         };
-        println!(
+        outln!(
             "{:<24} {:<14} {:>5} {:<8} {:>10}  {acc}",
-            r.name, r.arch, r.sigma, r.data, psnr
-        );
+            r.name,
+            r.arch,
+            r.sigma,
+            r.data,
+            psnr
+        )?;
     }
     if rows.is_empty() {
-        println!("(none in {})", registry::shipped_dir().display());
+        outln!("(none in {})", registry::shipped_dir().display())?;
     }
     Ok(ExitCode::SUCCESS)
 }

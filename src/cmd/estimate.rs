@@ -10,6 +10,7 @@ use robustify_smoothing::{
 use serde::Serialize;
 
 use super::sequential::{Mode, SequenceArg};
+use crate::render::outln;
 use crate::render::{self, thousands};
 
 /// Arguments of `robustify estimate`.
@@ -146,20 +147,24 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
         render::print_json(&out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("provider    {} — {}", def.name, def.description);
-    println!(
+    outln!("provider    {} — {}", def.name, def.description)?;
+    outln!(
         "sequential  target radius {r} at σ = {}, α = {}: {} selection + at most {} estimation draws, checked every {}",
-        args.sigma, args.alpha, args.n0, args.n, args.batch_size
-    );
-    println!(
+        args.sigma,
+        args.alpha,
+        args.n0,
+        args.n,
+        args.batch_size
+    )?;
+    outln!(
         "fixed n     {} queries per image, ${:.2} for {} images\n",
         args.n0 + args.n,
         def.pricing.cost_usd(k * (args.n0 + args.n), args.free_tier),
         thousands(k)
-    );
-    println!("p_A      queries/image      cost   certified  not certifiable  undecided");
+    )?;
+    outln!("p_A      queries/image      cost   certified  not certifiable  undecided")?;
     for r in &out.forecasts {
-        println!(
+        outln!(
             "{:<8} {:>13.1} {:>9.2} {:>10.1}% {:>15.1}% {:>9.1}%",
             r.p_a.map_or("log".into(), |p| p.to_string()),
             r.mean_queries_per_image,
@@ -167,7 +172,7 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
             100.0 * r.certified,
             100.0 * r.not_certifiable,
             100.0 * r.undecided
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -232,26 +237,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("provider    {} — {}", def.name, def.description);
+    outln!("provider    {} — {}", def.name, def.description)?;
     let clean_note = if clean > 0 { " + 1 clean" } else { "" };
-    println!(
+    outln!(
         "queries     {} = {} images × ({} selection + {} estimation{clean_note})",
         thousands(queries),
         thousands(k),
         thousands(args.n0),
         thousands(args.n)
-    );
+    )?;
     if clean > 0 {
-        println!(
+        outln!(
             "            includes {} clean queries for the reference label",
             thousands(k)
-        );
+        )?;
     }
-    println!(
+    outln!(
         "requests    {} ({} image(s) per request)",
         thousands(requests),
         def.limits.images_per_request
-    );
+    )?;
     let free_note = if args.free_tier {
         format!(
             "the first {} units free",
@@ -265,34 +270,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         "; UNVERIFIED prices"
     };
-    println!("cost        ${cost:.2} ({free_note}{verified})");
-    println!(
+    outln!("cost        ${cost:.2} ({free_note}{verified})")?;
+    outln!(
         "min time    {} at {} requests/s",
         duration(min_seconds),
         def.limits.requests_per_second
-    );
+    )?;
     match max_radius {
-        Some(r) => println!(
+        Some(r) => outln!(
             "max radius  {r:.4} (σ = {}, α = {}: all {} estimation draws agree)",
-            args.sigma, args.alpha, args.n
-        ),
-        None => println!(
+            args.sigma,
+            args.alpha,
+            args.n
+        )?,
+        None => outln!(
             "max radius  none: {} draws cannot certify anything at α = {} (need ≥ {})",
             args.n,
             args.alpha,
             min_draws_for_radius(params.sigma(), params.alpha(), 0.0).unwrap_or(0)
-        ),
+        )?,
     }
     if let (Some(r), Some(n)) = (args.target_radius, n_for_target) {
         match n {
-            Some(n) => println!(
+            Some(n) => outln!(
                 "target      radius {r} needs n ≥ {} agreeing draws",
                 thousands(n)
-            ),
-            None => println!(
+            )?,
+            None => outln!(
                 "target      radius {r} is out of reach at σ = {}",
                 args.sigma
-            ),
+            )?,
         }
     }
     Ok(ExitCode::SUCCESS)

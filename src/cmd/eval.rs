@@ -17,6 +17,7 @@ use super::sequential::{Plan, SequentialArgs};
 use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
 use crate::input::read_image_bytes;
 use crate::plot::{Curve, certified_accuracy_png};
+use crate::render::outln;
 
 /// Where the reference label of an image comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -310,28 +311,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let png = certified_accuracy_png(&format!("{} images of {}", n, args.dir.display()), &curves)?;
     let png_path = args.out.join("curve.png");
     std::fs::write(&png_path, png).with_context(|| format!("{}", png_path.display()))?;
-    println!(
+    outln!(
         "{}: {n} images, clean accuracy {:.1}%, abstained {:.1}%, {:.0} queries and {:.1} s per image",
         summary.label,
         100.0 * summary.clean_accuracy,
         100.0 * summary.abstained,
         summary.mean_queries,
         summary.mean_seconds
-    );
-    println!("{:>8}  certified accuracy", "radius");
+    )?;
+    outln!("{:>8}  certified accuracy", "radius")?;
     for row in summary.table.iter().step_by(5) {
-        println!(
+        outln!(
             "{:>8.3}  {:>6.1}%",
             row.radius,
             100.0 * row.certified_accuracy
-        );
+        )?;
     }
-    println!(
+    outln!(
         "wrote {}, {}, {}",
         tsv_path.display(),
         summary_path.display(),
         png_path.display()
-    );
+    )?;
     Ok(if budget_hit {
         ExitCode::from(EXIT_BUDGET)
     } else if failed > 0 {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use robustify_smoothing::{DecodeLimits, NoiseSampler, Sigma};
 
 use crate::input::read_image;
+use crate::render::outln;
 
 /// Arguments of `robustify noise`.
 #[derive(clap::Args)]
@@ -41,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Clipped to [0, 1] and rounded to 8 bits: exactly what a remote API is sent.
         let png = sampler.draw(&image, i).to_png()?;
         std::fs::write(&path, png).with_context(|| format!("{}", path.display()))?;
-        println!("{}", path.display());
+        outln!("{}", path.display())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ use super::certify::report_traffic;
 use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
 use crate::input::read_image_bytes;
 use crate::render;
+use crate::render::outln;
 
 /// Arguments of `robustify predict`. Exit status as for `certify`.
 #[derive(clap::Args)]
@@ -67,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let params = PredictParams::new(args.sigma, args.n, args.alpha)?.with_batch_size(batch)?;
     let (mut failed, mut budget_hit) = (false, false);
     if !args.json {
-        println!(
+        outln!(
             "provider {} · denoiser {} · σ = {} · n = {} · α = {} · seed {}\n",
             session.def.name,
             session.denoiser_name(),
@@ -75,11 +76,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.n,
             args.alpha,
             args.seed
-        );
-        println!(
+        )?;
+        outln!(
             "{:<36} {:<24} {:>10} {:>9}",
-            "image", "label", "p-value", "cost $"
-        );
+            "image",
+            "label",
+            "p-value",
+            "cost $"
+        )?;
     }
     for path in &args.images {
         let mut out = PredictJson {
@@ -153,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     session.close()?;
-    report_traffic(&session, args.json);
+    report_traffic(&session, args.json)?;
     Ok(if budget_hit {
         ExitCode::from(EXIT_BUDGET)
     } else if failed {
@@ -171,12 +175,12 @@ fn emit(args: &Args, out: &PredictJson<'_>) -> anyhow::Result<()> {
         (_, Some(l)) => l.to_owned(),
         (s, None) => s.replace('_', " "),
     };
-    println!(
+    outln!(
         "{:<36} {:<24} {:>10} {:>9.4}",
         out.image,
         label,
         out.p_value.map_or("-".into(), |p| format!("{p:.3e}")),
         out.cost_usd
-    );
+    )?;
     Ok(())
 }

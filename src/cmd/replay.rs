@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::sequential::{Mode, SequenceArg};
 use crate::render;
+use crate::render::{out, outln};
 
 /// Arguments of `robustify replay`.
 #[derive(clap::Args)]
@@ -136,7 +137,7 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
     if args.json {
         render::print_json(&out)?;
     } else {
-        println!(
+        outln!(
             "{}: {} images, σ = {}, target radius {r}, α = {}, {:?} sequence, batches of {}\n",
             args.log.display(),
             out.images,
@@ -144,24 +145,28 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
             args.alpha,
             out.sequence,
             args.batch_size
-        );
-        println!("                      sequential   fixed n0 + n");
-        println!(
+        )?;
+        outln!("                      sequential   fixed n0 + n")?;
+        outln!(
             "mean queries          {:>10.1}   {:>12}",
-            out.mean_queries, out.fixed_queries
-        );
-        println!(
+            out.mean_queries,
+            out.fixed_queries
+        )?;
+        outln!(
             "certified at R        {:>10}   {:>12}",
-            out.certified_sequential, out.certified_fixed
-        );
-        println!(
+            out.certified_sequential,
+            out.certified_fixed
+        )?;
+        outln!(
             "certified, correct    {:>10}   {:>12}",
-            out.correct_sequential, out.correct_fixed
-        );
-        println!(
+            out.correct_sequential,
+            out.correct_fixed
+        )?;
+        outln!(
             "\ndecisions that differ: {} · undecided when the draws ran out: {}",
-            out.decisions_differ, out.undecided
-        );
+            out.decisions_differ,
+            out.undecided
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -224,7 +229,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             images,
         })?;
     } else {
-        println!(
+        outln!(
             "{}: {} images, σ = {}, n0 = {}, n = {}, α = {}\n",
             args.log.display(),
             records.len(),
@@ -232,14 +237,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.n0,
             args.n,
             args.alpha
-        );
+        )?;
         if records.iter().any(|r| r.clean.is_none()) {
-            println!(
+            outln!(
                 "(a query log has no reference labels: the table is the share of images certified)\n"
-            );
+            )?;
         }
-        print!("{}", render::accuracy_table(&table));
-        println!("\nabstained: {abstained} of {} images", records.len());
+        out!("{}", render::accuracy_table(&table))?;
+        outln!("\nabstained: {abstained} of {} images", records.len())?;
     }
     Ok(ExitCode::SUCCESS)
 }

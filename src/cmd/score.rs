@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::input::read_image;
 use crate::render;
+use crate::render::outln;
 
 /// Arguments of `robustify denoisers score`.
 #[derive(clap::Args)]
@@ -205,7 +206,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         render::print_json(&score)?;
     } else {
-        println!(
+        outln!(
             "{} (σ = {}) on {} images of {} × {} noisy cop{}, seed {}; stand-in {}",
             score.denoiser,
             score.sigma,
@@ -215,19 +216,19 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<ExitCode> {
             if args.draws == 1 { "y" } else { "ies" },
             args.seed,
             score.classifier
-        );
-        println!("{:<10} {:>10} {:>16}", "", "PSNR", "stand-in top-1");
-        println!(
+        )?;
+        outln!("{:<10} {:>10} {:>16}", "", "PSNR", "stand-in top-1")?;
+        outln!(
             "{:<10} {:>10} {:>15.1}%",
             "clean",
             "-",
             100.0 * score.accuracy_clean
-        );
+        )?;
         for (name, p, a) in [
             ("noisy", score.psnr_noisy, score.accuracy_noisy),
             ("denoised", score.psnr_denoised, score.accuracy_denoised),
         ] {
-            println!("{name:<10} {:>7.2} dB {:>15.1}%", p, 100.0 * a);
+            outln!("{name:<10} {:>7.2} dB {:>15.1}%", p, 100.0 * a)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::render::outln;
 use anyhow::Context;
 use robustify_proxy::{Config, ProxyState, hash_key, serve};
 
@@ -23,7 +24,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(key) = &args.hash_key {
-        println!("key_sha256 = \"{}\"", hash_key(key));
+        outln!("key_sha256 = \"{}\"", hash_key(key))?;
         return Ok(ExitCode::SUCCESS);
     }
     let path = args.config.context("--config is required")?;
@@ -35,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.addr))?;
         // The first line of output is the address, so scripts and tests can read the port.
-        println!("listening on http://{}", listener.local_addr()?);
+        outln!("listening on http://{}", listener.local_addr()?)?;
         serve(listener, state, async {
             let _ = tokio::signal::ctrl_c().await;
         })

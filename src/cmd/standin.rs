@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::render::outln;
 use anyhow::Context;
 use robustify_standin::cifar::CifarClassifier;
 use robustify_standin::imagenet::ImageNetClassifier;
@@ -106,7 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", a.addr))?;
         let local = listener.local_addr()?;
         // The first line of output is the address, so scripts and tests can read the port.
-        println!("listening on http://{local}");
+        outln!("listening on http://{local}")?;
         serve(listener, state, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::render::outln;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use robustify_standin::cifar::Config;
@@ -228,15 +229,15 @@ impl Driver {
     fn finish(&self, p: &robustify_train::checkpoint::Progress) -> anyhow::Result<()> {
         self.bar.finish_and_clear();
         if p.epoch < self.epochs {
-            println!(
+            outln!(
                 "stopped at epoch {} batch {} (step {}); continue with the same command and --resume",
                 p.epoch + 1,
                 p.batch,
                 p.step
-            );
+            )?;
         } else {
             let last = p.history.last().cloned().unwrap_or_default();
-            println!("{}", serde_json::to_string(&last)?);
+            outln!("{}", serde_json::to_string(&last)?)?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! - [`NoiseSampler`]: seeded Gaussian draws, reproducible per draw index.
 //! - [`BaseClassifier`]: async and batched; remote APIs, local models and simulations all
 //!   implement it.
-//! - [`certify`] / [`predict`]: Cohen et al.'s CERTIFY and PREDICT; [`certify_counts`] and
+//! - [`certify()`] / [`predict()`]: Cohen et al.'s CERTIFY and PREDICT; [`certify_counts`] and
 //!   [`certify_labels`] do the same from counts or logged labels.
 //! - [`stats`]: the Clopper–Pearson bound, the binomial test and radius arithmetic.
 //! - [`table`]: certified accuracy at a list of radii.

@@ -24,7 +24,8 @@ pub struct Args {
 enum TrainCommand {
     /// Train the CIFAR-10 stand-in classifier (ResNet-20), no noise.
     Classifier(ClassifierArgs),
-    /// Train a denoiser with the MSE objective ‖D(x + δ) − x‖² on random crops.
+    /// Train a denoiser on random crops: the MSE objective ‖D(x + δ) − x‖², or the
+    /// stability objective through a frozen classifier (a fine-tune of an MSE denoiser).
     Denoiser(DenoiserArgs),
 }
 
@@ -59,6 +60,22 @@ struct DenoiserArgs {
     /// Seed of initialisation, data order, crops and noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// mse: ‖D(x + δ) − x‖². stab: Salman et al.'s stability objective, the cross-entropy
+    /// of the --classifier's label for the denoised copy against its label for the clean
+    /// image, plus --mse-weight × MSE; start it from an MSE denoiser with --init.
+    #[arg(long, default_value = "mse", value_parser = ["mse", "stab"])]
+    objective: String,
+    /// The frozen classifier of --objective stab: standin-cifar10 (the shipped ResNet-20;
+    /// 32×32 crops).
+    #[arg(long)]
+    classifier: Option<String>,
+    /// Weight of the MSE term under --objective stab.
+    #[arg(long, default_value_t = 0.0)]
+    mse_weight: f64,
+    /// Start from this denoiser's weights (a shipped name or a folder; same --arch)
+    /// instead of a random initialisation.
+    #[arg(long)]
+    init: Option<String>,
     /// Test folder, scored (PSNR) after every epoch [default: every --hold-out-th image of
     /// --data, kept out of training].
     #[arg(long)]
@@ -317,6 +334,22 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(TestSet::center_crops(&test, a.test_crop, a.sigma, 1)?)
     };
+    let (objective, guide) = stab_objective(&a)?;
+    let init = match &a.init {
+        Some(name) => {
+            let dir = registry::resolve(name)?;
+            let card = Card::read(&dir.join("card.json"))?;
+            if card.arch != arch {
+                anyhow::bail!(
+                    "--init {name}: its architecture is {}, not --arch {}",
+                    card.arch.name(),
+                    arch.name()
+                );
+            }
+            Some(dir.join("model.safetensors"))
+        }
+        None => None,
+    };
     let cfg = TrainConfig {
         arch: arch.clone(),
         sigma: a.sigma,
@@ -326,7 +359,12 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         crops_per_image: a.crops_per_image,
         lr: a.lr,
         seed: a.seed,
+        objective,
+        init,
     };
+    let logits = guide
+        .as_ref()
+        .map(|model| move |x: &candle_core::Tensor| model.network().forward_t(x, false));
     let driver = Driver::new(a.max_minutes, cfg.epochs);
     let progress = train(
         &data,
@@ -337,11 +375,17 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(a.save_every),
         Hooks {
             on_batch: &mut |r| {
-                let msg = format!("mse {:.5} psnr {:.2} dB", r.loss, r.psnr);
+                let mut msg = format!("mse {:.5} psnr {:.2} dB", r.loss, r.psnr);
+                if let Some(ce) = r.stab {
+                    msg.push_str(&format!(" stab {ce:.3}"));
+                }
                 driver.batch(r.epoch, r.batch, r.batches, msg);
             },
             on_epoch: &mut |e| driver.epoch(e),
             should_stop: &mut |p| driver.should_stop(p),
+            guide: logits
+                .as_ref()
+                .map(|f| f as robustify_denoiser::train::Guide<'_>),
         },
     )?;
     let card_path = a.out.join("card.json");
@@ -358,10 +402,7 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         .file_name()
         .map_or_else(|| "denoiser".into(), |n| n.to_string_lossy().into_owned());
     for (k, v) in [
-        (
-            "objective",
-            serde_json::json!("MSE ‖D(x+δ) − x‖², δ ~ N(0, σ²I) unclipped"),
-        ),
+        ("objective", serde_json::json!(objective_text(&cfg))),
         (
             "training_data",
             serde_json::json!(a.data.display().to_string()),
@@ -409,6 +450,60 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
     .write(&card_path)?;
     driver.finish(&progress)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The objective `--objective`, `--classifier` and `--mse-weight` ask for, and the frozen
+/// classifier it needs.
+fn stab_objective(
+    a: &DenoiserArgs,
+) -> anyhow::Result<(
+    robustify_denoiser::train::Objective,
+    Option<robustify_standin::cifar::CifarClassifier>,
+)> {
+    use robustify_denoiser::train::Objective;
+    match (a.objective.as_str(), a.classifier.as_deref()) {
+        ("mse", None) => Ok((Objective::Mse, None)),
+        ("mse", Some(_)) => anyhow::bail!("--classifier goes with --objective stab"),
+        (_, None) => anyhow::bail!("--objective stab needs --classifier standin-cifar10"),
+        (_, Some(name @ "standin-cifar10")) => {
+            if a.crop != 32 {
+                anyhow::bail!("--classifier {name} classifies 32×32 images: use --crop 32");
+            }
+            if !(a.mse_weight >= 0.0 && a.mse_weight.is_finite()) {
+                anyhow::bail!("--mse-weight must be ≥ 0");
+            }
+            let model = robustify_standin::cifar::CifarClassifier::load_default()?;
+            let objective = Objective::Stab {
+                classifier: name.into(),
+                mse_weight: a.mse_weight,
+            };
+            Ok((objective, Some(model)))
+        }
+        (_, Some(other)) => anyhow::bail!(
+            "--classifier {other:?}: the stability objective can train through standin-cifar10 \
+             (the ImageNet stand-in runs forward only)"
+        ),
+    }
+}
+
+/// The card's one-line description of the objective.
+fn objective_text(cfg: &robustify_denoiser::train::TrainConfig) -> String {
+    use robustify_denoiser::train::Objective;
+    let start = cfg
+        .init
+        .as_ref()
+        .map(|p| format!(", fine-tuned from {}", p.display()))
+        .unwrap_or_default();
+    match &cfg.objective {
+        Objective::Mse => format!("MSE ‖D(x+δ) − x‖², δ ~ N(0, σ²I) unclipped{start}"),
+        Objective::Stab {
+            classifier,
+            mse_weight,
+        } => format!(
+            "stability: CE(F(clip(D(x+δ))), argmax F(x)) + {mse_weight}·MSE, F = {classifier} \
+             (frozen), δ ~ N(0, σ²I){start}"
+        ),
+    }
 }
 
 fn classifier(a: ClassifierArgs) -> anyhow::Result<ExitCode> {

@@ -1,5 +1,10 @@
-//! MSE training of a denoiser: `‖D(x + δ) − x‖²`, δ ~ N(0, σ²I) unclipped (exactly what
-//! smoothing feeds it), Adam with warm-up and cosine decay, random crops and flips.
+//! Training of a denoiser, Adam with warm-up and cosine decay, random crops and flips:
+//! - [`Objective::Mse`]: `‖D(x + δ) − x‖²`, δ ~ N(0, σ²I) unclipped (exactly what smoothing
+//!   feeds it);
+//! - [`Objective::Stab`]: Salman et al.'s stability objective, `CE(F(D(x + δ)), argmax F(x))`
+//!   through a frozen classifier F (a surrogate of the one that will be smoothed), plus
+//!   `mse_weight` times the MSE; usually a fine-tune of an MSE-trained denoiser
+//!   ([`TrainConfig::init`]), the paper's "Stab+MSE".
 //!
 //! Everything random — initialisation, data order, crops, flips, noise — derives from
 //! `(seed, epoch, batch)`, and the optimiser state is checkpointed, so a run stopped and
@@ -43,7 +48,42 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Seed of initialisation, data order, crops and noise.
     pub seed: u64,
+    /// What the training minimises.
+    #[serde(default, skip_serializing_if = "Objective::is_mse")]
+    pub objective: Objective,
+    /// Weights to start from (a denoiser's `model.safetensors` of the same architecture)
+    /// instead of the seeded initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<std::path::PathBuf>,
 }
+
+/// What a training run minimises.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Objective {
+    /// `‖D(x + δ) − x‖²`.
+    #[default]
+    Mse,
+    /// `CE(F(D(x + δ)), argmax F(x)) + mse_weight · ‖D(x + δ) − x‖²` with F frozen: the
+    /// classifier comes as [`Hooks::guide`]; `classifier` names it in the checkpoint.
+    Stab {
+        /// Which classifier F is (a resume must use the same).
+        classifier: String,
+        /// Weight of the MSE term.
+        mse_weight: f64,
+    },
+}
+
+impl Objective {
+    /// Whether this is plain MSE.
+    pub fn is_mse(&self) -> bool {
+        matches!(self, Objective::Mse)
+    }
+}
+
+/// A frozen classifier's logits `[N, classes]` for images `[N, 3, H, W]` in `[0, 1]`,
+/// differentiable with respect to the images.
+pub type Guide<'a> = &'a dyn Fn(&Tensor) -> candle_core::Result<Tensor>;
 
 /// What a finished batch reports (for progress bars).
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +98,8 @@ pub struct BatchReport {
     pub loss: f32,
     /// `10·log10(1/loss)`: the batch's PSNR in dB (before clipping).
     pub psnr: f32,
+    /// The stability term (cross-entropy), under [`Objective::Stab`].
+    pub stab: Option<f32>,
 }
 
 /// Callbacks of a training run.
@@ -68,6 +110,8 @@ pub struct Hooks<'a> {
     pub on_epoch: &'a mut dyn FnMut(&serde_json::Value),
     /// Checked after every batch: `true` saves a checkpoint and returns early.
     pub should_stop: &'a mut dyn FnMut(&Progress) -> bool,
+    /// The frozen classifier F of [`Objective::Stab`] (required by it, unused otherwise).
+    pub guide: Option<Guide<'a>>,
 }
 
 /// Fixed test crops with fixed noise, for PSNR that can be compared across runs.
@@ -147,6 +191,34 @@ impl TestSet {
     }
 }
 
+/// Top-1 labels of `logits` `[N, classes]`.
+fn top1(logits: &Tensor) -> Result<Vec<u32>> {
+    Ok(logits.argmax(1)?.to_vec1::<u32>()?)
+}
+
+impl TestSet {
+    /// The fraction of crops on which `guide` gives the denoised noisy crop the label it
+    /// gives the clean one.
+    pub fn agreement(
+        &self,
+        batch: usize,
+        guide: Guide<'_>,
+        mut denoise: impl FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<f64> {
+        let n = self.len();
+        let (mut same, mut start) = (0usize, 0);
+        while start < n {
+            let len = batch.max(1).min(n - start);
+            let clean = top1(&guide(&self.clean.narrow(0, start, len)?)?)?;
+            let x = denoise(&self.noisy.narrow(0, start, len)?)?.clamp(0f32, 1f32)?;
+            let denoised = top1(&guide(&x)?)?;
+            same += clean.iter().zip(&denoised).filter(|(a, b)| a == b).count();
+            start += len;
+        }
+        Ok(same as f64 / n.max(1) as f64)
+    }
+}
+
 fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     seed ^ ((epoch as u64) << 32) ^ (batch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
@@ -187,6 +259,30 @@ pub fn train(
     let zero = Net::zero_init(&cfg.arch);
     let zero: Vec<&str> = zero.iter().map(String::as_str).collect();
     robustify_train::optim::seeded_init(&varmap, cfg.seed, &zero)?;
+    let Hooks {
+        on_batch,
+        on_epoch,
+        should_stop,
+        guide,
+    } = hooks;
+    let stab = match (&cfg.objective, guide) {
+        (Objective::Mse, _) => None,
+        (Objective::Stab { mse_weight, .. }, Some(g)) if *mse_weight >= 0.0 => {
+            Some((g, *mse_weight))
+        }
+        (Objective::Stab { .. }, _) => {
+            return Err(Error::InvalidParameter {
+                name: "objective",
+                reason: "the stability objective needs a classifier and an MSE weight ≥ 0".into(),
+            });
+        }
+    };
+    if let (Some(init), false) = (&cfg.init, resume) {
+        varmap.load(init).map_err(|e| Error::Model {
+            path: init.clone(),
+            message: format!("cannot start from these weights: {e}"),
+        })?;
+    }
     let cfg_json = serde_json::to_value(cfg).map_err(|e| Error::Model {
         path: out.to_path_buf(),
         message: e.to_string(),
@@ -201,14 +297,10 @@ pub fn train(
     let crops = data.len() * cfg.crops_per_image;
     let batches = crops.div_ceil(cfg.batch_size);
     let total = (batches * cfg.epochs) as u64;
-    // This epoch's crop order, and its running loss: (sum, crops, start).
+    // This epoch's crop order.
     let order = RefCell::new(run::EpochOrder::new(cfg.seed, crops, data.len()));
-    let tally = RefCell::new((0.0f64, 0usize, Instant::now()));
-    let Hooks {
-        on_batch,
-        on_epoch,
-        should_stop,
-    } = hooks;
+    // The epoch's running losses: (MSE sum, stability sum, crops, start).
+    let tally = RefCell::new((0.0f64, 0.0f64, 0usize, Instant::now()));
     run::epochs(
         &mut progress,
         run::Schedule {
@@ -227,20 +319,35 @@ pub fn train(
                 }
                 let clean = Tensor::from_vec(pixels, (idx.len(), 3, cfg.crop, cfg.crop), &dev)?;
                 let noisy = add_noise(&clean, cfg.sigma, &mut rng)?;
-                let loss = (net.forward_t(&noisy, true)? - &clean)?.sqr()?.mean_all()?;
+                let denoised = net.forward_t(&noisy, true)?;
+                let mse = (&denoised - &clean)?.sqr()?.mean_all()?;
+                let (loss, ce) = match stab {
+                    None => (mse.clone(), None),
+                    Some((guide, mse_weight)) => {
+                        // The classifier sees what it will see at certification: pixels
+                        // in [0, 1]. Its labels for the clean crops are the targets.
+                        let target = guide(&clean)?.detach().argmax(1)?;
+                        let logits = guide(&denoised.clamp(0f32, 1f32)?)?;
+                        let ce = candle_nn::loss::cross_entropy(&logits, &target)?;
+                        ((&ce + (&mse * mse_weight)?)?, Some(ce))
+                    }
+                };
                 let grads = loss.backward()?;
                 adam.borrow_mut()
                     .step(&varmap, &grads, warmup_cosine(cfg.lr, p.step, total))?;
-                let l = loss.to_scalar::<f32>()?;
+                let l = mse.to_scalar::<f32>()?;
+                let ce = ce.map(|c| c.to_scalar::<f32>()).transpose()?;
                 let mut t = tally.borrow_mut();
                 t.0 += f64::from(l) * idx.len() as f64;
-                t.1 += idx.len();
+                t.1 += f64::from(ce.unwrap_or(0.0)) * idx.len() as f64;
+                t.2 += idx.len();
                 on_batch(&BatchReport {
                     epoch,
                     batch: b,
                     batches,
                     loss: l,
                     psnr: 10.0 * (1.0 / l.max(1e-12)).log10(),
+                    stab: ce,
                 });
                 Ok(())
             },
@@ -250,14 +357,22 @@ pub fn train(
                     None => None,
                 };
                 let mut t = tally.borrow_mut();
-                let entry = serde_json::json!({
+                let crops = t.2.max(1) as f64;
+                let mut entry = serde_json::json!({
                     "epoch": epoch + 1,
-                    "train_mse": t.0 / t.1.max(1) as f64,
+                    "train_mse": t.0 / crops,
                     "test_psnr_noisy": scored.map(|s| s.0),
                     "test_psnr": scored.map(|s| s.1),
-                    "seconds": t.2.elapsed().as_secs_f64(),
+                    "seconds": t.3.elapsed().as_secs_f64(),
                 });
-                *t = (0.0, 0, Instant::now());
+                if let Some((guide, _)) = stab {
+                    entry["train_stab"] = serde_json::json!(t.1 / crops);
+                    if let Some(test) = test {
+                        let agree = test.agreement(64, guide, |x| net.forward_t(x, false))?;
+                        entry["test_agreement"] = serde_json::json!(agree);
+                    }
+                }
+                *t = (0.0, 0.0, 0, Instant::now());
                 on_epoch(&entry);
                 Ok(entry)
             },

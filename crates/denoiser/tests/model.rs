@@ -8,7 +8,7 @@ use std::time::Duration;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use robustify_denoiser::data::Photos;
-use robustify_denoiser::train::{Hooks, TestSet, TrainConfig, train};
+use robustify_denoiser::train::{Hooks, Objective, TestSet, TrainConfig, train};
 use robustify_denoiser::{Arch, Card, Denoiser, Net};
 use robustify_smoothing::Image;
 
@@ -165,6 +165,8 @@ fn config(epochs: usize) -> TrainConfig {
         crops_per_image: 2,
         lr: 3e-3,
         seed: 11,
+        objective: Objective::Mse,
+        init: None,
     }
 }
 
@@ -187,6 +189,7 @@ fn run(
             on_batch: &mut |r| losses.push(r.loss),
             on_epoch: &mut |_| {},
             should_stop: &mut |p| stop_at.is_some_and(|s| p.step >= s),
+            guide: None,
         },
     )
     .unwrap();
@@ -246,7 +249,8 @@ fn stop_and_resume_gives_the_same_weights_as_one_run() {
             Hooks {
                 on_batch: &mut |_| {},
                 on_epoch: &mut |_| {},
-                should_stop: &mut |_| false
+                should_stop: &mut |_| false,
+                guide: None,
             }
         )
         .is_err()
@@ -259,4 +263,98 @@ fn stop_and_resume_gives_the_same_weights_as_one_run() {
     for (k, t) in &a {
         assert_eq!(max_abs(t, &b[k]), 0.0, "{k}");
     }
+}
+
+/// A fixed linear classifier over 16×16 crops: four classes, random weights. Noise moves
+/// its logits by N(0, σ²‖w‖²), so noisy crops are often labelled otherwise than clean ones.
+fn linear_classifier() -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let w: Vec<f32> = (0..4 * 3 * 16 * 16)
+        .map(|_| rng.random_range(-1.0f32..1.0) / 16.0)
+        .collect();
+    Tensor::from_vec(w, (3 * 16 * 16, 4), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn the_stability_objective_fine_tunes_an_mse_denoiser_towards_the_classifier() {
+    let data = toy_photos();
+    let mse_cfg = config(6);
+    let mse_dir = tmp("stab-init");
+    run(&data, &mse_cfg, &mse_dir, false, None);
+    let w = linear_classifier();
+    let guide = |x: &Tensor| x.flatten_from(1)?.matmul(&w);
+    let test = TestSet::center_crops(&data, 16, 0.25, 3).unwrap();
+    let cfg = TrainConfig {
+        epochs: 8,
+        lr: 1e-3,
+        objective: Objective::Stab {
+            classifier: "linear".into(),
+            mse_weight: 0.0,
+        },
+        init: Some(mse_dir.join("model.safetensors")),
+        ..config(8)
+    };
+    let out = tmp("stab");
+    let (mut mse, mut stab, mut agreement) = (Vec::new(), Vec::new(), Vec::new());
+    train(
+        &data,
+        Some(&test),
+        &cfg,
+        &out,
+        false,
+        Duration::from_secs(3600),
+        Hooks {
+            on_batch: &mut |r| {
+                mse.push(r.loss);
+                stab.push(r.stab.unwrap());
+            },
+            on_epoch: &mut |e| agreement.push(e["test_agreement"].as_f64().unwrap()),
+            should_stop: &mut |_| false,
+            guide: Some(&guide),
+        },
+    )
+    .unwrap();
+    // It starts from the MSE denoiser, not from the identity (whose MSE is σ² = 0.0625).
+    assert!(mse[0] < 0.03, "{}", mse[0]);
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    let (first, last) = (mean(&stab[..6]), mean(&stab[stab.len() - 6..]));
+    eprintln!("stability term {first} → {last}, test agreement {agreement:?}");
+    assert!(last < 0.7 * first, "stability term {first} → {last}");
+    assert!(
+        agreement.last() >= agreement.first(),
+        "test agreement {agreement:?}"
+    );
+
+    // Without the classifier the objective cannot run; a checkpoint from elsewhere cannot
+    // start a model of another shape.
+    assert!(train_quietly(&data, &cfg, &tmp("stab-no-guide")).is_err());
+    let other = TrainConfig {
+        arch: Arch::parse("dncnn-3-8").unwrap(),
+        objective: Objective::Mse,
+        ..cfg.clone()
+    };
+    assert!(train_quietly(&data, &other, &tmp("stab-bad-init")).is_err());
+}
+
+/// Trains without hooks or a classifier.
+fn train_quietly(
+    data: &Photos,
+    cfg: &TrainConfig,
+    out: &Path,
+) -> robustify_denoiser::Result<robustify_train::checkpoint::Progress> {
+    train(
+        data,
+        None,
+        cfg,
+        out,
+        false,
+        Duration::from_secs(1),
+        Hooks {
+            on_batch: &mut |_| {},
+            on_epoch: &mut |_| {},
+            should_stop: &mut |_| false,
+            guide: None,
+        },
+    )
 }

@@ -222,6 +222,11 @@ impl CifarClassifier {
         Ok(CifarClassifier { model, device })
     }
 
+    /// The network (frozen weights; differentiable with respect to its input).
+    pub fn network(&self) -> &CifarResNet {
+        &self.model
+    }
+
     /// Logits for a `[N, 3, 32, 32]` batch in `[0, 1]`.
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.model.forward_t(x, false)?)

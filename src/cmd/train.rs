@@ -402,7 +402,10 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         .file_name()
         .map_or_else(|| "denoiser".into(), |n| n.to_string_lossy().into_owned());
     for (k, v) in [
-        ("objective", serde_json::json!(objective_text(&cfg))),
+        (
+            "objective",
+            serde_json::json!(objective_text(&cfg.objective, a.init.as_deref())),
+        ),
         (
             "training_data",
             serde_json::json!(a.data.display().to_string()),
@@ -486,15 +489,13 @@ fn stab_objective(
     }
 }
 
-/// The card's one-line description of the objective.
-fn objective_text(cfg: &robustify_denoiser::train::TrainConfig) -> String {
+/// The card's one-line description of the objective; `init` as the user named it.
+fn objective_text(objective: &robustify_denoiser::train::Objective, init: Option<&str>) -> String {
     use robustify_denoiser::train::Objective;
-    let start = cfg
-        .init
-        .as_ref()
-        .map(|p| format!(", fine-tuned from {}", p.display()))
+    let start = init
+        .map(|name| format!(", fine-tuned from {name}"))
         .unwrap_or_default();
-    match &cfg.objective {
+    match objective {
         Objective::Mse => format!("MSE ‖D(x+δ) − x‖², δ ~ N(0, σ²I) unclipped{start}"),
         Objective::Stab {
             classifier,

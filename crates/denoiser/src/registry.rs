@@ -10,7 +10,11 @@ use crate::{Error, Result};
 pub fn shipped_dir() -> PathBuf {
     match std::env::var_os("ROBUSTIFY_DENOISERS") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../denoisers"),
+        // `crates/denoiser` → the repository root, without `..` in paths we print.
+        None => {
+            let krate = Path::new(env!("CARGO_MANIFEST_DIR"));
+            krate.ancestors().nth(2).unwrap_or(krate).join("denoisers")
+        }
     }
 }
 

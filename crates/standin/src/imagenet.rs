@@ -27,7 +27,9 @@ pub const CLASSES: &str = "providers/standin/imagenet_classes.tsv";
 
 /// The repository root this crate was built from (where the shipped files are).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    // `crates/standin` → the repository root, without `..` in paths we print.
+    let krate = Path::new(env!("CARGO_MANIFEST_DIR"));
+    krate.ancestors().nth(2).unwrap_or(krate).to_path_buf()
 }
 
 /// Reads `wnid<TAB>name` lines.

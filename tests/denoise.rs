@@ -487,40 +487,18 @@ fn stability_fine_tune_through_the_cifar10_stand_in() {
         run(cmd)
     };
     // What the objective needs, said before any work.
-    let err = train(&[
-        "--objective",
-        "stab",
-        "--crop",
-        "32",
-        "--arch",
-        "unet-32-x2",
-    ])
-    .fails();
-    assert!(err.contains("--classifier standin-cifar10"), "{err}");
-    let err = train(&[
-        "--objective",
-        "stab",
-        "--classifier",
-        "standin-cifar10",
-        "--crop",
-        "24",
-        "--arch",
-        "unet-32-x2",
-    ])
-    .fails();
-    assert!(err.contains("--crop 32"), "{err}");
-    let err = train(&[
-        "--objective",
-        "stab",
-        "--classifier",
-        "standin",
-        "--crop",
-        "32",
-        "--arch",
-        "unet-32-x2",
-    ])
-    .fails();
-    assert!(err.contains("forward only"), "{err}");
+    let stab = ["--objective", "stab", "--arch", "unet-32-x2"];
+    for (extra, expected) in [
+        (&["--crop", "32"][..], "--classifier standin-cifar10"),
+        (
+            &["--classifier", "standin-cifar10", "--crop", "24"],
+            "--crop 32",
+        ),
+        (&["--classifier", "standin", "--crop", "32"], "forward only"),
+    ] {
+        let err = train(&[&stab[..], extra].concat()).fails();
+        assert!(err.contains(expected), "{extra:?}: {err}");
+    }
     let err = train(&[
         "--init",
         "cifar10-unet-0.25",

@@ -189,14 +189,7 @@ impl TestSet {
         }
         Ok((noisy / n.max(1) as f64, denoised / n.max(1) as f64))
     }
-}
 
-/// Top-1 labels of `logits` `[N, classes]`.
-fn top1(logits: &Tensor) -> Result<Vec<u32>> {
-    Ok(logits.argmax(1)?.to_vec1::<u32>()?)
-}
-
-impl TestSet {
     /// The fraction of crops on which `guide` gives the denoised noisy crop the label it
     /// gives the clean one.
     pub fn agreement(
@@ -217,6 +210,11 @@ impl TestSet {
         }
         Ok(same as f64 / n.max(1) as f64)
     }
+}
+
+/// Top-1 labels of `logits` `[N, classes]`.
+fn top1(logits: &Tensor) -> Result<Vec<u32>> {
+    Ok(logits.argmax(1)?.to_vec1::<u32>()?)
 }
 
 fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {

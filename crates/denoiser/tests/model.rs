@@ -342,3 +342,27 @@ fn train_quietly(
         },
     )
 }
+
+#[test]
+fn an_mse_config_serialises_as_before_the_stability_objective() {
+    // Checkpoints compare their saved config with the run's: an MSE run must write exactly
+    // the keys it wrote before `objective` and `init` existed, so old checkpoints resume.
+    let v = serde_json::to_value(config(3)).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "arch",
+            "batch_size",
+            "crop",
+            "crops_per_image",
+            "epochs",
+            "lr",
+            "seed",
+            "sigma"
+        ]
+    );
+    let back: TrainConfig = serde_json::from_value(v).unwrap();
+    assert_eq!(back, config(3));
+}

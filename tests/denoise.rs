@@ -495,6 +495,20 @@ fn stability_fine_tune_through_the_cifar10_stand_in() {
             "--crop 32",
         ),
         (&["--classifier", "standin", "--crop", "32"], "forward only"),
+        // A surrogate's weights that are missing, or are not a ResNet-20's.
+        (
+            &["--classifier", "missing/model.safetensors", "--crop", "32"],
+            "not found",
+        ),
+        (
+            &[
+                "--classifier",
+                "denoisers/cifar10-unet-0.25",
+                "--crop",
+                "32",
+            ],
+            "model.safetensors",
+        ),
     ] {
         let err = train(&[&stab[..], extra].concat()).fails();
         assert!(err.contains(expected), "{extra:?}: {err}");

@@ -65,8 +65,9 @@ struct DenoiserArgs {
     /// image, plus --mse-weight × MSE; start it from an MSE denoiser with --init.
     #[arg(long, default_value = "mse", value_parser = ["mse", "stab"])]
     objective: String,
-    /// The frozen classifier of --objective stab: standin-cifar10 (the shipped ResNet-20;
-    /// 32×32 crops).
+    /// The frozen classifier of --objective stab: standin-cifar10 (the shipped ResNet-20),
+    /// or another CIFAR-10 ResNet-20's weights (a surrogate: a .safetensors file or the
+    /// folder of `robustify train classifier --out`); 32×32 crops.
     #[arg(long)]
     classifier: Option<String>,
     /// Weight of the MSE term under --objective stab.
@@ -468,24 +469,37 @@ fn stab_objective(
         ("mse", None) => Ok((Objective::Mse, None)),
         ("mse", Some(_)) => anyhow::bail!("--classifier goes with --objective stab"),
         (_, None) => anyhow::bail!("--objective stab needs --classifier standin-cifar10"),
-        (_, Some(name @ "standin-cifar10")) => {
+        (_, Some(name)) => {
+            // The shipped stand-in, or the weights of another CIFAR-10 ResNet-20 (a
+            // surrogate trained by `robustify train classifier`): a file or its folder.
+            let weights = match name {
+                "standin-cifar10" => None,
+                path if path.ends_with(".safetensors") => Some(PathBuf::from(path)),
+                dir if std::path::Path::new(dir).is_dir() => {
+                    Some(std::path::Path::new(dir).join("model.safetensors"))
+                }
+                other => anyhow::bail!(
+                    "--classifier {other:?}: expected standin-cifar10 or the weights of a \
+                     CIFAR-10 ResNet-20 (a .safetensors file or its folder); the ImageNet \
+                     stand-in runs forward only"
+                ),
+            };
             if a.crop != 32 {
                 anyhow::bail!("--classifier {name} classifies 32×32 images: use --crop 32");
             }
             if !(a.mse_weight >= 0.0 && a.mse_weight.is_finite()) {
                 anyhow::bail!("--mse-weight must be ≥ 0");
             }
-            let model = robustify_standin::cifar::CifarClassifier::load_default()?;
+            let model = match &weights {
+                None => robustify_standin::cifar::CifarClassifier::load_default()?,
+                Some(path) => robustify_standin::cifar::CifarClassifier::load(path)?,
+            };
             let objective = Objective::Stab {
                 classifier: name.into(),
                 mse_weight: a.mse_weight,
             };
             Ok((objective, Some(model)))
         }
-        (_, Some(other)) => anyhow::bail!(
-            "--classifier {other:?}: the stability objective can train through standin-cifar10 \
-             (the ImageNet stand-in runs forward only)"
-        ),
     }
 }
 

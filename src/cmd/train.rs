@@ -303,6 +303,24 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--sigma must be in (0, 1]");
     }
     let arch = Arch::parse(&a.arch)?;
+    // The objective, its classifier and the starting weights are checked before the data
+    // load (CIFAR-10's 50,000 images take most of a minute).
+    let (objective, guide) = stab_objective(&a)?;
+    let init = match &a.init {
+        Some(name) => {
+            let dir = registry::resolve(name)?;
+            let card = Card::read(&dir.join("card.json"))?;
+            if card.arch != arch {
+                anyhow::bail!(
+                    "--init {name}: its architecture is {}, not --arch {}",
+                    card.arch.name(),
+                    arch.name()
+                );
+            }
+            Some(dir.join("model.safetensors"))
+        }
+        None => None,
+    };
     let data = with_bar(&a.data, |p| Ok(Photos::load(&a.data, a.max_short, p)?))?;
     let (data, test) = match &a.test {
         Some(dir) => (
@@ -334,22 +352,6 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         Some(TestSet::center_crops(&test, a.test_crop, a.sigma, 1)?)
-    };
-    let (objective, guide) = stab_objective(&a)?;
-    let init = match &a.init {
-        Some(name) => {
-            let dir = registry::resolve(name)?;
-            let card = Card::read(&dir.join("card.json"))?;
-            if card.arch != arch {
-                anyhow::bail!(
-                    "--init {name}: its architecture is {}, not --arch {}",
-                    card.arch.name(),
-                    arch.name()
-                );
-            }
-            Some(dir.join("model.safetensors"))
-        }
-        None => None,
     };
     let cfg = TrainConfig {
         arch: arch.clone(),

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::util::{command, robustify, run, temp_dir};
+use crate::util::{Run, command, robustify, run, temp_dir};
 
 /// 24 smooth 40×40 PNGs, enough for a few training steps.
 fn toy_folder(dir: &Path) {
@@ -20,6 +20,16 @@ fn toy_folder(dir: &Path) {
     }
 }
 
+/// `robustify train denoiser --data DATA --sigma 0.25 --test-crop 32 --out OUT ARGS…`.
+fn train_denoiser(data: &Path, out: &Path, args: &[&str]) -> Run {
+    let mut cmd = command(["train", "denoiser", "--data"]);
+    cmd.arg(data)
+        .args(["--sigma", "0.25", "--test-crop", "32", "--out"])
+        .arg(out)
+        .args(args);
+    run(cmd)
+}
+
 #[test]
 fn train_list_denoise_and_certify_with_a_trained_denoiser() {
     let dir = temp_dir("denoise-e2e");
@@ -28,13 +38,7 @@ fn train_list_denoise_and_certify_with_a_trained_denoiser() {
     let shipped = dir.join("shipped");
     let out = shipped.join("toy-dncnn");
     let train = |extra: &[&str]| {
-        let mut cmd = command([
-            "train",
-            "denoiser",
-            "--data",
-            data.to_str().unwrap(),
-            "--sigma",
-            "0.25",
+        let settings = [
             "--arch",
             "dncnn-4-8",
             "--epochs",
@@ -45,13 +49,8 @@ fn train_list_denoise_and_certify_with_a_trained_denoiser() {
             "8",
             "--hold-out",
             "6",
-            "--test-crop",
-            "32",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        cmd.args(extra);
-        run(cmd)
+        ];
+        train_denoiser(&data, &out, &[&settings[..], extra].concat())
     };
     let done = train(&[]).ok();
     assert!(done.contains("test_psnr"), "{done}");
@@ -465,26 +464,8 @@ fn stability_fine_tune_through_the_cifar10_stand_in() {
     let dir = temp_dir("denoise-stab");
     let out = dir.join("cifar10-stab");
     let train = |extra: &[&str]| {
-        let mut cmd = command([
-            "train",
-            "denoiser",
-            "--data",
-            fixture.to_str().unwrap(),
-            "--sigma",
-            "0.25",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--hold-out",
-            "10",
-            "--test-crop",
-            "32",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        cmd.args(extra);
-        run(cmd)
+        let settings = ["--epochs", "1", "--batch-size", "16", "--hold-out", "10"];
+        train_denoiser(&fixture, &out, &[&settings[..], extra].concat())
     };
     // What the objective needs, said before any work.
     let stab = ["--objective", "stab", "--arch", "unet-32-x2"];

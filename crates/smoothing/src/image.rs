@@ -125,7 +125,11 @@ impl Image {
                 )),
             }
         };
-        let (w, h) = reader()?
+        let r = reader()?;
+        if r.format() == Some(image::ImageFormat::Jpeg) {
+            jpeg_complete(bytes)?;
+        }
+        let (w, h) = r
             .into_dimensions()
             .map_err(|e| Error::Decode(e.to_string()))?;
         let pixels = u64::from(w) * u64::from(h);
@@ -161,6 +165,16 @@ impl Image {
             }
         }
         Image::new(w, h, data)
+    }
+
+    /// The dimensions `bytes` declare, read from the header alone (nothing is decoded): what
+    /// a memory estimate needs before any work.
+    pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
+        image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| Error::Decode(e.to_string()))?
+            .into_dimensions()
+            .map_err(|e| Error::Decode(e.to_string()))
     }
 
     /// Width in pixels.
@@ -215,6 +229,57 @@ impl Image {
             )
             .map_err(|e| Error::Decode(format!("PNG encoding failed: {e}")))?;
         Ok(out)
+    }
+}
+
+/// Checks that a JPEG's segments run from SOI to EOI: a file cut short (a failed upload,
+/// the first 700 bytes of a photo) decodes "successfully" in lenient decoders, grey below
+/// the cut, and would be certified and billed as that grey picture. Segments are walked by
+/// their lengths (so thumbnails inside APP1 do not count), entropy-coded data up to the
+/// next marker; bytes after EOI (a motion photo's video) are allowed.
+fn jpeg_complete(bytes: &[u8]) -> Result<()> {
+    let cut = |what: &str| Err(Error::Decode(format!("truncated or corrupt JPEG: {what}")));
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
+        return cut("no start-of-image marker");
+    }
+    let mut i = 2;
+    loop {
+        // Fill bytes (0xFF) may precede a marker.
+        while i < bytes.len() && bytes[i] == 0xFF && bytes.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(i), bytes.get(i + 1)) else {
+            return cut(&format!("no end-of-image marker ({} bytes)", bytes.len()));
+        };
+        i += 2;
+        match marker {
+            0xD9 => return Ok(()),
+            // Markers without a length: TEM and the restart markers.
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let (Some(&hi), Some(&lo)) = (bytes.get(i), bytes.get(i + 1)) else {
+            return cut(&format!("segment 0x{marker:02X} cut at byte {i}"));
+        };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if len < 2 || i + len > bytes.len() {
+            return cut(&format!("segment 0x{marker:02X} cut at byte {i}"));
+        }
+        i += len;
+        if marker == 0xDA {
+            // Entropy-coded data: up to the next marker that is not a stuffed 0xFF00 or a
+            // restart marker.
+            loop {
+                match (bytes.get(i), bytes.get(i + 1)) {
+                    (Some(&0xFF), Some(&(0x00 | 0xD0..=0xD7))) => i += 2,
+                    (Some(&0xFF), Some(_)) => break,
+                    (Some(_), _) => i += 1,
+                    (None, _) => {
+                        return cut(&format!("image data cut at byte {}", bytes.len()));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -295,6 +360,39 @@ mod tests {
         assert!(
             matches!(Image::decode(&png, &few), Err(Error::TooLarge(m)) if m.contains("16x16"))
         );
+    }
+
+    fn jpeg_bytes(w: u32, h: u32) -> Vec<u8> {
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, rgb).unwrap());
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn truncated_jpegs_are_refused_whole_ones_with_trailers_are_not() {
+        let limits = DecodeLimits::default();
+        let jpeg = jpeg_bytes(64, 48);
+        assert!(Image::decode(&jpeg, &limits).is_ok());
+        // Any cut is refused: mid-header, mid-scan, just before EOI.
+        for cut in [
+            4,
+            100,
+            700.min(jpeg.len() - 3),
+            jpeg.len() / 2,
+            jpeg.len() - 2,
+        ] {
+            let err = Image::decode(&jpeg[..cut], &limits)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("truncated"), "cut at {cut}: {err}");
+        }
+        // Bytes after EOI (a motion photo's video, a vendor trailer) are fine.
+        let mut trailed = jpeg.clone();
+        trailed.extend_from_slice(b"\0\0ftypmp42 some video");
+        assert!(Image::decode(&trailed, &limits).is_ok());
+        assert_eq!(Image::dimensions(&jpeg).unwrap(), (64, 48));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod classifier;
 pub mod counts;
 mod error;
 pub mod image;
+pub mod memory;
 pub mod noise;
 pub mod params;
 pub mod sequential;
@@ -46,8 +47,9 @@ pub use classifier::{BaseClassifier, NO_LABEL};
 pub use counts::LabelCounts;
 pub use error::{Error, Result};
 pub use image::{DecodeLimits, Image};
+pub use memory::MemoryBudget;
 pub use noise::NoiseSampler;
-pub use params::{Alpha, CertifyParams, PredictParams, Sigma};
+pub use params::{Alpha, CertifyParams, MAX_DRAWS, PredictParams, Sigma};
 pub use sequential::{
     Decision, SequenceKind, SequentialCertificate, SequentialForecast, SequentialParams,
     certify_sequential, certify_sequential_labels, forecast,

@@ -7,21 +7,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Noise level σ of the smoothing distribution N(0, σ²I), in `[0, 1]` pixel units; finite
-/// and > 0.
+/// Noise level σ of the smoothing distribution N(0, σ²I), in `[0, 1]` pixel units:
+/// `0 < σ ≤ 1` (the images themselves span 1; more noise than that carries no image).
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
 #[serde(try_from = "f64", into = "f64")]
 pub struct Sigma(f64);
 
 impl Sigma {
-    /// Checks `0 < σ < ∞`.
+    /// Checks `0 < σ ≤ 1`.
     pub fn new(value: f64) -> Result<Sigma> {
-        if value.is_finite() && value > 0.0 {
+        if value > 0.0 && value <= 1.0 {
             Ok(Sigma(value))
         } else {
             Err(Error::InvalidParameter {
                 name: "sigma",
-                reason: format!("must be a finite number > 0, got {value}"),
+                reason: format!("must lie in (0, 1] (pixel units), got {value}"),
             })
         }
     }
@@ -85,14 +85,35 @@ impl From<Alpha> for f64 {
 /// How many noisy images go to the base classifier in one call unless told otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 100;
 
+/// Most draws one certification may make, all counts together (2^40 ≈ 1.1 × 10^12: more
+/// than any budget buys, and small enough that no sum, product with a price, or conversion
+/// to `usize` or `f64` of a draw count can overflow or lose precision).
+pub const MAX_DRAWS: u64 = 1 << 40;
+
 fn positive(name: &'static str, value: u64) -> Result<u64> {
     if value == 0 {
         Err(Error::InvalidParameter {
             name,
             reason: "must be at least 1".into(),
         })
+    } else if value > MAX_DRAWS {
+        Err(Error::InvalidParameter {
+            name,
+            reason: format!("must be at most {MAX_DRAWS}, got {value}"),
+        })
     } else {
         Ok(value)
+    }
+}
+
+/// `a + b` draws, refused past [`MAX_DRAWS`] (and never wrapped).
+pub(crate) fn total_draws(names: &'static str, a: u64, b: u64) -> Result<u64> {
+    match a.checked_add(b) {
+        Some(sum) if sum <= MAX_DRAWS => Ok(sum),
+        _ => Err(Error::InvalidParameter {
+            name: names,
+            reason: format!("{a} + {b} draws are more than the {MAX_DRAWS} allowed"),
+        }),
     }
 }
 
@@ -110,10 +131,11 @@ impl CertifyParams {
     /// `n0` selection draws pick the candidate label, `n` separate estimation draws bound
     /// its probability at confidence `1 − alpha`. Both counts must be ≥ 1.
     pub fn new(sigma: f64, n0: u64, n: u64, alpha: f64) -> Result<CertifyParams> {
+        total_draws("n0 + n", positive("n0", n0)?, positive("n", n)?)?;
         Ok(CertifyParams {
             sigma: Sigma::new(sigma)?,
-            n0: positive("n0", n0)?,
-            n: positive("n", n)?,
+            n0,
+            n,
             alpha: Alpha::new(alpha)?,
             batch_size: DEFAULT_BATCH_SIZE,
         })
@@ -137,6 +159,10 @@ impl CertifyParams {
     /// Estimation draws.
     pub fn n(&self) -> u64 {
         self.n
+    }
+    /// Every draw the certification sends: `n0 + n` (checked when built: never wraps).
+    pub fn draws(&self) -> u64 {
+        self.n0 + self.n
     }
     /// α.
     pub fn alpha(&self) -> Alpha {
@@ -183,6 +209,10 @@ impl PredictParams {
     pub fn n(&self) -> u64 {
         self.n
     }
+    /// Every draw the prediction sends (`n`).
+    pub fn draws(&self) -> u64 {
+        self.n
+    }
     /// α.
     pub fn alpha(&self) -> Alpha {
         self.alpha
@@ -199,7 +229,7 @@ mod tests {
 
     #[test]
     fn invalid_values_cannot_be_built() {
-        for s in [0.0, -0.25, f64::NAN, f64::INFINITY] {
+        for s in [0.0, -0.25, f64::NAN, f64::INFINITY, 1e300, 1.0001] {
             assert!(Sigma::new(s).is_err(), "{s}");
         }
         for a in [0.0, 1.0, -0.1, 1.5, f64::NAN] {
@@ -212,6 +242,20 @@ mod tests {
         assert!(p.with_batch_size(0).is_err());
         let msg = CertifyParams::new(-1.0, 1, 1, 0.5).unwrap_err().to_string();
         assert!(msg.contains("sigma"), "{msg}");
+        assert!(Sigma::new(1.0).is_ok());
+    }
+
+    #[test]
+    fn draw_counts_never_wrap() {
+        // n0 + n = 2^64 + 1 wraps to 1 in u64: the proxy once billed 300 draws as 1.
+        let err = CertifyParams::new(0.25, 300, 18446744073709551317, 0.001).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        assert!(CertifyParams::new(0.25, MAX_DRAWS, 1, 0.001).is_err());
+        assert!(CertifyParams::new(0.25, MAX_DRAWS / 2, MAX_DRAWS / 2 + 1, 0.001).is_err());
+        let p = CertifyParams::new(0.25, MAX_DRAWS / 2, MAX_DRAWS / 2, 0.001).unwrap();
+        assert_eq!(p.draws(), MAX_DRAWS);
+        assert!(PredictParams::new(0.25, MAX_DRAWS + 1, 0.001).is_err());
+        assert!(PredictParams::new(0.25, u64::MAX, 0.001).is_err());
     }
 
     #[test]

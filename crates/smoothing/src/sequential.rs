@@ -102,6 +102,7 @@ impl SequentialParams {
         if max_draws == 0 {
             return Err(bad("max_draws", "must be ≥ 1"));
         }
+        crate::params::total_draws("n0 + max_draws", n0, max_draws)?;
         if let Some(r) = target_radius
             && !(r.is_finite() && r >= 0.0)
         {
@@ -154,6 +155,11 @@ impl SequentialParams {
     /// Most estimation draws.
     pub fn max_draws(&self) -> u64 {
         self.max_draws
+    }
+
+    /// Most draws the certification can send: `n0 + max_draws` (checked when built).
+    pub fn draws(&self) -> u64 {
+        self.n0 + self.max_draws
     }
 }
 

@@ -53,7 +53,8 @@ impl Ledger {
     /// Reserves `units` units, or says which limit they would break.
     pub fn reserve(&self, units: u64) -> Result<Reservation<'_>> {
         let mut s = self.lock();
-        let committed = s.spent + s.reserved + units;
+        // Saturating: a hostile count can only make the check fail, never wrap past it.
+        let committed = s.spent.saturating_add(s.reserved).saturating_add(units);
         if let Some(max) = self.limits.max_queries
             && committed > max
         {
@@ -113,7 +114,7 @@ impl Reservation<'_> {
         let mut s = self.ledger.lock();
         s.reserved -= self.units;
         let before = self.ledger.cost(s.spent);
-        s.spent += used;
+        s.spent = s.spent.saturating_add(used);
         let cost = self.ledger.cost(s.spent) - before;
         self.units = 0;
         cost
@@ -169,6 +170,31 @@ mod tests {
             ledger.reserve(1),
             Err(Error::BudgetExhausted { .. })
         ));
+    }
+
+    #[test]
+    fn huge_counts_are_refused_not_wrapped() {
+        let ledger = Ledger::new(
+            pricing(1.5),
+            BudgetLimits {
+                max_usd: Some(0.375),
+                max_queries: None,
+            },
+        );
+        let held = ledger.reserve(200).unwrap();
+        // 200 + (2^64 − 100) wraps to 100 in plain u64 arithmetic.
+        assert!(ledger.reserve(u64::MAX - 99).is_err());
+        assert!(ledger.reserve(u64::MAX).is_err());
+        held.settle(200);
+        let capped = Ledger::new(
+            pricing(1.5),
+            BudgetLimits {
+                max_usd: None,
+                max_queries: Some(10),
+            },
+        );
+        let _a = capped.reserve(5).unwrap();
+        assert!(capped.reserve(u64::MAX - 2).is_err());
     }
 
     #[test]

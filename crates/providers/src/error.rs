@@ -76,6 +76,16 @@ pub enum Error {
         /// The vendor's explanation (never contains credentials).
         message: String,
     },
+    /// The vendor billed for an image it never answered (a request that timed out after
+    /// the vendor may have done the work, and no retry answered it).
+    #[error("{source} (${billed_usd:.4} billed without an answer)")]
+    BilledWithoutAnswer {
+        /// Why no answer came.
+        #[source]
+        source: Box<Error>,
+        /// Dollars billed for it.
+        billed_usd: f64,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -88,6 +98,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// Dollars the vendor billed for this failed image ([`Error::BilledWithoutAnswer`]);
+    /// 0 for any other error.
+    pub fn billed_usd(&self) -> f64 {
+        match self {
+            Error::BilledWithoutAnswer { billed_usd, .. } => *billed_usd,
+            _ => 0.0,
+        }
+    }
+
+    /// A budget error's message without the "budget reached: " prefix it displays with.
+    pub fn budget_message(&self) -> &str {
+        match self {
+            Error::BudgetExhausted { message } => message,
+            Error::BilledWithoutAnswer { source, .. } => source.budget_message(),
+            _ => "",
+        }
+    }
+
     /// Whether `err`, or any error in its chain of sources, is [`Error::BudgetExhausted`]
     /// (however many wrappers — denoiser, smoothing — lie between).
     pub fn is_budget_in(err: &(dyn std::error::Error + 'static)) -> bool {

@@ -51,6 +51,40 @@ pub fn encode(provider: &str, limits: &Limits, image: &Image) -> Result<Vec<u8>>
     Ok(png)
 }
 
+/// Checks that `endpoint` is an `http://` or `https://` URL with a host, before anything is
+/// sent (a typo would otherwise be retried for a minute as a network failure).
+pub fn check_endpoint(provider: &str, endpoint: &str) -> Result<()> {
+    let refuse = |why: String| Error::Definition {
+        path: format!("endpoint of {provider}").into(),
+        message: format!("{endpoint:?} {why}"),
+    };
+    let url = reqwest::Url::parse(endpoint).map_err(|e| refuse(format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(refuse(format!(
+            "has scheme {:?}; only http:// and https:// are supported",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(refuse("has no host".into()));
+    }
+    Ok(())
+}
+
+/// Whether a failed send never reached a listening server: the connection was refused.
+fn refused(e: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// A provider reached over HTTP.
 pub struct HttpProvider {
     name: String,
@@ -93,6 +127,7 @@ impl HttpProvider {
         ledger: Arc<Ledger>,
     ) -> Result<HttpProvider> {
         let endpoint = endpoint.unwrap_or(&def.endpoint);
+        check_endpoint(&def.name, endpoint)?;
         let wire = wire_for(def, endpoint, creds)?;
         // One process-wide TLS provider (ring); installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -176,6 +211,23 @@ impl HttpProvider {
                 latency,
                 true,
             ),
+            // Nothing listens there: retrying for a minute would not help.
+            Ok(Err(e)) if refused(&e) => (
+                Attempt::Failed(Failure::Fatal {
+                    status: None,
+                    message: format!(
+                        "connection refused by {} (is the endpoint right, and is the server up?)",
+                        e.url()
+                            .and_then(|u| u
+                                .host_str()
+                                .map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))))
+                            .unwrap_or_else(|| "the endpoint".into())
+                    ),
+                }),
+                0,
+                latency,
+                false,
+            ),
             Ok(Err(e)) => (
                 Attempt::Failed(Failure::Transient {
                     retry_after: None,
@@ -200,37 +252,65 @@ impl HttpProvider {
     }
 
     /// Sends one request's images, retrying what is worth it; one result per image.
-    async fn send(&self, items: Vec<(usize, Vec<u8>)>) -> Vec<(usize, Result<Delivered>)> {
+    ///
+    /// A request that timed out may have been done and billed by the vendor: its images are
+    /// counted as billed in the ledger, and that cost stays with each image, in its receipt
+    /// when a retry answers it, or in [`Error::BilledWithoutAnswer`] when none does, so that
+    /// whoever pays for the request (a proxy client) is charged what the vendor bills.
+    async fn send(
+        &self,
+        items: Vec<(usize, Vec<u8>)>,
+        allowance: Option<&Ledger>,
+    ) -> Vec<(usize, Result<Delivered>)> {
         let mut done = Vec::with_capacity(items.len());
-        let mut pending = items;
+        // (index, PNG, dollars already billed for it without an answer)
+        let mut pending: Vec<(usize, Vec<u8>, f64)> =
+            items.into_iter().map(|(i, png)| (i, png, 0.0)).collect();
+        let unanswered = |err: Error, billed: f64| {
+            if billed > 0.0 {
+                Error::BilledWithoutAnswer {
+                    source: Box::new(err),
+                    billed_usd: billed,
+                }
+            } else {
+                err
+            }
+        };
         let mut rng = rand::rngs::StdRng::from_os_rng();
         let mut retries = 0u32;
+        let started = tokio::time::Instant::now();
         loop {
-            let reservation = match self.ledger.reserve(pending.len() as u64) {
+            let reserved = self.ledger.reserve(pending.len() as u64).and_then(|r| {
+                let allowed = allowance
+                    .map(|a| a.reserve(pending.len() as u64))
+                    .transpose()?;
+                Ok((r, allowed))
+            });
+            let (reservation, allowed) = match reserved {
                 Ok(r) => r,
                 Err(err) => {
-                    let message = err.to_string();
-                    done.extend(pending.drain(..).map(|(i, _)| {
+                    done.extend(pending.drain(..).map(|(i, _, billed)| {
                         (
                             i,
-                            Err(Error::BudgetExhausted {
-                                message: message.trim_start_matches("budget reached: ").into(),
-                            }),
+                            Err(unanswered(
+                                Error::BudgetExhausted {
+                                    message: err.budget_message().to_owned(),
+                                },
+                                billed,
+                            )),
                         )
                     }));
                     break;
                 }
             };
-            let pngs: Vec<Vec<u8>> = pending.iter().map(|(_, p)| p.clone()).collect();
+            let pngs: Vec<Vec<u8>> = pending.iter().map(|(_, p, _)| p.clone()).collect();
             let (attempt, status, latency, billed_anyway) = match self.attempt(&pngs).await {
                 Ok(a) => a,
                 Err(err) => {
                     let message = err.to_string();
-                    done.extend(
-                        pending
-                            .drain(..)
-                            .map(|(i, _)| (i, Err(self.error(message.clone())))),
-                    );
+                    done.extend(pending.drain(..).map(|(i, _, billed)| {
+                        (i, Err(unanswered(self.error(message.clone()), billed)))
+                    }));
                     break;
                 }
             };
@@ -241,6 +321,9 @@ impl HttpProvider {
                         self.traffic.succeeded();
                     }
                     let cost = reservation.settle(answered as u64);
+                    if let Some(a) = allowed {
+                        a.settle(answered as u64);
+                    }
                     let each = if answered > 0 {
                         cost / answered as f64
                     } else {
@@ -252,7 +335,7 @@ impl HttpProvider {
                         .fetch_add(answered as u64, Ordering::Relaxed);
                     let mut again = Vec::new();
                     let mut last = None;
-                    for ((i, png), result) in pending.drain(..).zip(per_image) {
+                    for ((i, png, billed), result) in pending.drain(..).zip(per_image) {
                         match result {
                             Ok(answer) => done.push((
                                 i,
@@ -261,21 +344,24 @@ impl HttpProvider {
                                     receipt: Receipt {
                                         status,
                                         latency_ms: latency.as_secs_f64() * 1e3,
-                                        cost_usd: each,
+                                        cost_usd: each + billed,
                                         attempts: retries + 1,
                                     },
                                 }),
                             )),
                             Err(Failure::Fatal { status, message }) => done.push((
                                 i,
-                                Err(Error::Refused {
-                                    provider: self.name.clone(),
-                                    status,
-                                    message,
-                                }),
+                                Err(unanswered(
+                                    Error::Refused {
+                                        provider: self.name.clone(),
+                                        status,
+                                        message,
+                                    },
+                                    billed,
+                                )),
                             )),
                             Err(f) => {
-                                again.push((i, png));
+                                again.push((i, png, billed));
                                 last = Some(f);
                             }
                         }
@@ -288,7 +374,14 @@ impl HttpProvider {
                 }
                 Attempt::Failed(f) => {
                     if billed_anyway {
-                        reservation.settle(pending.len() as u64);
+                        let cost = reservation.settle(pending.len() as u64);
+                        if let Some(a) = allowed {
+                            a.settle(pending.len() as u64);
+                        }
+                        let each = cost / pending.len().max(1) as f64;
+                        for item in &mut pending {
+                            item.2 += each;
+                        }
                     } else {
                         drop(reservation);
                     }
@@ -297,14 +390,17 @@ impl HttpProvider {
             };
             let (retry_after, message, throttled) = match failure {
                 Failure::Fatal { status, message } => {
-                    done.extend(pending.drain(..).map(|(i, _)| {
+                    done.extend(pending.drain(..).map(|(i, _, billed)| {
                         (
                             i,
-                            Err(Error::Refused {
-                                provider: self.name.clone(),
-                                status,
-                                message: message.clone(),
-                            }),
+                            Err(unanswered(
+                                Error::Refused {
+                                    provider: self.name.clone(),
+                                    status,
+                                    message: message.clone(),
+                                },
+                                billed,
+                            )),
                         )
                     }));
                     break;
@@ -330,16 +426,32 @@ impl HttpProvider {
                     (retry_after, message, false)
                 }
             };
-            if retries >= self.traffic.policy().max_retries || !self.traffic.take_retry() {
-                let why = if retries >= self.traffic.policy().max_retries {
+            let policy = self.traffic.policy();
+            let delay = policy.delay(retries, retry_after, &mut rng);
+            let elapsed = started.elapsed();
+            let out_of_time = elapsed + delay > policy.max_elapsed;
+            if retries >= policy.max_retries || out_of_time || !self.traffic.take_retry() {
+                let why = if retries >= policy.max_retries {
                     format!("gave up after {} attempts", retries + 1)
+                } else if out_of_time {
+                    format!(
+                        "gave up after {} attempts in {:.0} s (the next wait, {:.1} s, would pass \
+                         the {:.0} s allowed for one request)",
+                        retries + 1,
+                        elapsed.as_secs_f64(),
+                        delay.as_secs_f64(),
+                        policy.max_elapsed.as_secs_f64()
+                    )
                 } else {
                     "retry budget of the run spent".to_string()
                 };
-                done.extend(pending.drain(..).map(|(i, _)| {
+                done.extend(pending.drain(..).map(|(i, _, billed)| {
                     (
                         i,
-                        Err(self.error(format!("{why}; last failure: {message}"))),
+                        Err(unanswered(
+                            self.error(format!("{why}; last failure: {message}")),
+                            billed,
+                        )),
                     )
                 }));
                 break;
@@ -347,14 +459,12 @@ impl HttpProvider {
             if throttled {
                 self.traffic.throttled();
             }
-            let delay = self.traffic.policy().delay(retries, retry_after, &mut rng);
-            tracing::info!(
-                provider = %self.name,
-                retry = retries + 1,
-                throttled,
-                delay_ms = delay.as_millis() as u64,
-                reason = %message,
-                "retrying"
+            // Shown by default (warn): a run that waits says why.
+            tracing::warn!(
+                "{}: retry {} in {:.1} s: {message}",
+                self.name,
+                retries + 1,
+                delay.as_secs_f64()
             );
             tokio::time::sleep(delay).await;
             retries += 1;
@@ -372,7 +482,11 @@ impl Provider for HttpProvider {
         (self.limits.images_per_request as usize) * (self.limits.max_concurrency as usize)
     }
 
-    fn classify<'a>(&'a self, images: &'a [Image]) -> BoxFuture<'a, Vec<Result<Delivered>>> {
+    fn classify_within<'a>(
+        &'a self,
+        images: &'a [Image],
+        allowance: Option<&'a Ledger>,
+    ) -> BoxFuture<'a, Vec<Result<Delivered>>> {
         Box::pin(async move {
             let n = images.len();
             let mut results: Vec<Option<Result<Delivered>>> = (0..n).map(|_| None).collect();
@@ -390,7 +504,8 @@ impl Provider for HttpProvider {
                 chunks.push(rest.by_ref().take(per_request).collect::<Vec<_>>());
             }
             let sent =
-                futures_util::future::join_all(chunks.into_iter().map(|c| self.send(c))).await;
+                futures_util::future::join_all(chunks.into_iter().map(|c| self.send(c, allowance)))
+                    .await;
             for (i, result) in sent.into_iter().flatten() {
                 results[i] = Some(result);
             }

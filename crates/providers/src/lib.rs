@@ -50,5 +50,5 @@ pub use http::HttpProvider;
 pub use provider::{
     Answer, Delivered, LabelRule, Provider, ProviderClassifier, Receipt, ScoredLabel,
 };
-pub use querylog::{DrawContext, LogEntry, QueryLog};
+pub use querylog::{DrawContext, LoadReport, LogEntry, QueryLog, ReuseReport};
 pub use traffic::{RetryPolicy, Traffic};

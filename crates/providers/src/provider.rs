@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use robustify_smoothing::{BaseClassifier, Image, NO_LABEL};
 
+use crate::budget::Ledger;
 use crate::querylog::{DrawContext, LogEntry, QueryLog};
 use crate::{Error, Result};
 
@@ -75,7 +76,19 @@ pub trait Provider: Send + Sync {
 
     /// Labels each image of `images`: one result per image, in order. Images answered
     /// before another failed keep their answers (they are paid for).
-    fn classify<'a>(&'a self, images: &'a [Image]) -> BoxFuture<'a, Vec<Result<Delivered>>>;
+    fn classify<'a>(&'a self, images: &'a [Image]) -> BoxFuture<'a, Vec<Result<Delivered>>> {
+        self.classify_within(images, None)
+    }
+
+    /// As [`Provider::classify`], with every unit the vendor may bill also reserved in
+    /// `allowance` (a request's own cap, on top of the provider's budget): no request or
+    /// retry is sent that the allowance cannot hold, so a proxy client is never billed more
+    /// than it was held for, timed-out requests included.
+    fn classify_within<'a>(
+        &'a self,
+        images: &'a [Image],
+        allowance: Option<&'a Ledger>,
+    ) -> BoxFuture<'a, Vec<Result<Delivered>>>;
 }
 
 /// How a vendor's label becomes the label a certificate counts.
@@ -145,6 +158,7 @@ pub struct ProviderClassifier {
     reused: Arc<AtomicU64>,
     /// Dollars of the answers this classifier received, in micro-dollars.
     spent_micro_usd: Arc<AtomicU64>,
+    allowance: Option<Arc<Ledger>>,
 }
 
 impl ProviderClassifier {
@@ -156,7 +170,14 @@ impl ProviderClassifier {
             log: None,
             reused: Arc::default(),
             spent_micro_usd: Arc::default(),
+            allowance: None,
         }
+    }
+
+    /// Reserves every billed unit in `allowance` too (see [`Provider::classify_within`]).
+    pub fn with_allowance(mut self, allowance: Arc<Ledger>) -> ProviderClassifier {
+        self.allowance = Some(allowance);
+        self
     }
 
     /// Counts labels under `rule`.
@@ -176,7 +197,8 @@ impl ProviderClassifier {
         self.reused.load(Ordering::Relaxed)
     }
 
-    /// What the answers this classifier (and its clones) received cost, in dollars.
+    /// What the vendor billed for this classifier's (and its clones') queries, in dollars:
+    /// the answers received and the requests billed without an answer (timeouts).
     pub fn spent_usd(&self) -> f64 {
         self.spent_micro_usd.load(Ordering::Relaxed) as f64 / 1e6
     }
@@ -195,7 +217,10 @@ impl ProviderClassifier {
             return Ok(out.into_iter().flatten().collect());
         }
         let images: Vec<Image> = missing.iter().map(|&i| batch[i].clone()).collect();
-        let results = self.provider.classify(&images).await;
+        let results = self
+            .provider
+            .classify_within(&images, self.allowance.as_deref())
+            .await;
         if results.len() != images.len() {
             return Err(Error::Provider {
                 provider: self.provider.name().to_owned(),
@@ -228,6 +253,10 @@ impl ProviderClassifier {
                     out[i] = Some(delivered.answer);
                 }
                 Err(err) => {
+                    // A timed-out request the vendor billed: whoever pays for this
+                    // classifier's queries pays for it too.
+                    self.spent_micro_usd
+                        .fetch_add((err.billed_usd() * 1e6).round() as u64, Ordering::Relaxed);
                     first_error.get_or_insert(err);
                 }
             }

@@ -34,6 +34,11 @@ pub struct DrawContext {
     pub sigma: f64,
     /// Master seed of the noise.
     pub seed: u64,
+    /// The proxy client whose request this was: answers are reused only within the same
+    /// client (one client never learns of another's queries), unless the proxy shares them.
+    /// `None` from the command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 impl DrawContext {
@@ -44,8 +49,44 @@ impl DrawContext {
             denoiser: self.denoiser.clone(),
             sigma_bits: self.sigma.to_bits(),
             seed: self.seed,
+            client: self.client.clone(),
             draw,
         }
+    }
+
+    /// Why an answer logged under `self` was not reused by a run that asked for `asked`:
+    /// the first field that differs.
+    fn differs_from(&self, asked: &DrawContext) -> &'static str {
+        if self.image != asked.image {
+            "another image"
+        } else if self.provider != asked.provider {
+            "another provider"
+        } else if self.client != asked.client {
+            "another client"
+        } else if self.denoiser != asked.denoiser {
+            "another denoiser"
+        } else if self.sigma.to_bits() != asked.sigma.to_bits() {
+            "another σ"
+        } else if self.seed != asked.seed {
+            "another seed"
+        } else {
+            "draws this run did not need"
+        }
+    }
+
+    /// How many of the key fields `self` shares with `other` (to find the closest).
+    fn likeness(&self, other: &DrawContext) -> usize {
+        [
+            self.image == other.image,
+            self.provider == other.provider,
+            self.client == other.client,
+            self.denoiser == other.denoiser,
+            self.sigma.to_bits() == other.sigma.to_bits(),
+            self.seed == other.seed,
+        ]
+        .iter()
+        .filter(|&&same| same)
+        .count()
     }
 }
 
@@ -56,6 +97,7 @@ struct Key {
     denoiser: String,
     sigma_bits: u64,
     seed: u64,
+    client: Option<String>,
     draw: u64,
 }
 
@@ -81,26 +123,181 @@ pub struct LogEntry {
     pub unix_ms: u64,
 }
 
+impl LogEntry {
+    /// Whether the answer can count as a vote: a success status (2xx, or 0 in-process).
+    /// An error answer that found its way into a log (edited, or written by another tool)
+    /// is never counted as the vendor's label.
+    pub fn is_vote(&self) -> bool {
+        self.status == 0 || (200..300).contains(&self.status)
+    }
+}
+
+/// What reading a resumed log found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Answers loaded for reuse.
+    pub answers: usize,
+    /// Lines that are not query-log entries (garbage, or cut short by a crash); the first
+    /// few line numbers are in `unreadable_lines`.
+    pub unreadable: usize,
+    /// The first (up to 5) unreadable line numbers, 1-based.
+    pub unreadable_lines: Vec<usize>,
+    /// Entries logged with an error status: never votes.
+    pub error_answers: usize,
+}
+
+impl LoadReport {
+    /// Lines skipped, all reasons together.
+    pub fn skipped(&self) -> usize {
+        self.unreadable + self.error_answers
+    }
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} answers read", self.answers)?;
+        if self.skipped() > 0 {
+            let mut why = Vec::new();
+            if self.unreadable > 0 {
+                let lines: Vec<String> = self
+                    .unreadable_lines
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect();
+                why.push(format!(
+                    "{} unreadable (line {}{})",
+                    self.unreadable,
+                    lines.join(", "),
+                    if self.unreadable > lines.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            if self.error_answers > 0 {
+                why.push(format!(
+                    "{} error answers, never counted as votes",
+                    self.error_answers
+                ));
+            }
+            write!(f, "; {} lines skipped: {}", self.skipped(), why.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// How much of a resumed log a run reused, and why the rest was not.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReuseReport {
+    /// Answers loaded from the log.
+    pub loaded: usize,
+    /// Answers reused (draws not sent again).
+    pub reused: usize,
+    /// Answers not reused, by reason ("another σ", "another seed", …), most first.
+    pub unused: Vec<(&'static str, usize)>,
+}
+
+impl std::fmt::Display for ReuseReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} logged answers reused",
+            self.reused, self.loaded
+        )?;
+        if !self.unused.is_empty() {
+            let why: Vec<String> = self
+                .unused
+                .iter()
+                .map(|(reason, n)| format!("{n} for {reason}"))
+                .collect();
+            write!(
+                f,
+                " ({} not: {})",
+                self.loaded - self.reused,
+                why.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A loaded answer and the line it came from.
+struct Known {
+    answer: Answer,
+    context: DrawContext,
+    used: AtomicBool,
+}
+
 /// An append-only query log with the answers of earlier runs.
 pub struct QueryLog {
     path: PathBuf,
     file: Mutex<File>,
     dirty: AtomicBool,
-    known: HashMap<Key, Answer>,
+    known: HashMap<Key, Known>,
+    report: LoadReport,
+    /// Contexts this run asked about (for the reuse report).
+    asked: Mutex<Vec<DrawContext>>,
 }
 
 impl QueryLog {
     /// Opens `path` for appending (creating it). With `resume`, the answers already in
     /// `resume` (often the same file) are loaded for reuse.
+    ///
+    /// Two different answers for one draw in `resume` are an error naming both lines.
     pub fn open(path: &Path, resume: Option<&Path>) -> Result<QueryLog> {
-        let mut known = HashMap::new();
+        let mut known: HashMap<Key, (usize, Known)> = HashMap::new();
+        let mut report = LoadReport::default();
         if let Some(from) = resume {
-            for e in read_log(from)? {
-                known
-                    .entry(e.context.key(e.draw))
-                    .or_insert(Answer { labels: e.labels });
+            let Scanned {
+                entries,
+                unreadable,
+            } = scan_log(from)?;
+            report.unreadable = unreadable.len();
+            report.unreadable_lines = unreadable.into_iter().take(5).collect();
+            for (line, e) in entries {
+                if !e.is_vote() {
+                    report.error_answers += 1;
+                    continue;
+                }
+                let key = e.context.key(e.draw);
+                match known.get(&key) {
+                    Some((first, k)) if k.answer.labels != e.labels => {
+                        return Err(Error::Log {
+                            path: from.to_path_buf(),
+                            line,
+                            message: format!(
+                                "draw {} of image {} ({}, σ = {}, seed {}) answered {:?} here \
+                                 but {:?} on line {first}: the log cannot be trusted for reuse",
+                                e.draw,
+                                short(&e.context.image),
+                                e.context.provider,
+                                e.context.sigma,
+                                e.context.seed,
+                                Answer { labels: e.labels }.top1(),
+                                k.answer.top1(),
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        known.insert(
+                            key,
+                            (
+                                line,
+                                Known {
+                                    answer: Answer { labels: e.labels },
+                                    context: e.context,
+                                    used: AtomicBool::new(false),
+                                },
+                            ),
+                        );
+                    }
+                }
             }
+            report.answers = known.len();
         }
+        let known = known.into_iter().map(|(k, (_, v))| (k, v)).collect();
         let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
@@ -127,6 +324,8 @@ impl QueryLog {
             file: Mutex::new(file),
             dirty: AtomicBool::new(false),
             known,
+            report,
+            asked: Mutex::new(Vec::new()),
         })
     }
 
@@ -140,9 +339,50 @@ impl QueryLog {
         self.known.len()
     }
 
+    /// What reading the resumed log found (answers, lines skipped and why).
+    pub fn load_report(&self) -> &LoadReport {
+        &self.report
+    }
+
     /// The earlier answer to draw `draw` of `context`, if the resumed log has one.
     pub fn lookup(&self, context: &DrawContext, draw: u64) -> Option<&Answer> {
-        self.known.get(&context.key(draw))
+        if !self.known.is_empty() {
+            let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+            if !asked.contains(context) {
+                asked.push(context.clone());
+            }
+        }
+        let k = self.known.get(&context.key(draw))?;
+        k.used.store(true, Ordering::Relaxed);
+        Some(&k.answer)
+    }
+
+    /// How many loaded answers this run reused, and why each other one was not: compared
+    /// with the closest context the run asked for.
+    pub fn reuse_report(&self) -> ReuseReport {
+        let asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reused = 0;
+        let mut unused: HashMap<&'static str, usize> = HashMap::new();
+        for k in self.known.values() {
+            if k.used.load(Ordering::Relaxed) {
+                reused += 1;
+                continue;
+            }
+            let reason = asked
+                .iter()
+                .max_by_key(|a| k.context.likeness(a))
+                .map_or("a run that asked for nothing", |a| {
+                    k.context.differs_from(a)
+                });
+            *unused.entry(reason).or_default() += 1;
+        }
+        let mut unused: Vec<_> = unused.into_iter().collect();
+        unused.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        ReuseReport {
+            loaded: self.known.len(),
+            reused,
+            unused,
+        }
     }
 
     fn io(&self, source: std::io::Error) -> Error {
@@ -193,38 +433,73 @@ impl Drop for QueryLog {
     }
 }
 
+/// The first 12 hex digits of an image hash, for messages.
+fn short(image: &str) -> &str {
+    image.get(..12).unwrap_or(image)
+}
+
+/// A query log as read: its entries and the lines that are not entries.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// Each entry with its 1-based line number.
+    pub entries: Vec<(usize, LogEntry)>,
+    /// The 1-based numbers of the lines that are not entries (garbage, or cut short).
+    pub unreadable: Vec<usize>,
+}
+
+/// Reads every entry of a query log with its line number, and the numbers of the lines
+/// that are not entries.
+pub fn scan_log(path: &Path) -> Result<Scanned> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let (mut entries, mut bad) = (Vec::new(), Vec::new());
+    // Bytes, not `lines()`: one line of invalid UTF-8 is a bad line, not a failed read.
+    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = line.map_err(io)?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<LogEntry>(&line) {
+            Ok(e) => entries.push((i + 1, e)),
+            Err(_) => bad.push(i + 1),
+        }
+    }
+    Ok(Scanned {
+        entries,
+        unreadable: bad,
+    })
+}
+
 /// Reads every entry of a query log. A line cut short (a crash mid-write: no closing brace)
 /// is skipped; any other malformed line is an error naming it.
 pub fn read_log(path: &Path) -> Result<Vec<LogEntry>> {
-    let file = File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<std::io::Result<_>>()
-        .map_err(|source| Error::Io {
+    let Scanned {
+        entries,
+        unreadable: bad,
+    } = scan_log(path)?;
+    if let Some(&line) = bad.iter().find(|&&line| !cut_by_crash(path, line)) {
+        return Err(Error::Log {
             path: path.to_path_buf(),
-            source,
-        })?;
-    let mut out = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<LogEntry>(line) {
-            Ok(e) => out.push(e),
-            Err(_) if !line.trim_end().ends_with('}') => {}
-            Err(e) => {
-                return Err(Error::Log {
-                    path: path.to_path_buf(),
-                    line: i + 1,
-                    message: format!("not a query-log entry: {e}"),
-                });
-            }
-        }
+            line,
+            message: "not a query-log entry".into(),
+        });
     }
-    Ok(out)
+    Ok(entries.into_iter().map(|(_, e)| e).collect())
+}
+
+/// Whether line `line` of `path` looks cut by a crash (no closing brace).
+fn cut_by_crash(path: &Path, line: usize) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    BufReader::new(file)
+        .split(b'\n')
+        .nth(line - 1)
+        .and_then(std::result::Result::ok)
+        .is_some_and(|l| !l.trim_ascii_end().ends_with(b"}"))
 }
 
 #[cfg(test)]
@@ -238,6 +513,7 @@ mod tests {
             denoiser: "none".into(),
             sigma: 0.25,
             seed: 7,
+            client: None,
         }
     }
 
@@ -287,5 +563,106 @@ mod tests {
         let err = read_log(&path).unwrap_err().to_string();
         assert!(err.contains(":1:"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn temp_log(name: &str, lines: &[String]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("robustify-qlog-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.jsonl");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    }
+
+    fn line(e: &LogEntry) -> String {
+        serde_json::to_string(e).unwrap()
+    }
+
+    #[test]
+    fn error_answers_are_never_votes_and_bad_lines_are_counted() {
+        let mut failed = entry(1, "x");
+        failed.status = 500;
+        failed.labels.clear();
+        let path = temp_log(
+            "evidence",
+            &[
+                line(&entry(0, "cat")),
+                line(&failed),
+                "garbage".into(),
+                "{\"not\": \"an entry\"}".into(),
+                line(&entry(2, "dog")),
+                "{\"image\":\"ab".into(),
+            ],
+        );
+        let log = QueryLog::open(&path, Some(&path)).unwrap();
+        assert!(
+            log.lookup(&ctx(), 1).is_none(),
+            "a 500 answer was reused as a vote"
+        );
+        assert_eq!(log.lookup(&ctx(), 0).unwrap().top1(), "cat");
+        let report = log.load_report().clone();
+        assert_eq!(
+            (report.answers, report.unreadable, report.error_answers),
+            (2, 3, 1)
+        );
+        assert_eq!(report.unreadable_lines, [3, 4, 6]);
+        let text = report.to_string();
+        assert!(
+            text.contains("4 lines skipped") && text.contains("line 3, 4, 6"),
+            "{text}"
+        );
+        // The reuse report tells the truth: one of two reused, the other not needed.
+        let r = log.reuse_report();
+        assert_eq!((r.loaded, r.reused), (2, 1));
+        assert_eq!(r.unused, [("draws this run did not need", 1)]);
+    }
+
+    fn ctx1() -> DrawContext {
+        ctx()
+    }
+
+    #[test]
+    fn two_answers_for_one_draw_name_both_lines() {
+        let path = temp_log(
+            "conflict",
+            &[
+                line(&entry(0, "cat")),
+                line(&entry(1, "cat")),
+                line(&entry(0, "cat")), // the same answer twice is harmless
+                line(&entry(1, "dog")),
+            ],
+        );
+        let err = QueryLog::open(&path, Some(&path))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(":4:") && err.contains("line 2") && err.contains("\"dog\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reuse_report_says_why_answers_were_not_reused() {
+        let path = temp_log("why", &[line(&entry(0, "cat")), line(&entry(1, "cat"))]);
+        let log = QueryLog::open(&path, Some(&path)).unwrap();
+        let other_sigma = DrawContext {
+            sigma: 0.5,
+            ..ctx1()
+        };
+        assert!(log.lookup(&other_sigma, 0).is_none());
+        let r = log.reuse_report();
+        assert_eq!(r.reused, 0);
+        assert_eq!(r.unused, [("another σ", 2)]);
+        assert_eq!(
+            r.to_string(),
+            "0 of 2 logged answers reused (2 not: 2 for another σ)"
+        );
+        // Client-scoped: another client's answer is not reused.
+        let other_client = DrawContext {
+            client: Some("b".into()),
+            ..ctx1()
+        };
+        assert!(log.lookup(&other_client, 0).is_none());
     }
 }

@@ -80,10 +80,22 @@ fn group_query_log(path: &Path) -> Result<Vec<ReplayRecord>> {
     let mut groups: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     let mut order = Vec::new();
     for e in crate::querylog::read_log(path)? {
+        // An error answer is no vote: its draw counts as missing.
+        if !e.is_vote() {
+            continue;
+        }
         let c = &e.context;
         let key = format!(
-            "{} provider={} denoiser={} sigma={} seed={}",
-            c.image, c.provider, c.denoiser, c.sigma, c.seed
+            "{} provider={} denoiser={} sigma={} seed={}{}",
+            c.image,
+            c.provider,
+            c.denoiser,
+            c.sigma,
+            c.seed,
+            c.client
+                .as_deref()
+                .map(|n| format!(" client={n}"))
+                .unwrap_or_default()
         );
         let top = crate::provider::Answer { labels: e.labels }
             .top1()
@@ -199,6 +211,7 @@ mod tests {
             denoiser: "none".into(),
             sigma: 0.25,
             seed,
+            client: None,
         };
         for (seed, draw, label) in [(0, 1, "dog"), (0, 0, "cat"), (1, 0, "owl"), (0, 2, "cat")] {
             log.append(&LogEntry {

@@ -62,6 +62,10 @@ pub struct RetryPolicy {
     pub min_retries: u64,
     /// Time allowed for one request.
     pub timeout: Duration,
+    /// Time allowed for one request with all its retries and waits, from its first send:
+    /// a vendor that keeps asking to wait (a model "loading" for 20 s at every try) ends
+    /// the request instead of holding it without end.
+    pub max_elapsed: Duration,
 }
 
 impl RetryPolicy {
@@ -70,6 +74,8 @@ impl RetryPolicy {
         RetryPolicy {
             max_retries: limits.max_retries,
             timeout: Duration::from_secs_f64(limits.timeout_s),
+            // Room for four timed-out attempts, and never less than a minute.
+            max_elapsed: Duration::from_secs_f64((4.0 * limits.timeout_s).max(60.0)),
             ..RetryPolicy::default()
         }
     }
@@ -100,6 +106,7 @@ impl Default for RetryPolicy {
             budget_ratio: 0.5,
             min_retries: 20,
             timeout: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(120),
         }
     }
 }

@@ -28,7 +28,12 @@ impl Provider for StandinLocal {
         "standin-local"
     }
 
-    fn classify<'a>(&'a self, images: &'a [Image]) -> BoxFuture<'a, Vec<Result<Delivered>>> {
+    /// Free and in-process: nothing to reserve.
+    fn classify_within<'a>(
+        &'a self,
+        images: &'a [Image],
+        _allowance: Option<&'a crate::budget::Ledger>,
+    ) -> BoxFuture<'a, Vec<Result<Delivered>>> {
         let model = self.model.clone();
         let images = images.to_vec();
         let n = images.len();

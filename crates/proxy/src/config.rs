@@ -4,14 +4,27 @@
 //! # Query logs (one per provider), reused after a restart.
 //! log_dir = "robustify-proxy-logs"
 //! max_body_bytes = 10_000_000
+//! # /metrics answers only this key (hex SHA-256); without it /metrics is off.
+//! # operator_key_sha256 = "…"
+//! # Reuse one client's logged answers for another (off: a client never learns of
+//! # another client's queries).
+//! # share_answers = false
 //!
 //! [limits]           # what one request may ask for
 //! max_n = 10_000
+//! max_request_memory_bytes = 2_147_483_648   # one request's images, at its peak
+//! max_memory_bytes = 4_294_967_296           # all requests in flight together
+//! billed_retry_slack = 0.1                   # extra draws held for billed timeouts
+//!
+//! [timeouts]         # seconds
+//! header_s = 10      # a request's head, from connect or from the previous response
+//! body_s = 60        # a request's body
 //!
 //! [[providers]]
 //! name = "google"                    # built-in name or definition file
 //! # endpoint = "https://…"           # override the definition's
 //! # budget_usd = 500.0               # cap over all clients
+//! # timeout_s = 30                   # per vendor request [default: the definition's]
 //!
 //! [[clients]]
 //! name = "team-a"
@@ -40,6 +53,17 @@ pub struct Config {
     /// Limits on what one request may ask.
     #[serde(default)]
     pub limits: RequestLimits,
+    /// HTTP server timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Hex SHA-256 of the operator's key, which `/metrics` asks for; `/metrics` is off
+    /// without one.
+    #[serde(default)]
+    pub operator_key_sha256: Option<String>,
+    /// Reuse logged answers across clients (off: answers are reused only for the client
+    /// whose request paid for them).
+    #[serde(default)]
+    pub share_answers: bool,
     /// Providers served.
     pub providers: Vec<ProviderEntry>,
     /// Clients allowed.
@@ -57,16 +81,76 @@ pub struct RequestLimits {
     /// Most draws (n0 + n) one request may ask for.
     #[serde(default = "default_max_n")]
     pub max_n: u64,
+    /// Most bytes one request's images may hold at their peak (the image, and the noisy,
+    /// denoised and encoded copies of the draws in flight): draws go in smaller batches to
+    /// stay under it, and an image too large for even one draw is refused (413).
+    #[serde(default = "default_request_memory")]
+    pub max_request_memory_bytes: u64,
+    /// Most bytes all requests in flight may hold together; a request waits for its share
+    /// (up to the body timeout, then 503).
+    #[serde(default = "default_memory")]
+    pub max_memory_bytes: u64,
+    /// Extra share of a request's draws held in the client's wallet for vendor requests that
+    /// time out after the vendor billed them (retried, so billed twice). The client pays
+    /// what the vendor billed, never more than it held: a request whose timeouts use up
+    /// the slack stops (402) instead of spending on.
+    #[serde(default = "default_slack")]
+    pub billed_retry_slack: f64,
+}
+
+fn default_slack() -> f64 {
+    0.1
 }
 
 fn default_max_n() -> u64 {
     10_000
 }
 
+fn default_request_memory() -> u64 {
+    2 << 30
+}
+
+fn default_memory() -> u64 {
+    4 << 30
+}
+
 impl Default for RequestLimits {
     fn default() -> Self {
         RequestLimits {
             max_n: default_max_n(),
+            max_request_memory_bytes: default_request_memory(),
+            max_memory_bytes: default_memory(),
+            billed_retry_slack: default_slack(),
+        }
+    }
+}
+
+/// HTTP server timeouts, in seconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// A request's head must arrive within this long of the connection opening or of the
+    /// previous response: slow headers and idle keep-alive connections are closed.
+    #[serde(default = "default_header_s")]
+    pub header_s: f64,
+    /// A request's body must arrive within this long (408 otherwise).
+    #[serde(default = "default_body_s")]
+    pub body_s: f64,
+}
+
+fn default_header_s() -> f64 {
+    10.0
+}
+
+fn default_body_s() -> f64 {
+    60.0
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_s: default_header_s(),
+            body_s: default_body_s(),
         }
     }
 }
@@ -83,6 +167,9 @@ pub struct ProviderEntry {
     /// Cap over all clients, in dollars.
     #[serde(default)]
     pub budget_usd: Option<f64>,
+    /// Seconds a vendor request may take [default: the definition's].
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
     /// Denoisers clients may put in front of this provider (shipped names or folders);
     /// by default every shipped denoiser for the provider's kind of images. A request
     /// picks one with `denoiser=NAME` (or `none`); without it, the one trained at the
@@ -132,7 +219,59 @@ impl Config {
         if config.providers.is_empty() {
             return Err(err("at least one [[providers]] entry is needed".into()));
         }
+        let seconds = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+                Ok(())
+            } else {
+                Err(err(format!(
+                    "{name} must be in (0, 86400] seconds, got {v}"
+                )))
+            }
+        };
+        seconds("timeouts.header_s", config.timeouts.header_s)?;
+        seconds("timeouts.body_s", config.timeouts.body_s)?;
+        let l = &config.limits;
+        if l.max_n == 0 || l.max_n > robustify_smoothing::MAX_DRAWS {
+            return Err(err(format!(
+                "limits.max_n must be in [1, {}]",
+                robustify_smoothing::MAX_DRAWS
+            )));
+        }
+        if l.max_request_memory_bytes == 0 || l.max_memory_bytes < l.max_request_memory_bytes {
+            return Err(err(
+                "limits: max_request_memory_bytes must be ≥ 1 and ≤ max_memory_bytes".into(),
+            ));
+        }
+        if !(0.0..=10.0).contains(&l.billed_retry_slack) {
+            return Err(err("limits.billed_retry_slack must be in [0, 10]".into()));
+        }
+        if let Some(key) = &config.operator_key_sha256
+            && (key.len() != 64 || hex::decode(key).is_err())
+        {
+            return Err(err(
+                "operator_key_sha256 must be 64 hex digits (`robustify serve --hash-key KEY` prints it)"
+                    .into(),
+            ));
+        }
+        for p in &config.providers {
+            if let Some(b) = p.budget_usd
+                && !(b.is_finite() && b >= 0.0)
+            {
+                return Err(err(format!(
+                    "provider {:?}: budget_usd must be ≥ 0",
+                    p.name
+                )));
+            }
+            if let Some(t) = p.timeout_s {
+                seconds(&format!("provider {:?}: timeout_s", p.name), t)?;
+            }
+        }
         for c in &config.clients {
+            if let Some(b) = c.budget_usd
+                && !(b.is_finite() && b >= 0.0)
+            {
+                return Err(err(format!("client {:?}: budget_usd must be ≥ 0", c.name)));
+            }
             if c.key_sha256.len() != 64 || hex::decode(&c.key_sha256).is_err() {
                 return Err(err(format!(
                     "client {:?}: key_sha256 must be 64 hex digits (`robustify serve --hash-key KEY` prints it)",
@@ -168,5 +307,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("64 hex digits"), "{err}");
+        for (extra, what) in [
+            ("[timeouts]\nheader_s = nan\n", "header_s"),
+            ("[timeouts]\nbody_s = 0\n", "body_s"),
+            ("[limits]\nmax_n = 0\n", "max_n"),
+            ("[limits]\nmax_n = 18446744073709551615\n", "max_n"),
+            (
+                "[limits]\nmax_request_memory_bytes = 10\nmax_memory_bytes = 5\n",
+                "memory",
+            ),
+            ("operator_key_sha256 = \"plain\"\n", "operator_key"),
+        ] {
+            let text = format!("{extra}{ok}");
+            // Top-level keys must precede the tables.
+            let text = if extra.starts_with('[') {
+                format!("{ok}{extra}")
+            } else {
+                text
+            };
+            let err = Config::parse(&text, Path::new("x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(what), "{extra}: {err}");
+        }
+        let bad_budget = ok.replace("1.5", "-1.0");
+        assert!(Config::parse(&bad_budget, Path::new("x.toml")).is_err());
     }
 }

@@ -7,7 +7,11 @@
 //!
 //! - [`config`]: the `robustify.toml` file.
 //! - [`wallet`]: reserve-then-settle dollar budgets (never overshot under concurrency).
-//! - [`server`]: the routes, [`server::serve`] on a bound listener with a shutdown future.
+//! - `state`: the providers, clients and shared limits ([`ProxyState`]); `auth`: client
+//!   and operator keys; `routes`: certify, predict, providers; `metrics`: `/metrics`;
+//!   [`ApiError`]: every error answer as one JSON shape.
+//! - [`serve()`]: the router on a bound listener with a shutdown future, under header and
+//!   body timeouts.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -25,11 +29,18 @@
 //! # }
 //! ```
 
+mod api_error;
+mod auth;
 pub mod config;
 mod error;
-pub mod server;
+mod metrics;
+mod routes;
+mod serve;
+mod state;
 pub mod wallet;
 
+pub use api_error::ApiError;
 pub use config::{Config, hash_key};
 pub use error::{Error, Result};
-pub use server::{ProxyState, router, serve};
+pub use serve::{router, serve};
+pub use state::ProxyState;

@@ -19,13 +19,20 @@ impl Wallet {
         }
     }
 
-    /// Holds `usd`, or returns what is left when it does not fit.
+    /// Holds `usd`, or returns what is left when it does not fit. A hold that is not a
+    /// finite, non-negative number (a NaN from hostile arithmetic) never fits.
     pub fn reserve(&self, usd: f64) -> Result<Hold<'_>, f64> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let left = self
+            .cap
+            .map_or(f64::INFINITY, |cap| (cap - s.0 - s.1).max(0.0));
+        if !(usd.is_finite() && usd >= 0.0) {
+            return Err(left);
+        }
         if let Some(cap) = self.cap
             && s.0 + s.1 + usd > cap + 1e-9
         {
-            return Err((cap - s.0 - s.1).max(0.0));
+            return Err(left);
         }
         s.1 += usd;
         Ok(Hold {
@@ -88,5 +95,9 @@ mod tests {
         drop(b);
         assert!((w.spent() - 0.25).abs() < 1e-12);
         assert!(w.reserve(0.75).is_ok());
+        for bad in [f64::NAN, f64::INFINITY, -1.0] {
+            assert!(w.reserve(bad).is_err(), "{bad}");
+            assert!(Wallet::new(None).reserve(bad).is_err(), "{bad}");
+        }
     }
 }

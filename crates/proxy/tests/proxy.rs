@@ -2,61 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
+use common::{VENDOR_KEY, identity_denoiser, listen, png};
 use robustify_proxy::{Config, ProxyState, hash_key, serve};
-use robustify_smoothing::Image;
 use robustify_standin::model::BrightestChannel;
 use robustify_standin::server::{AppState, ServerConfig};
 use serde_json::Value;
-
-const VENDOR_KEY: &str = "vendor-key-7";
-
-async fn listen() -> (tokio::net::TcpListener, String) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    (l, url)
-}
-
-/// An identity denoiser for σ = 0.25 (a U-Net whose last conv is zero), in a fresh folder.
-fn identity_denoiser() -> std::path::PathBuf {
-    use candle_core::{DType, Device};
-    use candle_nn::{VarBuilder, VarMap};
-    use robustify_denoiser::{Arch, Card, Net};
-    let dir = std::env::temp_dir().join(format!("robustify-proxy-den-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let arch = Arch::parse("unet-8-x1").unwrap();
-    let varmap = VarMap::new();
-    Net::new(
-        &arch,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    for name in Net::zero_init(&arch) {
-        let v = varmap.data().lock().unwrap()[&name].clone();
-        v.set(&v.as_tensor().zeros_like().unwrap()).unwrap();
-    }
-    varmap.save(dir.join("model.safetensors")).unwrap();
-    Card {
-        name: "identity-test".into(),
-        arch,
-        sigma: 0.25,
-        data: "photo".into(),
-        psnr_floor: None,
-        extra: Default::default(),
-    }
-    .write(&dir.join("card.json"))
-    .unwrap();
-    dir
-}
-
-fn png() -> Vec<u8> {
-    let mut data = vec![0.2f32; 64];
-    data.extend(vec![0.7f32; 64]);
-    data.extend(vec![0.3f32; 64]);
-    Image::new(8, 8, data).unwrap().to_png().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_clients_budgets_rates_and_metrics() {
@@ -76,10 +31,14 @@ async fn keyed_clients_budgets_rates_and_metrics() {
     tokio::spawn(robustify_standin::server::serve(l, vendor.clone(), async {
         let _ = rx.await;
     }));
-    // A certification of 4 + 16 draws costs at most 20 × $0.0015 = $0.03: $0.30 buys 10.
+    // A certification of 4 + 16 draws costs 20 × $0.0015 = $0.03, and holds 22 × $0.0015
+    // (10% slack for billed timeouts): $0.30 buys 9 (the 10th cannot hold $0.033 beside
+    // 9 × $0.03 spent).
     let config = Config::parse(
         &format!(
             r#"
+operator_key_sha256 = "{}"
+
 [[providers]]
 name = "google"
 endpoint = "{vendor_url}"
@@ -99,6 +58,7 @@ requests_per_minute = 1
 name = "free"
 key_sha256 = "{}"
 "#,
+            hash_key("key-operator"),
             identity_denoiser().display(),
             hash_key("key-a"),
             hash_key("key-slow"),
@@ -157,9 +117,9 @@ key_sha256 = "{}"
             s => panic!("{s}: {v}"),
         }
     }
-    assert_eq!((ok, refused), (10, 54));
+    assert_eq!((ok, refused), (9, 55));
     assert!(spent <= 0.30 + 1e-9, "{spent}");
-    assert_eq!(vendor.stats().snapshot()["images"], 200);
+    assert_eq!(vendor.stats().snapshot()["images"], 180);
 
     // No key, a wrong key: 401. The slow client's second request: 429.
     let r = http.post(&certify).body(png()).send().await.unwrap();
@@ -233,8 +193,16 @@ key_sha256 = "{}"
         .unwrap();
     assert_eq!(r.status(), 400);
 
+    // The provider list is for clients; no key, no list.
+    let r = http
+        .get(format!("{url}/v1/providers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     let providers: Value = http
         .get(format!("{url}/v1/providers"))
+        .bearer_auth("key-free")
         .send()
         .await
         .unwrap()
@@ -278,8 +246,20 @@ key_sha256 = "{}"
             .unwrap(),
         "ok"
     );
+    // /metrics names every client and its spend: the operator's key only.
+    for key in [None, Some("key-a"), Some("wrong")] {
+        let mut r = http.get(format!("{url}/metrics"));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{key:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "operator_key_needed");
+    }
     let metrics = http
         .get(format!("{url}/metrics"))
+        .bearer_auth("key-operator")
         .send()
         .await
         .unwrap()
@@ -288,15 +268,15 @@ key_sha256 = "{}"
         .unwrap();
     let images = format!(
         "robustify_provider_images_total{{provider=\"google\"}} {}",
-        240 + sequential_images + 16 // + the two denoiser predictions of 8
+        220 + sequential_images + 16 // + the two denoiser predictions of 8
     );
     assert!(metrics.contains(&images), "{metrics}");
     assert!(
-        metrics.contains("robustify_responses_total{route=\"certify\",status=\"402\"} 54"),
+        metrics.contains("robustify_responses_total{route=\"certify\",status=\"402\"} 55"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("robustify_client_spend_usd_total{client=\"a\"} 0.3"),
+        metrics.contains("robustify_client_spend_usd_total{client=\"a\"} 0.27"),
         "{metrics}"
     );
     let _ = stop.send(());

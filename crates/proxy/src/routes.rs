@@ -1,0 +1,515 @@
+//! `POST /v1/certify`, `POST /v1/predict`, `GET /v1/providers`.
+//!
+//! A request passes, in order: the client key (401), the client's rate (429), its body
+//! within the body timeout (408, 413), its parameters with every count checked (400), the
+//! image's declared size against the request memory ceiling (413: draws go in smaller
+//! batches where that is enough), the client's wallet, which holds the request's worst-case
+//! cost before anything is sent (402), its share of the proxy's memory (503 when not free
+//! in time), strict decoding (400), then the provider's shared gate, budget and log. The
+//! hold is settled to what the vendor billed, timed-out requests included.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use robustify_denoiser::Denoised;
+use robustify_providers::{BudgetLimits, DrawContext, Ledger, Provider, ProviderClassifier};
+use robustify_smoothing::{
+    CertifyParams, DecodeLimits, Image, MemoryBudget, PredictParams, SequentialParams,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::api_error::ApiError;
+use crate::state::{MB, ProxyState};
+
+/// Parameters, from the query string or a multipart `params` part (JSON).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Params {
+    provider: Option<String>,
+    sigma: Option<f64>,
+    n0: Option<u64>,
+    n: Option<u64>,
+    alpha: Option<f64>,
+    seed: Option<u64>,
+    /// `fixed` or `sequential`; sequential is the default when `target_radius` is given.
+    mode: Option<String>,
+    /// Sequential mode: the radius to decide about.
+    target_radius: Option<f64>,
+    /// Sequential mode: most estimation draws (default `n`).
+    max_draws: Option<u64>,
+    /// A denoiser the provider offers, or `none`; default: the one trained at σ.
+    denoiser: Option<String>,
+}
+
+/// What a request asks for, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Job {
+    Certify(CertifyParams),
+    Sequential(SequentialParams),
+    Predict(PredictParams),
+}
+
+impl Job {
+    /// Every draw the job may send (checked when built: never wraps).
+    pub(crate) fn draws(&self) -> u64 {
+        match self {
+            Job::Certify(p) => p.draws(),
+            Job::Sequential(p) => p.draws(),
+            Job::Predict(p) => p.draws(),
+        }
+    }
+
+    fn with_batch(self, batch: usize) -> Result<Job, ApiError> {
+        let bad = |e: robustify_smoothing::Error| ApiError::bad("bad_params", e.to_string());
+        Ok(match self {
+            Job::Certify(p) => Job::Certify(p.with_batch_size(batch).map_err(bad)?),
+            Job::Sequential(p) => Job::Sequential(p.with_batch_size(batch).map_err(bad)?),
+            Job::Predict(p) => Job::Predict(p.with_batch_size(batch).map_err(bad)?),
+        })
+    }
+}
+
+/// The job `p` asks of `route`, refused when a value is out of range or the draws exceed
+/// `max_n`.
+pub(crate) fn plan(p: &Params, route: &str, max_n: u64) -> Result<Job, ApiError> {
+    let bad = |e: String| ApiError::bad("bad_params", e);
+    let sequential = match p.mode.as_deref() {
+        None => route == "certify" && p.target_radius.is_some(),
+        Some("sequential") => true,
+        Some("fixed") => false,
+        Some(other) => {
+            return Err(bad(format!(
+                "mode must be fixed or sequential, not {other:?}"
+            )));
+        }
+    };
+    let (Some(sigma), Some(n)) = (p.sigma, p.n.or(p.max_draws)) else {
+        return Err(bad("sigma and n are required".into()));
+    };
+    let alpha = p.alpha.unwrap_or(0.001);
+    let n0 = || p.n0.ok_or_else(|| bad("n0 is required".into()));
+    let job = match route {
+        "certify" if sequential => Job::Sequential(
+            SequentialParams::new(
+                sigma,
+                n0()?,
+                p.max_draws.unwrap_or(n),
+                alpha,
+                p.target_radius,
+            )
+            .map_err(|e| bad(e.to_string()))?,
+        ),
+        "certify" => Job::Certify(
+            CertifyParams::new(sigma, n0()?, n, alpha).map_err(|e| bad(e.to_string()))?,
+        ),
+        _ => Job::Predict(PredictParams::new(sigma, n, alpha).map_err(|e| bad(e.to_string()))?),
+    };
+    if job.draws() > max_n {
+        return Err(bad(format!(
+            "{} draws asked; at most {max_n} draws per request",
+            job.draws()
+        )));
+    }
+    Ok(job)
+}
+
+/// The image bytes and parameters of a request: raw body, or multipart with an `image`
+/// part and an optional `params` part; all of it within the body timeout.
+async fn read_request(
+    request: Request,
+    query: Params,
+    timeout: std::time::Duration,
+) -> Result<(Bytes, Params), ApiError> {
+    tokio::time::timeout(timeout, read_body(request, query))
+        .await
+        .unwrap_or(Err(ApiError::BodyTimeout(timeout.as_secs_f64())))
+}
+
+async fn read_body(request: Request, query: Params) -> Result<(Bytes, Params), ApiError> {
+    let multipart = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("multipart/form-data"));
+    let too_big = |e: String| {
+        if e.contains("length limit") {
+            ApiError::TooLarge(e)
+        } else {
+            ApiError::bad("bad_request", e)
+        }
+    };
+    if !multipart {
+        let body = Bytes::from_request(request, &())
+            .await
+            .map_err(|e| too_big(e.body_text()))?;
+        return Ok((body, query));
+    }
+    let mut form = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| too_big(e.body_text()))?;
+    let (mut image, mut params) = (None, query);
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| too_big(e.body_text()))?
+    {
+        match field.name() {
+            Some("image") => image = Some(field.bytes().await.map_err(|e| too_big(e.body_text()))?),
+            Some("params") => {
+                let bytes = field.bytes().await.map_err(|e| too_big(e.body_text()))?;
+                params = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad("bad_params", format!("params part: {e}")))?;
+            }
+            _ => {}
+        }
+    }
+    let image = image
+        .ok_or_else(|| ApiError::bad("no_image", "multipart request without an `image` part"))?;
+    Ok((image, params))
+}
+
+/// A smoothing error as an answer: the provider's budget (402) or its failure (502).
+fn provider_error(e: robustify_smoothing::Error) -> ApiError {
+    if robustify_providers::Error::is_budget_in(&e) {
+        ApiError::ProviderBudget(e.to_string())
+    } else {
+        ApiError::ProviderFailed(e.to_string())
+    }
+}
+
+async fn handle(
+    state: &ProxyState,
+    route: &'static str,
+    headers: &HeaderMap,
+    query: Result<Query<Params>, QueryRejection>,
+    request: Request,
+) -> Result<Value, ApiError> {
+    let client = state.client(headers)?;
+    if let Some(limiter) = &client.limiter
+        && let Err(not_until) = limiter.check()
+    {
+        use governor::clock::{Clock, DefaultClock};
+        return Err(ApiError::RateLimited {
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        });
+    }
+    let Query(query) = query.map_err(|e| ApiError::bad("bad_params", e.body_text()))?;
+    let (body, p) = read_request(request, query, state.body_timeout()).await?;
+    let served = match &p.provider {
+        Some(name) => state.providers.iter().find(|s| &s.def.name == name),
+        None => state.providers.first(),
+    }
+    .ok_or_else(|| {
+        ApiError::bad(
+            "unknown_provider",
+            "no such provider here (see /v1/providers)",
+        )
+    })?;
+    let job = plan(&p, route, state.limits.max_n)?;
+    let sigma = p.sigma.unwrap_or_default();
+    let denoiser = served
+        .denoiser(p.denoiser.as_deref(), sigma)
+        .map_err(|m| ApiError::bad("no_denoiser", m))?;
+    let denoiser_name = denoiser.as_ref().map_or("none", |d| d.name()).to_owned();
+
+    // Memory, from the header alone: the batch that fits, or a refusal before any work.
+    let (w, h) = Image::dimensions(&body).map_err(|e| ApiError::bad("bad_image", e.to_string()))?;
+    let budget = state.request_memory();
+    let batch = budget
+        .batch_for(w, h, served.http.preferred_batch())
+        .map_err(|e| ApiError::TooLarge(e.to_string()))?;
+    let job = job.with_batch(batch)?;
+    let pixels = u64::from(w) * u64::from(h);
+    let megabytes = MemoryBudget::estimate(pixels, batch as u64)
+        .div_ceil(MB)
+        .max(1);
+
+    // The client holds its draws plus the slack for billed timeouts; the vendor is asked
+    // for no unit beyond that (the request's allowance), so the settlement never exceeds
+    // the hold.
+    let units = job
+        .draws()
+        .saturating_add((job.draws() as f64 * state.limits.billed_retry_slack).ceil() as u64);
+    let allowance = Arc::new(Ledger::new(
+        served.def.pricing.clone(),
+        BudgetLimits {
+            max_usd: None,
+            max_queries: Some(units),
+        },
+    ));
+    let worst = served.def.pricing.cost_usd(units, false);
+    let hold = client
+        .wallet
+        .reserve(worst)
+        .map_err(|left| ApiError::BudgetExhausted {
+            worst_usd: worst,
+            remaining_usd: left,
+        })?;
+    let permits = u32::try_from(megabytes).unwrap_or(u32::MAX);
+    let _memory = tokio::time::timeout(state.body_timeout(), state.memory.acquire_many(permits))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::Busy(format!(
+                "the proxy's memory for requests is taken ({megabytes} MB asked); try again"
+            ))
+        })?;
+    let limits = DecodeLimits {
+        max_pixels: budget.max_pixels().min(DecodeLimits::default().max_pixels),
+        ..DecodeLimits::default()
+    };
+    let image = Image::decode(&body, &limits).map_err(|e| match e {
+        robustify_smoothing::Error::TooLarge(m) => ApiError::TooLarge(m),
+        e => ApiError::bad("bad_image", e.to_string()),
+    })?;
+
+    let seed = p.seed.unwrap_or(0);
+    let mut classifier =
+        ProviderClassifier::new(served.http.clone() as Arc<dyn Provider>).with_allowance(allowance);
+    if let Some(log) = &served.log {
+        classifier = classifier.with_log(
+            log.clone(),
+            DrawContext {
+                image: hex::encode(Sha256::digest(&body)),
+                provider: served.def.name.clone(),
+                denoiser: denoiser_name.clone(),
+                sigma,
+                seed,
+                client: (!state.share_answers).then(|| client.name.clone()),
+            },
+        );
+    }
+    let classifier = Denoised::new(classifier, denoiser);
+    let result = match &job {
+        Job::Certify(params) => robustify_smoothing::certify(&classifier, &image, params, seed)
+            .await
+            .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
+        Job::Sequential(params) => {
+            robustify_smoothing::certify_sequential(&classifier, &image, params, seed)
+                .await
+                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+        }
+        Job::Predict(params) => robustify_smoothing::predict(&classifier, &image, params, seed)
+            .await
+            .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
+    };
+    // What the vendor billed for this request, answered or not.
+    let cost = classifier.inner().spent_usd();
+    hold.settle(cost);
+    let mut v = result.map_err(provider_error)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("provider".into(), served.def.name.clone().into());
+        obj.insert("cost_usd".into(), cost.into());
+        obj.insert("reused".into(), classifier.inner().reused().into());
+        obj.insert("denoiser".into(), denoiser_name.into());
+        obj.insert("client".into(), client.name.clone().into());
+    }
+    Ok(v)
+}
+
+async fn run(
+    state: Arc<ProxyState>,
+    route: &'static str,
+    headers: HeaderMap,
+    query: Result<Query<Params>, QueryRejection>,
+    request: Request,
+) -> Response {
+    let response = match handle(&state, route, &headers, query, request).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    };
+    state.count(route, response.status());
+    response
+}
+
+pub(crate) async fn certify(
+    State(state): State<Arc<ProxyState>>,
+    query: Result<Query<Params>, QueryRejection>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    run(state, "certify", headers, query, request).await
+}
+
+pub(crate) async fn predict(
+    State(state): State<Arc<ProxyState>>,
+    query: Result<Query<Params>, QueryRejection>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    run(state, "predict", headers, query, request).await
+}
+
+/// The providers and their denoisers, for any client (or the operator).
+pub(crate) async fn providers(
+    State(state): State<Arc<ProxyState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    if state.client(&headers).is_err() {
+        state
+            .operator(&headers)
+            .map_err(|_| ApiError::Unauthorized)?;
+    }
+    let list: Vec<Value> = state
+        .providers
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.def.name,
+                "description": s.def.description,
+                "adapter": s.def.adapter,
+                "usd_per_1000": s.def.pricing.tiers.first().map(|t| t.usd_per_1000),
+                "denoisers": s.denoisers.iter().map(|d| json!({
+                    "name": d.name(),
+                    "sigma": d.sigma(),
+                    "arch": d.card().arch.name(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn params(n0: Option<u64>, n: Option<u64>, max_draws: Option<u64>, mode: &str) -> Params {
+        Params {
+            sigma: Some(0.25),
+            n0,
+            n,
+            max_draws,
+            mode: Some(mode.into()),
+            target_radius: (mode == "sequential").then_some(0.1),
+            ..Params::default()
+        }
+    }
+
+    /// Any u64, with the edges and the sums that wrap drawn often.
+    fn count() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..2000,
+            Just(u64::MAX),
+            Just(u64::MAX - 299),
+            Just(robustify_smoothing::MAX_DRAWS),
+            (0u64..64).prop_map(|k| 1u64 << k),
+            any::<u64>(),
+        ]
+    }
+
+    #[test]
+    fn the_overflow_that_billed_300_draws_as_1_is_refused() {
+        let p = params(Some(300), Some(18446744073709551317), None, "fixed");
+        let err = plan(&p, "certify", 10_000).unwrap_err();
+        assert_eq!(err.status(), 400);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// No accepted request sends more draws than it declared, than `max_n`, or than
+        /// the exact (unwrapped) sum of what it asked; so no accepted request can make the
+        /// vendor bill more than the wallet held for it.
+        #[test]
+        fn accepted_jobs_never_exceed_what_was_held(
+            n0 in proptest::option::of(count()),
+            n in proptest::option::of(count()),
+            max_draws in proptest::option::of(count()),
+            mode in prop_oneof![Just("fixed"), Just("sequential")],
+            route in prop_oneof![Just("certify"), Just("predict")],
+            max_n in 1u64..100_000,
+        ) {
+            let p = params(n0, n, max_draws, mode);
+            if let Ok(job) = plan(&p, route, max_n) {
+                let asked: u128 = match &job {
+                    Job::Certify(c) => u128::from(c.n0()) + u128::from(c.n()),
+                    Job::Sequential(c) => u128::from(c.n0()) + u128::from(c.max_draws()),
+                    Job::Predict(c) => u128::from(c.n()),
+                };
+                prop_assert_eq!(u128::from(job.draws()), asked);
+                prop_assert!(job.draws() <= max_n);
+                prop_assert!(job.draws() >= 1);
+            }
+        }
+
+        /// Run for real against a counting classifier: the draws sent never exceed what
+        /// the job declared (and so what the wallet held for it).
+        #[test]
+        fn certifications_send_at_most_the_declared_draws(
+            n0 in 1u64..40,
+            n in 1u64..300,
+            mode in prop_oneof![Just("fixed"), Just("sequential")],
+            route in prop_oneof![Just("certify"), Just("predict")],
+            batch in 1usize..50,
+            agree in 0u64..4,
+        ) {
+            let p = params(Some(n0), Some(n), None, mode);
+            let job = plan(&p, route, 10_000).unwrap().with_batch(batch).unwrap();
+            let sent = counted_draws(&job, agree);
+            prop_assert!(sent <= job.draws(), "{} sent, {} declared", sent, job.draws());
+        }
+    }
+
+    /// A classifier that says "cat" except on every `agree`-th draw, counting images.
+    struct Counting {
+        sent: std::sync::atomic::AtomicU64,
+        every: u64,
+    }
+
+    impl robustify_smoothing::BaseClassifier for Counting {
+        type Error = std::io::Error;
+        async fn classify(
+            &self,
+            draws: std::ops::Range<u64>,
+            batch: &[Image],
+        ) -> Result<Vec<String>, std::io::Error> {
+            self.sent
+                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(draws
+                .map(|d| {
+                    if self.every > 0 && d % (self.every + 1) == 0 {
+                        "dog".to_string()
+                    } else {
+                        "cat".to_string()
+                    }
+                })
+                .collect())
+        }
+    }
+
+    fn counted_draws(job: &Job, every: u64) -> u64 {
+        let c = Counting {
+            sent: Default::default(),
+            every,
+        };
+        let image = Image::filled(2, 2, 0.5).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            match job {
+                Job::Certify(p) => robustify_smoothing::certify(&c, &image, p, 0)
+                    .await
+                    .map(drop),
+                Job::Sequential(p) => robustify_smoothing::certify_sequential(&c, &image, p, 0)
+                    .await
+                    .map(drop),
+                Job::Predict(p) => robustify_smoothing::predict(&c, &image, p, 0)
+                    .await
+                    .map(drop),
+            }
+        })
+        .unwrap();
+        c.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,85 @@
+//! The HTTP server: the router on a bound listener until a shutdown future resolves, with
+//! timeouts no client can hold open: a request head must arrive within `header_s` of the
+//! connection opening or of the previous response (slow headers and idle keep-alive
+//! connections are closed), and a body within `body_s` (408).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use robustify_providers::QueryLog;
+
+use crate::api_error::ApiError;
+use crate::state::ProxyState;
+use crate::{metrics, routes};
+
+/// The router: every error, 404 and 405 included, is the JSON of [`ApiError`].
+pub fn router(state: Arc<ProxyState>) -> Router {
+    let max_body = state.max_body;
+    Router::new()
+        .route("/v1/certify", post(routes::certify))
+        .route("/v1/predict", post(routes::predict))
+        .route("/v1/providers", get(routes::providers))
+        .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` resolves, then waits for requests in flight and
+/// syncs the query logs.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ProxyState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let syncing: Vec<_> = state
+        .providers
+        .iter()
+        .filter_map(|s| s.log.as_ref().map(QueryLog::spawn_syncer))
+        .collect();
+    let app = router(state.clone());
+    let header_timeout = state.header_timeout();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection closed");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    for s in syncing {
+        s.abort();
+    }
+    state.flush();
+    Ok(())
+}

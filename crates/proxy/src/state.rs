@@ -1,0 +1,223 @@
+//! [`ProxyState`]: the providers served, the clients allowed, and the shared limits.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use robustify_denoiser::{Denoiser, registry};
+use robustify_providers::{BudgetLimits, Credentials, HttpProvider, Ledger, QueryLog, Traffic};
+use robustify_smoothing::MemoryBudget;
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, ProviderEntry, RequestLimits, Timeouts};
+use crate::wallet::Wallet;
+use crate::{Error, Result};
+
+/// One provider as served: shared by every client.
+pub(crate) struct Served {
+    pub(crate) def: robustify_providers::ProviderDef,
+    pub(crate) http: Arc<HttpProvider>,
+    pub(crate) log: Option<Arc<QueryLog>>,
+    pub(crate) denoisers: Vec<Arc<Denoiser>>,
+}
+
+impl Served {
+    /// The denoiser a request asked for (`none` for none), or by default the one trained
+    /// at σ (within 10%).
+    pub(crate) fn denoiser(
+        &self,
+        asked: Option<&str>,
+        sigma: f64,
+    ) -> Result<Option<Arc<Denoiser>>, String> {
+        let names = || {
+            let n: Vec<&str> = self.denoisers.iter().map(|d| d.name()).collect();
+            if n.is_empty() {
+                "none".to_owned()
+            } else {
+                n.join(", ")
+            }
+        };
+        match asked {
+            Some("none") => Ok(None),
+            Some(name) => self
+                .denoisers
+                .iter()
+                .find(|d| d.name() == name)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| format!("no denoiser {name:?} here; offered: {}", names())),
+            None => registry::nearest_sigma(&self.denoisers, sigma, |d| d.sigma())
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| {
+                    format!(
+                        "no denoiser for σ = {sigma} here (offered: {}); pass denoiser=none for plain randomized smoothing",
+                        names()
+                    )
+                }),
+        }
+    }
+}
+
+/// Loads the denoisers `entry` offers (default: the shipped ones for `images`).
+fn load_denoisers(entry: &ProviderEntry, images: &str) -> Result<Vec<Arc<Denoiser>>> {
+    let err = |path: PathBuf, message: String| Error::Config { path, message };
+    let dirs: Vec<PathBuf> = match &entry.denoisers {
+        Some(names) => names
+            .iter()
+            .map(|n| registry::resolve(n).map_err(|e| err(n.into(), e.to_string())))
+            .collect::<Result<_>>()?,
+        None => registry::list()
+            .map_err(|e| err(registry::shipped_dir(), e.to_string()))?
+            .into_iter()
+            .filter(|(c, _)| c.data == images)
+            .map(|(_, dir)| dir)
+            .collect(),
+    };
+    dirs.into_iter()
+        .map(|d| {
+            Denoiser::load(&d)
+                .map(Arc::new)
+                .map_err(|e| err(d, e.to_string()))
+        })
+        .collect()
+}
+
+/// One client: its key (hashed), wallet and rate.
+pub(crate) struct Client {
+    pub(crate) name: String,
+    pub(crate) key_sha256: String,
+    pub(crate) wallet: Wallet,
+    pub(crate) limiter: Option<DefaultDirectRateLimiter>,
+}
+
+/// Everything the handlers share.
+pub struct ProxyState {
+    pub(crate) providers: Vec<Served>,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) operator_key_sha256: Option<String>,
+    pub(crate) share_answers: bool,
+    pub(crate) limits: RequestLimits,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) max_body: usize,
+    /// Megabytes of request memory free, for all requests in flight together.
+    pub(crate) memory: Semaphore,
+    pub(crate) responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
+}
+
+impl ProxyState {
+    /// Sets up every provider (credentials from `env`, failing on a missing one) and client.
+    pub fn new(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Arc<ProxyState>> {
+        let mut providers = Vec::new();
+        for entry in &config.providers {
+            let mut def = robustify_providers::ProviderDef::load(&entry.name)?;
+            if let Some(t) = entry.timeout_s {
+                def.limits.timeout_s = t;
+            }
+            let creds = Credentials::from_lookup(&def, &env)?;
+            let http = HttpProvider::new(
+                &def,
+                entry.endpoint.as_deref(),
+                creds,
+                Arc::new(Traffic::from_limits(&def.limits)),
+                Arc::new(Ledger::new(
+                    def.pricing.clone(),
+                    BudgetLimits {
+                        max_usd: entry.budget_usd,
+                        max_queries: None,
+                    },
+                )),
+            )?;
+            let log = match &config.log_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::Config {
+                        path: dir.clone(),
+                        message: e.to_string(),
+                    })?;
+                    let path = dir.join(format!("{}.jsonl", def.name));
+                    let resume = path.exists().then_some(path.as_path());
+                    let log = QueryLog::open(&path, resume)?;
+                    if log.load_report().skipped() > 0 {
+                        tracing::warn!(log = %path.display(), "{}", log.load_report());
+                    }
+                    Some(Arc::new(log))
+                }
+                None => None,
+            };
+            let denoisers = load_denoisers(entry, &def.images)?;
+            providers.push(Served {
+                def,
+                http: Arc::new(http),
+                log,
+                denoisers,
+            });
+        }
+        let clients = config
+            .clients
+            .iter()
+            .map(|c| Client {
+                name: c.name.clone(),
+                key_sha256: c.key_sha256.to_ascii_lowercase(),
+                wallet: Wallet::new(c.budget_usd),
+                limiter: c
+                    .requests_per_minute
+                    .and_then(NonZeroU32::new)
+                    .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm).allow_burst(rpm))),
+            })
+            .collect();
+        let megabytes =
+            (config.limits.max_memory_bytes / MB).clamp(1, Semaphore::MAX_PERMITS as u64);
+        Ok(Arc::new(ProxyState {
+            providers,
+            clients,
+            operator_key_sha256: config
+                .operator_key_sha256
+                .as_ref()
+                .map(|k| k.to_ascii_lowercase()),
+            share_answers: config.share_answers,
+            limits: config.limits.clone(),
+            timeouts: config.timeouts.clone(),
+            max_body: config.max_body_bytes,
+            memory: Semaphore::new(megabytes as usize),
+            responses: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    /// Syncs every query log to disk.
+    pub fn flush(&self) {
+        for p in &self.providers {
+            if let Some(log) = &p.log
+                && let Err(e) = log.sync()
+            {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+
+    pub(crate) fn count(&self, route: &'static str, status: StatusCode) {
+        let mut m = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((route, status.as_u16())).or_default() += 1;
+    }
+
+    /// The memory ceiling of one request.
+    pub(crate) fn request_memory(&self) -> MemoryBudget {
+        MemoryBudget::new(self.limits.max_request_memory_bytes)
+    }
+
+    /// How long a request body may take.
+    pub(crate) fn body_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeouts.body_s)
+    }
+
+    /// How long a request head may take.
+    pub(crate) fn header_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeouts.header_s)
+    }
+}
+
+/// Megabytes: the unit of the request-memory semaphore.
+pub(crate) const MB: u64 = 1 << 20;

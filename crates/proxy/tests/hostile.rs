@@ -1,0 +1,337 @@
+//! The proxy against a hostile client and an unlucky vendor: each test is a way its money
+//! or memory promises once broke (issue 17), run over real HTTP on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use common::{identity_denoiser, png, proxy, vendor};
+use robustify_proxy::hash_key;
+use robustify_standin::server::FaultConfig;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(vendor_url: &str, extra_top: &str, extra_provider: &str, extra_tail: &str) -> String {
+    format!(
+        r#"
+operator_key_sha256 = "{op}"
+{extra_top}
+
+[[providers]]
+name = "google"
+endpoint = "{vendor_url}"
+denoisers = ["{den}"]
+{extra_provider}
+
+[[clients]]
+name = "a"
+key_sha256 = "{a}"
+budget_usd = 0.375
+
+[[clients]]
+name = "b"
+key_sha256 = "{b}"
+{extra_tail}
+"#,
+        op = hash_key("key-op"),
+        den = identity_denoiser().display(),
+        a = hash_key("key-a"),
+        b = hash_key("key-b"),
+    )
+}
+
+async fn post(url: &str, key: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(key)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn metrics(url: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth("key-op")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrapping_draw_counts_are_refused_before_any_spend() {
+    let (vendor, vendor_url, _v) = vendor(FaultConfig::default()).await;
+    let (_, url, _p) = proxy(&config(&vendor_url, "", "", "")).await;
+    for query in [
+        // n0 + n wraps to 1 in u64: this once billed 300 images against a $0.375 budget.
+        "n0=300&n=18446744073709551317",
+        "n0=18446744073709551615&n=1",
+        "n0=1&n=18446744073709551615",
+        "n0=2&n=1099511627776&target_radius=0.1",
+        // Not a u64 at all.
+        "n0=1&n=18446744073709551616",
+        "n0=-1&n=5",
+        "n0=1&n=5&alpha=NaN",
+    ] {
+        let (status, v) = post(
+            &format!("{url}/v1/certify?sigma=0.25&{query}"),
+            "key-a",
+            png(),
+        )
+        .await;
+        assert_eq!(status, 400, "{query}: {v}");
+        assert_eq!(v["error"]["code"], "bad_params", "{query}: {v}");
+    }
+    // σ outside (0, 1] (the help says so).
+    let (status, v) = post(
+        &format!("{url}/v1/certify?sigma=1e300&n0=1&n=5"),
+        "key-a",
+        png(),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(vendor.stats().snapshot()["images"], 0);
+}
+
+/// A 6000×6000 grayscale PNG: 36 MP, about 35 KB.
+fn bomb() -> Vec<u8> {
+    let gray = image::GrayImage::new(6000, 6000);
+    let mut out = Cursor::new(Vec::new());
+    image::DynamicImage::ImageLuma8(gray)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_too_large_for_memory_are_refused_and_large_ones_go_in_small_batches() {
+    let (vendor, vendor_url, _v) = vendor(FaultConfig::default()).await;
+    // 100 MB a request: a 1-megapixel image fits one draw at a time (24 + 72 MB).
+    let limits = "[limits]\nmax_request_memory_bytes = 100_000_000\nmax_memory_bytes = 200_000_000";
+    let (_, url, _p) = proxy(&config(&vendor_url, "", "", limits)).await;
+    let bomb = bomb();
+    assert!(bomb.len() < 250_000, "{} bytes", bomb.len());
+    let started = Instant::now();
+    let (status, v) = post(
+        &format!("{url}/v1/certify?sigma=0.25&n0=1&n=8"),
+        "key-a",
+        bomb,
+    )
+    .await;
+    assert_eq!(status, 413, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory limit"),
+        "{v}"
+    );
+    // Refused from the header: nothing decoded, nothing sent.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(vendor.stats().snapshot()["images"], 0);
+
+    // A 1000×1000 image: certified, one draw per vendor request (Google takes 16).
+    let photo = robustify_smoothing::Image::filled(1000, 1000, 0.4)
+        .unwrap()
+        .to_png()
+        .unwrap();
+    let (status, v) = post(
+        &format!("{url}/v1/certify?sigma=0.25&n0=2&n=4&denoiser=none"),
+        "key-b",
+        photo,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let stats = vendor.stats().snapshot();
+    assert_eq!(stats["images"], 6, "{stats}");
+    assert_eq!(stats["requests"], 6, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_images_are_refused_before_any_spend() {
+    let (vendor, vendor_url, _v) = vendor(FaultConfig::default()).await;
+    let (_, url, _p) = proxy(&config(&vendor_url, "", "", "")).await;
+    let rgb: Vec<u8> = (0..64 * 64 * 3).map(|i| (i % 251) as u8).collect();
+    let mut jpeg = Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(64, 64, rgb).unwrap())
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    let jpeg = jpeg.into_inner();
+    let cut = jpeg[..jpeg.len() * 2 / 3].to_vec();
+    let (status, v) = post(
+        &format!("{url}/v1/certify?sigma=0.25&n0=1&n=4"),
+        "key-b",
+        cut,
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "bad_image");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("truncated")
+    );
+    assert_eq!(vendor.stats().snapshot()["images"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_pay_for_timed_out_requests_the_vendor_billed() {
+    // Half the vendor's requests are never answered; the proxy waits 0.5 s for each.
+    let faults = FaultConfig {
+        timeout_rate: 0.5,
+        seed: 11,
+        ..FaultConfig::default()
+    };
+    let (_vendor, vendor_url, _v) = vendor(faults).await;
+    let (_, url, _p) = proxy(&config(&vendor_url, "", "timeout_s = 0.5", "")).await;
+    let mut charged = 0.0;
+    for seed in 0..3 {
+        let (status, v) = post(
+            &format!("{url}/v1/certify?sigma=0.25&n0=4&n=12&seed={seed}"),
+            "key-b",
+            png(),
+        )
+        .await;
+        if status == 200 {
+            charged += v["cost_usd"].as_f64().unwrap();
+        }
+    }
+    let m = metrics(&url).await;
+    let provider = metric(
+        &m,
+        "robustify_provider_spend_usd_total{provider=\"google\"}",
+    );
+    let client = metric(&m, "robustify_client_spend_usd_total{client=\"b\"}");
+    let answered = metric(&m, "robustify_provider_images_total{provider=\"google\"}");
+    // Some requests timed out and were billed on top of the answered images…
+    assert!(provider > answered * 0.0015 + 1e-9, "{m}");
+    // …and the client paid for all of it: what the vendor billed, no more, no less.
+    assert!(
+        (client - provider).abs() < 1e-9,
+        "client {client} vs provider {provider}"
+    );
+    assert!(charged <= client + 1e-9);
+}
+
+/// Reads until the server closes the connection; returns what it sent and when it closed.
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> (String, Duration) {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection stayed open for 10 s"),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed() {
+    let (_vendor, vendor_url, _v) = vendor(FaultConfig::default()).await;
+    let timeouts = "[timeouts]\nheader_s = 1\nbody_s = 1";
+    let (_, url, _p) = proxy(&config(&vendor_url, "", "", timeouts)).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+
+    // Idle: connected, nothing sent.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (_, after) = until_closed(&mut idle).await;
+    assert!(after < Duration::from_secs(3), "idle for {after:?}");
+
+    // Slow headers: half a request head, then silence.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /v1/certify HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (_, after) = until_closed(&mut slow).await;
+    assert!(after < Duration::from_secs(3), "slow head for {after:?}");
+
+    // Slow body: a whole head promising 1,000 bytes, 10 of them sent: 408.
+    let mut body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    body.write_all(
+        b"POST /v1/certify?sigma=0.25&n0=1&n=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-b\r\nContent-Length: 1000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let (answer, after) = until_closed(&mut body).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(after < Duration::from_secs(4), "slow body for {after:?}");
+
+    // Keep-alive after an answer: closed once idle for the header timeout.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, after) = until_closed(&mut kept).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(after < Duration::from_secs(3), "kept alive for {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_reused_only_for_the_client_that_paid() {
+    let (_vendor, vendor_url, _v) = vendor(FaultConfig::default()).await;
+    let dir = std::env::temp_dir().join(format!("robustify-proxy-scope-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let top = format!("log_dir = \"{}\"", dir.display());
+    let (_, url, stop) = proxy(&config(&vendor_url, &top, "", "")).await;
+    let (_, first) = post(
+        &format!("{url}/v1/certify?sigma=0.25&n0=4&n=16&seed=3"),
+        "key-a",
+        png(),
+    )
+    .await;
+    assert_eq!(first["reused"], 0, "{first}");
+    // A restart reads the log back.
+    drop(stop);
+    let (_, url, _p) = proxy(&config(&vendor_url, &top, "", "")).await;
+    let certify = format!("{url}/v1/certify?sigma=0.25&n0=4&n=16&seed=3");
+    // Another client, the same image and seed: it learns nothing, and pays.
+    let (_, other) = post(&certify, "key-b", png()).await;
+    assert_eq!(other["reused"], 0, "{other}");
+    assert!(other["cost_usd"].as_f64().unwrap() > 0.0, "{other}");
+    // The same client again: its own answers, free.
+    let (_, again) = post(&certify, "key-a", png()).await;
+    assert_eq!(again["reused"], 20, "{again}");
+    assert_eq!(again["cost_usd"], 0.0, "{again}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_answer_json() {
+    let (_vendor, vendor_url, _v) = vendor(FaultConfig::default()).await;
+    let (_, url, _p) = proxy(&config(&vendor_url, "", "", "")).await;
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{url}/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    let r = http.get(format!("{url}/v1/certify")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "method_not_allowed"
+    );
+}

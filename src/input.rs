@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use robustify_smoothing::{DecodeLimits, Image};
+use robustify_smoothing::{DecodeLimits, Image, MemoryBudget};
 
 /// Reads and decodes an image file, refusing files over the byte limit before reading them.
 pub fn read_image(path: &Path, limits: &DecodeLimits) -> anyhow::Result<Image> {
@@ -27,4 +27,31 @@ pub fn read_image_bytes(path: &Path, limits: &DecodeLimits) -> anyhow::Result<(V
     let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     let image = Image::decode(&bytes, limits).with_context(|| format!("{}", path.display()))?;
     Ok((bytes, image))
+}
+
+/// The decode limits under a memory ceiling: no more pixels than one draw at a time fits.
+pub fn limits_within(memory: &MemoryBudget) -> DecodeLimits {
+    DecodeLimits {
+        max_pixels: memory.max_pixels().min(DecodeLimits::default().max_pixels),
+        ..DecodeLimits::default()
+    }
+}
+
+/// As [`read_image_bytes`] under a memory ceiling: an image whose declared size cannot be
+/// certified even one draw at a time is refused from its header, before it is decoded.
+pub fn read_image_within(path: &Path, memory: &MemoryBudget) -> anyhow::Result<(Vec<u8>, Image)> {
+    let limits = limits_within(memory);
+    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    if meta.is_file() && meta.len() <= limits.max_bytes {
+        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+        if let Ok((w, h)) = Image::dimensions(&bytes) {
+            memory
+                .batch_for(w, h, 1)
+                .with_context(|| format!("{}", path.display()))?;
+        }
+        let image =
+            Image::decode(&bytes, &limits).with_context(|| format!("{}", path.display()))?;
+        return Ok((bytes, image));
+    }
+    read_image_bytes(path, &limits)
 }

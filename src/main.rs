@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cmd;
 mod input;
+mod logging;
 mod plot;
 mod render;
 
@@ -30,15 +31,8 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `RUST_LOG=robustify_providers=debug` shows each request (URL, status, latency) and
-    // each retry on stderr; credentials are never logged.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // each retry on stderr; credentials are never logged (see `logging`).
+    logging::init();
     match cmd::run(cli.command) {
         Ok(code) => code,
         // `robustify … | head`: the reader has what it wanted.

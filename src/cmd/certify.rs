@@ -3,14 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use robustify_smoothing::{
-    Certificate, Decision, DecodeLimits, SequenceKind, SequentialCertificate,
-};
+use robustify_smoothing::{Certificate, Decision, SequenceKind, SequentialCertificate};
 use serde::Serialize;
 
 use super::sequential::{Outcome, Plan, SequentialArgs};
 use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
-use crate::input::read_image_bytes;
+use crate::input::read_image_within;
 use crate::render;
 use crate::render::outln;
 
@@ -26,7 +24,7 @@ pub struct Args {
     images: Vec<PathBuf>,
     #[command(flatten)]
     provider: ProviderArgs,
-    /// Noise level σ in [0, 1] pixel units.
+    /// Noise level σ, in (0, 1] (pixel units: images span [0, 1]).
     #[arg(long)]
     sigma: f64,
     /// Selection draws per image.
@@ -155,7 +153,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             )?;
             continue;
         }
-        let (bytes, image) = match read_image_bytes(path, &DecodeLimits::default()) {
+        let memory = args.provider.memory();
+        let fitted = read_image_within(path, &memory).and_then(|(bytes, image)| {
+            let plan = plan.fitted(image.width(), image.height(), &memory)?;
+            Ok((bytes, image, plan))
+        });
+        let (bytes, image, plan) = match fitted {
             Ok(x) => x,
             Err(err) => {
                 eprintln!("error: {err:#}");

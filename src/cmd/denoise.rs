@@ -19,7 +19,7 @@ use crate::render::outln;
 pub struct DenoiseArgs {
     /// Image file (PNG, JPEG, WebP or BMP).
     image: PathBuf,
-    /// Noise level σ in [0, 1] pixel units.
+    /// Noise level σ, in (0, 1] (pixel units: images span [0, 1]).
     #[arg(long)]
     sigma: f64,
     /// Shipped denoiser name or folder [default: the shipped one for this image's size

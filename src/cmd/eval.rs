@@ -9,13 +9,13 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use robustify_smoothing::table::{Outcome, certified_accuracy};
-use robustify_smoothing::{CertifyParams, Decision, DecodeLimits};
+use robustify_smoothing::{CertifyParams, Decision};
 use serde::{Deserialize, Serialize};
 
 use super::sequential::Outcome::{Fixed, Sequential};
 use super::sequential::{Plan, SequentialArgs};
 use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
-use crate::input::read_image_bytes;
+use crate::input::read_image_within;
 use crate::plot::{Curve, certified_accuracy_png};
 use crate::render::outln;
 
@@ -178,7 +178,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (Vec::new(), 0usize, 0, false);
     let (mut queries, mut seconds) = (0u64, 0.0f64);
     for (idx, path) in &picked {
-        let (bytes, image) = match read_image_bytes(path, &DecodeLimits::default()) {
+        let memory = args.provider.memory();
+        let fitted = read_image_within(path, &memory).and_then(|(bytes, image)| {
+            let plan = plan.fitted(image.width(), image.height(), &memory)?;
+            Ok((bytes, image, plan))
+        });
+        let (bytes, image, plan) = match fitted {
             Ok(x) => x,
             Err(err) => {
                 overall.println(format!("error: {err:#}"));

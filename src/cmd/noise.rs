@@ -15,7 +15,7 @@ use crate::render::outln;
 pub struct Args {
     /// Image file (PNG, JPEG, WebP or BMP).
     image: PathBuf,
-    /// Noise level σ in [0, 1] pixel units.
+    /// Noise level σ, in (0, 1] (pixel units: images span [0, 1]).
     #[arg(long)]
     sigma: f64,
     /// Master seed: draw i of seed s is always the same noise.

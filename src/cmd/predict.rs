@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use robustify_smoothing::{DecodeLimits, PredictParams, predict};
+use robustify_smoothing::{PredictParams, predict};
 use serde::Serialize;
 
 use super::certify::report_traffic;
 use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
-use crate::input::read_image_bytes;
+use crate::input::read_image_within;
 use crate::render;
 use crate::render::outln;
 
@@ -22,7 +22,7 @@ pub struct Args {
     images: Vec<PathBuf>,
     #[command(flatten)]
     provider: ProviderArgs,
-    /// Noise level σ in [0, 1] pixel units.
+    /// Noise level σ, in (0, 1] (pixel units: images span [0, 1]).
     #[arg(long)]
     sigma: f64,
     /// Draws per image.
@@ -106,7 +106,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             emit(&args, &out)?;
             continue;
         }
-        let (bytes, image) = match read_image_bytes(path, &DecodeLimits::default()) {
+        let memory = args.provider.memory();
+        let fitted = read_image_within(path, &memory).and_then(|(bytes, image)| {
+            let batch = memory.batch_for(image.width(), image.height(), params.batch_size())?;
+            Ok((bytes, image, params.with_batch_size(batch)?))
+        });
+        let (bytes, image, params) = match fitted {
             Ok(x) => x,
             Err(err) => {
                 eprintln!("error: {err:#}");

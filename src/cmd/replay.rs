@@ -23,7 +23,7 @@ pub struct Args {
     /// JSON Lines log, gzip'd or not: one image a line with `labels` (query order) and
     /// `clean` (the reference label).
     log: PathBuf,
-    /// Noise level σ the log was made with, in [0, 1] pixel units.
+    /// Noise level σ the log was made with, in (0, 1] (pixel units).
     #[arg(long)]
     sigma: f64,
     /// Selection draws: the first N0 labels of each line.

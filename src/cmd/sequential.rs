@@ -2,8 +2,8 @@
 //! `eval`).
 
 use robustify_smoothing::{
-    BaseClassifier, Certificate, CertifyParams, Image, SequenceKind, SequentialCertificate,
-    SequentialParams, certify, certify_sequential,
+    BaseClassifier, Certificate, CertifyParams, Image, MemoryBudget, SequenceKind,
+    SequentialCertificate, SequentialParams, certify, certify_sequential,
 };
 
 /// Fixed-n or sequential certification.
@@ -137,9 +137,26 @@ impl Plan {
     /// The most draws one image can take.
     pub fn max_draws(&self) -> u64 {
         match self {
-            Plan::Fixed(p) => p.n0() + p.n(),
-            Plan::Sequential(p) => p.n0() + p.max_draws(),
+            Plan::Fixed(p) => p.draws(),
+            Plan::Sequential(p) => p.draws(),
         }
+    }
+
+    /// This plan with its batch cut so that a `width × height` image stays under `memory`;
+    /// an error when not even one draw at a time fits.
+    pub fn fitted(&self, width: u32, height: u32, memory: &MemoryBudget) -> anyhow::Result<Plan> {
+        Ok(match self {
+            Plan::Fixed(p) => Plan::Fixed(p.with_batch_size(memory.batch_for(
+                width,
+                height,
+                p.batch_size(),
+            )?)?),
+            Plan::Sequential(p) => Plan::Sequential(p.with_batch_size(memory.batch_for(
+                width,
+                height,
+                p.batch_size(),
+            )?)?),
+        })
     }
 
     /// Certifies `image` through `classifier`.

@@ -13,7 +13,7 @@ use robustify_providers::{
     Adapter, BudgetLimits, DrawContext, HttpProvider, LabelRule, Provider, ProviderClassifier,
     ProviderDef, QueryLog,
 };
-use robustify_smoothing::{BaseClassifier, Image};
+use robustify_smoothing::{BaseClassifier, Image, MemoryBudget};
 use robustify_standin::cifar::CifarClassifier;
 use robustify_standin::imagenet::ImageNetClassifier;
 use robustify_standin::model::Classifier;
@@ -74,6 +74,18 @@ pub struct ProviderArgs {
     /// Retries of one request [default: the definition's].
     #[arg(long)]
     pub max_retries: Option<u32>,
+    /// Most memory one image's certification may hold, in MB: draws go in smaller batches
+    /// to stay under it, and an image too large for even one draw at a time is refused
+    /// before anything is sent.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    pub max_memory_mb: u64,
+}
+
+impl ProviderArgs {
+    /// The memory ceiling of one image's certification.
+    pub fn memory(&self) -> MemoryBudget {
+        MemoryBudget::new(self.max_memory_mb * 1_000_000)
+    }
 }
 
 /// An open provider, ready to classify draws.
@@ -131,11 +143,8 @@ impl Session {
                 if args.log.is_none() && args.resume.is_none() {
                     eprintln!("paid answers are logged to {}", path.display());
                 }
-                if args.resume.is_some() {
-                    eprintln!(
-                        "resuming: {} answers reused from the log where they match",
-                        log.resumed()
-                    );
+                if let Some(from) = &args.resume {
+                    eprintln!("resuming from {}: {}", from.display(), log.load_report());
                 }
                 Some(log)
             }
@@ -181,6 +190,7 @@ impl Session {
                 denoiser: self.denoiser_name().to_owned(),
                 sigma,
                 seed,
+                client: None,
             };
             c = c.with_log(log.clone(), context);
         }
@@ -217,11 +227,14 @@ impl Session {
         self.http.as_ref().map(|h| h.traffic().stats().snapshot())
     }
 
-    /// Flushes the log to disk.
+    /// Flushes the log to disk, and says how much of a resumed log was reused.
     pub fn close(&self) -> anyhow::Result<()> {
         if let Some(log) = &self.log {
             log.sync()
                 .with_context(|| format!("syncing {}", log.path().display()))?;
+            if log.resumed() > 0 {
+                eprintln!("resume: {}", log.reuse_report());
+            }
         }
         Ok(())
     }

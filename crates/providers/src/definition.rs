@@ -59,6 +59,10 @@ pub struct Limits {
     /// Retries of one request after throttling or a transient error.
     #[serde(default = "default_retries")]
     pub max_retries: u32,
+    /// Seconds one request may take with all its retries and waits [default: 4 ×
+    /// `timeout_s`, at least 60].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_s: Option<f64>,
     /// Where the figures come from, and when they were read.
     pub source: String,
     /// False when the figures could not be checked against the vendor's page.
@@ -237,6 +241,11 @@ impl ProviderDef {
         }
         if !(l.timeout_s.is_finite() && l.timeout_s > 0.0) {
             return Err(err("limits.timeout_s must be > 0".into()));
+        }
+        if let Some(m) = l.max_request_s
+            && !(m.is_finite() && m > 0.0)
+        {
+            return Err(err("limits.max_request_s must be > 0".into()));
         }
         if def.adapter == Adapter::Generic {
             let Some(g) = &def.generic else {

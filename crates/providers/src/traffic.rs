@@ -75,7 +75,11 @@ impl RetryPolicy {
             max_retries: limits.max_retries,
             timeout: Duration::from_secs_f64(limits.timeout_s),
             // Room for four timed-out attempts, and never less than a minute.
-            max_elapsed: Duration::from_secs_f64((4.0 * limits.timeout_s).max(60.0)),
+            max_elapsed: Duration::from_secs_f64(
+                limits
+                    .max_request_s
+                    .unwrap_or((4.0 * limits.timeout_s).max(60.0)),
+            ),
             ..RetryPolicy::default()
         }
     }

@@ -396,3 +396,89 @@ async fn concurrent_requests_never_overshoot_the_budget() {
     assert!(p.ledger().spent_usd() <= 0.015 + 1e-12);
     assert_eq!(server.stats()["images"], 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_that_always_asks_to_wait_ends_within_the_request_time() {
+    // Hugging Face answering "model loading, estimated_time 20 s" to every request.
+    let server = start(
+        Arc::new(BrightestChannel),
+        ServerConfig {
+            keys: keys(),
+            faults: FaultConfig {
+                fail_rate: 1.0,
+                ..FaultConfig::default()
+            },
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let mut def = ProviderDef::load("huggingface").unwrap();
+    def.limits.timeout_s = 1.0;
+    def.limits.max_request_s = Some(3.0);
+    let p = provider(
+        &def,
+        &format!("{}/models/standin", server.url),
+        BudgetLimits::default(),
+    );
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(30), p.classify(&[solid(0.1, 0.8, 0.1)]))
+        .await
+        .expect("the retries went on past 30 s");
+    let err = out.into_iter().next().unwrap().unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.contains("would pass the 3 s allowed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_fails_at_once_and_names_the_address() {
+    // A port that was just free: nothing listens there.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let def = ProviderDef::load("google").unwrap();
+    let p = provider(&def, &format!("http://{addr}"), BudgetLimits::default());
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(20), p.classify(&[solid(0.1, 0.8, 0.1)]))
+        .await
+        .expect("a refused connection was retried for 20 s");
+    let err = out.into_iter().next().unwrap().unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("connection refused") && err.contains(&addr.to_string()),
+        "{err}"
+    );
+    // Nothing was billed.
+    assert_eq!(p.ledger().spent_units(), 0);
+}
+
+#[test]
+fn endpoints_that_are_not_http_urls_are_refused_at_start() {
+    let def = ProviderDef::load("google").unwrap();
+    for bad in [
+        "not a url",
+        "file:///etc/passwd",
+        "ftp://example.com",
+        "http://",
+    ] {
+        let err = HttpProvider::new(
+            &def,
+            Some(bad),
+            creds(&def),
+            Arc::new(Traffic::from_limits(&def.limits)),
+            Arc::new(Ledger::new(def.pricing.clone(), BudgetLimits::default())),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{bad} was accepted"))
+        .to_string();
+        assert!(err.contains(bad), "{bad}: {err}");
+    }
+}

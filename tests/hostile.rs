@@ -1,0 +1,257 @@
+//! The command line against bad input, bad logs and unlucky networks: each test is a way
+//! a money or safety promise once broke (issue 17).
+
+use std::time::{Duration, Instant};
+
+use crate::util::{Standin, command, fixture, robustify, run, temp_dir};
+
+const KEY: &str = "SECRET-KEY-42-do-not-print";
+const AWS_ID: &str = "AKIDSECRETID987654";
+const AWS_SECRET: &str = "aws/SECRET+value-0193";
+const AWS_TOKEN: &str = "SESSION-TOKEN-SECRET-55";
+
+fn cifar_image() -> String {
+    fixture("cifar10/ship/0000.jpg").display().to_string()
+}
+
+#[test]
+fn no_secret_reaches_the_log_at_trace_level_for_any_vendor() {
+    let standin = Standin::start(&[
+        "--model",
+        "cifar10",
+        "--key",
+        KEY,
+        "--aws-key-id",
+        AWS_ID,
+        "--aws-secret",
+        AWS_SECRET,
+    ]);
+    let image = cifar_image();
+    for (vendor, path) in [
+        ("google", ""),
+        ("azure", ""),
+        ("huggingface", "/models/google/vit-base-patch16-224"),
+        ("clarifai", ""),
+        ("aws", ""),
+    ] {
+        let mut cmd = command(["classify", "--provider", vendor, "--json"]);
+        cmd.args(["--endpoint", &format!("{}{path}", standin.url), &image]);
+        for var in [
+            "GOOGLE_API_KEY",
+            "AZURE_VISION_KEY",
+            "HF_TOKEN",
+            "CLARIFAI_PAT",
+        ] {
+            cmd.env(var, KEY);
+        }
+        cmd.env("AWS_ACCESS_KEY_ID", AWS_ID)
+            .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+            .env("AWS_SESSION_TOKEN", AWS_TOKEN)
+            .env("RUST_LOG", "trace");
+        let out = run(cmd);
+        out.ok();
+        // Trace was really on: the HTTP client's own lines are there.
+        assert!(out.stderr().contains("TRACE"), "{vendor}: no trace output");
+        for secret in [KEY, AWS_ID, AWS_SECRET, AWS_TOKEN] {
+            assert!(
+                !out.stderr().contains(secret) && !out.stdout().contains(secret),
+                "{vendor}: {secret} leaked"
+            );
+        }
+    }
+}
+
+fn log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_lines(path: &std::path::Path, lines: &[serde_json::Value], extra: &[&str]) {
+    let mut text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    text.extend(extra.iter().map(|s| s.to_string()));
+    std::fs::write(path, text.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn resume_reads_the_log_as_evidence() {
+    let standin = Standin::start(&["--model", "cifar10"]);
+    let endpoint = format!("{}/models/standin", standin.url);
+    let dir = temp_dir("hostile-resume");
+    let log = dir.join("q.jsonl");
+    let certify = |sigma: &str, resume: bool| {
+        let mut cmd = command([
+            "certify",
+            "--no-denoiser",
+            &cifar_image(),
+            "--provider",
+            "standin",
+            "--endpoint",
+            &endpoint,
+            "--sigma",
+            sigma,
+            "--n0",
+            "2",
+            "--n",
+            "6",
+            "--seed",
+            "5",
+            "--json",
+            "--log",
+            log.to_str().unwrap(),
+        ]);
+        if resume {
+            cmd.args(["--resume", log.to_str().unwrap()]);
+        }
+        run(cmd)
+    };
+    let first: serde_json::Value =
+        serde_json::from_str(certify("0.25", false).ok().trim()).unwrap();
+    let good = log_lines(&log);
+    assert_eq!(good.len(), 8);
+
+    // Answers rewritten to errors are no votes: all 8 draws are asked again.
+    let failed: Vec<serde_json::Value> = good
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            l["status"] = 500.into();
+            l["labels"] = serde_json::json!([]);
+            l
+        })
+        .collect();
+    write_lines(&log, &failed, &[]);
+    let out = certify("0.25", true);
+    let v: serde_json::Value = serde_json::from_str(out.ok().trim()).unwrap();
+    assert_eq!(v["reused"], 0, "{v}");
+    assert_ne!(v["label"], "(none)", "{v}");
+    assert_eq!(v["label"], first["label"], "{v}");
+    assert!(
+        out.stderr()
+            .contains("8 error answers, never counted as votes"),
+        "{}",
+        out.stderr()
+    );
+
+    // Garbage lines are skipped, counted and named; the good answers are reused.
+    write_lines(&log, &good, &["garbage", "{\"draw\": \"x\"}"]);
+    let out = certify("0.25", true);
+    let v: serde_json::Value = serde_json::from_str(out.ok().trim()).unwrap();
+    assert_eq!(v["reused"], 8, "{v}");
+    assert!(
+        out.stderr()
+            .contains("2 lines skipped: 2 unreadable (line 9, 10)"),
+        "{}",
+        out.stderr()
+    );
+
+    // Another σ: the message says none were reused, and why.
+    write_lines(&log, &good, &[]);
+    let out = certify("0.5", true);
+    out.ok();
+    assert!(
+        out.stderr()
+            .contains("0 of 8 logged answers reused (8 not: 8 for another σ)"),
+        "{}",
+        out.stderr()
+    );
+
+    // Two different answers for one draw: an error naming both lines.
+    let mut conflict = good.clone();
+    let mut other = good[3].clone();
+    other["labels"] = serde_json::json!([{"label": "not-what-it-said", "score": 1.0}]);
+    conflict.push(other);
+    write_lines(&log, &conflict, &[]);
+    let err = certify("0.25", true).fails();
+    assert!(
+        err.contains(":9:") && err.contains("line 4") && err.contains("not-what-it-said"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_before_any_paid_call() {
+    let standin = Standin::start(&["--model", "cifar10", "--key", KEY]);
+    let dir = temp_dir("hostile-input");
+    let photo = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images/orange.jpg"),
+    )
+    .unwrap();
+    let cut = dir.join("cut.jpg");
+    std::fs::write(&cut, &photo[..700]).unwrap();
+    let certify = |image: &str, sigma: &str, n0: &str, n: &str| {
+        let mut cmd = command([
+            "certify",
+            "--no-denoiser",
+            image,
+            "--provider",
+            "google",
+            "--endpoint",
+            &standin.url,
+            "--sigma",
+            sigma,
+            "--n0",
+            n0,
+            "--n",
+            n,
+        ]);
+        cmd.args(["--log", dir.join("q.jsonl").to_str().unwrap()])
+            .env("GOOGLE_API_KEY", KEY);
+        run(cmd)
+    };
+    let err = certify(cut.to_str().unwrap(), "0.25", "2", "6").fails();
+    assert!(err.contains("truncated"), "{err}");
+    // σ outside (0, 1], and draw counts that would wrap.
+    let err = certify(&cifar_image(), "1e300", "2", "6").fails();
+    assert!(err.contains("sigma") && err.contains("(0, 1]"), "{err}");
+    let err = certify(&cifar_image(), "0.25", "300", "18446744073709551317").fails();
+    assert!(err.contains("at most"), "{err}");
+    // A 36-megapixel grayscale PNG (a few hundred KB) does not fit the memory ceiling.
+    let bomb = dir.join("bomb.png");
+    image::DynamicImage::ImageLuma8(image::GrayImage::new(6000, 6000))
+        .save(&bomb)
+        .unwrap();
+    let err = certify(bomb.to_str().unwrap(), "0.25", "2", "6").fails();
+    assert!(err.contains("memory limit"), "{err}");
+    assert_eq!(standin.stats()["images"], 0);
+}
+
+#[test]
+fn bad_endpoints_fail_at_once() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for (endpoint, says) in [
+        ("file:///etc/passwd", "only http:// and https://"),
+        ("not a url", "is not a URL"),
+        (&*format!("http://{closed}"), "connection refused"),
+    ] {
+        let started = Instant::now();
+        let mut cmd = command([
+            "classify",
+            "--provider",
+            "google",
+            "--endpoint",
+            endpoint,
+            &cifar_image(),
+        ]);
+        cmd.env("GOOGLE_API_KEY", KEY);
+        let err = run(cmd).fails();
+        assert!(err.contains(says), "{endpoint}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{endpoint}: {:?}",
+            started.elapsed()
+        );
+        if says == "connection refused" {
+            assert!(err.contains(&closed.to_string()), "{err}");
+        }
+    }
+    // The help's σ range is the checked one.
+    let help = robustify(["certify", "--help"]).ok();
+    assert!(help.contains("(0, 1]"), "{help}");
+}

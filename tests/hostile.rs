@@ -255,3 +255,34 @@ fn bad_endpoints_fail_at_once() {
     let help = robustify(["certify", "--help"]).ok();
     assert!(help.contains("(0, 1]"), "{help}");
 }
+
+#[test]
+fn estimates_refuse_counts_that_would_wrap() {
+    // 2^44 images × 2^20 draws wraps u64 to 0 queries: $0.00.
+    let err = robustify([
+        "estimate",
+        "--provider",
+        "google",
+        "--images",
+        "17592186044416",
+        "--n0",
+        "48576",
+        "--n",
+        "1000000",
+    ])
+    .fails();
+    assert!(err.contains("more than can be counted"), "{err}");
+    let err = robustify([
+        "estimate",
+        "--provider",
+        "google",
+        "--images",
+        "1",
+        "--n0",
+        "1",
+        "--n",
+        "18446744073709551615",
+    ])
+    .fails();
+    assert!(err.contains("at most"), "{err}");
+}

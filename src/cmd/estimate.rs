@@ -140,7 +140,7 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
         target_radius: r,
         sequence: args.sequence.into(),
         images: k,
-        fixed_queries_per_image: args.n0 + args.n,
+        fixed_queries_per_image: params.draws(),
         forecasts: rows,
     };
     if args.json {
@@ -158,8 +158,9 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
     )?;
     outln!(
         "fixed n     {} queries per image, ${:.2} for {} images\n",
-        args.n0 + args.n,
-        def.pricing.cost_usd(k * (args.n0 + args.n), args.free_tier),
+        params.draws(),
+        def.pricing
+            .cost_usd(k.saturating_mul(params.draws()), args.free_tier),
         thousands(k)
     )?;
     outln!("p_A      queries/image      cost   certified  not certifiable  undecided")?;
@@ -211,8 +212,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let k = args.images;
     let clean = u64::from(args.clean_query);
-    let queries = k * (args.n0 + args.n + clean);
-    let requests = k * (def.limits.requests_for(args.n0) + def.limits.requests_for(args.n) + clean);
+    let too_many = || {
+        anyhow::anyhow!(
+            "invalid parameter images: {k} images × {} queries is more than can be counted",
+            params.draws() + clean
+        )
+    };
+    // Checked: a hostile --images must not wrap the bill to a small number.
+    let queries = k.checked_mul(params.draws() + clean).ok_or_else(too_many)?;
+    let requests = k
+        .checked_mul(def.limits.requests_for(args.n0) + def.limits.requests_for(args.n) + clean)
+        .ok_or_else(too_many)?;
     let cost = def.pricing.cost_usd(queries, args.free_tier);
     let min_seconds = def.limits.min_seconds(requests);
     let max_radius = max_certifiable_radius(params.sigma(), params.alpha(), args.n);

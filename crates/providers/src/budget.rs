@@ -221,4 +221,31 @@ mod tests {
         }
         assert_eq!(ledger.spent_units(), 999);
     }
+
+    proptest::proptest! {
+        /// Any sequence of reservations (hostile sizes included), each settled for any
+        /// part of what it held or dropped: the units billed never pass the limit.
+        #[test]
+        fn no_sequence_of_reservations_overshoots(
+            steps in proptest::collection::vec(
+                (proptest::prop_oneof![0u64..50, proptest::prelude::any::<u64>()], 0u64..60, proptest::prelude::any::<bool>()),
+                1..60,
+            ),
+            max in 1u64..500,
+        ) {
+            let ledger = Ledger::new(
+                pricing(1.5),
+                BudgetLimits { max_usd: Some(max as f64 * 0.0015), max_queries: Some(max) },
+            );
+            for (units, used, settle) in steps {
+                if let Ok(r) = ledger.reserve(units)
+                    && settle
+                {
+                    r.settle(used);
+                }
+                proptest::prop_assert!(ledger.spent_units() <= max);
+                proptest::prop_assert!(ledger.spent_usd() <= max as f64 * 0.0015 + 1e-9);
+            }
+        }
+    }
 }

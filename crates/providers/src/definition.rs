@@ -50,6 +50,11 @@ pub struct Limits {
     pub images_per_request: u32,
     /// Largest encoded image the vendor accepts, in bytes.
     pub max_image_bytes: u64,
+    /// Largest request the vendor accepts, in bytes, where it limits the whole request
+    /// (Google: 10 MB of JSON, base64 images included): requests carry fewer images to
+    /// stay under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<u64>,
     /// Largest `width × height` the vendor accepts, if it states one.
     #[serde(default)]
     pub max_pixels: Option<u64>,

@@ -85,6 +85,47 @@ fn refused(e: &reqwest::Error) -> bool {
     false
 }
 
+/// Bytes one image adds to a JSON request: its base64 text and the object around it.
+fn request_bytes(png: &[u8]) -> u64 {
+    (png.len() as u64).div_ceil(3) * 4 + 256
+}
+
+/// Adds image `i` to the last request of `chunks`, or starts a new one, so that no request
+/// carries more than `images_per_request` images or (where the vendor limits it) more than
+/// `max_request_bytes`; an image that cannot fit a request even alone is refused.
+fn pack(
+    limits: &Limits,
+    chunks: &mut Vec<Vec<(usize, Vec<u8>)>>,
+    i: usize,
+    png: Vec<u8>,
+) -> std::result::Result<(), String> {
+    let per_request = limits.images_per_request.max(1) as usize;
+    let cap = limits.max_request_bytes.unwrap_or(u64::MAX);
+    let size = request_bytes(&png);
+    if size.saturating_add(256) > cap {
+        return Err(format!(
+            "the image makes a request of about {size} bytes, over the vendor's limit of {cap}"
+        ));
+    }
+    let fits = chunks.last().is_some_and(|c| {
+        c.len() < per_request
+            && c.iter()
+                .map(|(_, p)| request_bytes(p))
+                .sum::<u64>()
+                .saturating_add(size)
+                .saturating_add(256)
+                <= cap
+    });
+    if fits {
+        if let Some(last) = chunks.last_mut() {
+            last.push((i, png));
+        }
+    } else {
+        chunks.push(vec![(i, png)]);
+    }
+    Ok(())
+}
+
 /// A provider reached over HTTP.
 pub struct HttpProvider {
     name: String,
@@ -497,11 +538,17 @@ impl Provider for HttpProvider {
                     Err(err) => results[i] = Some(Err(err)),
                 }
             }
-            let per_request = self.limits.images_per_request.max(1) as usize;
             let mut chunks = Vec::new();
-            let mut rest = encoded.into_iter().peekable();
-            while rest.peek().is_some() {
-                chunks.push(rest.by_ref().take(per_request).collect::<Vec<_>>());
+            for (i, png) in encoded {
+                match pack(&self.limits, &mut chunks, i, png) {
+                    Ok(()) => {}
+                    Err(message) => {
+                        results[i] = Some(Err(Error::ImageRejected {
+                            provider: self.name.clone(),
+                            message,
+                        }))
+                    }
+                }
             }
             let sent =
                 futures_util::future::join_all(chunks.into_iter().map(|c| self.send(c, allowance)))

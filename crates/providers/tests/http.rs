@@ -482,3 +482,35 @@ fn endpoints_that_are_not_http_urls_are_refused_at_start() {
         assert!(err.contains(bad), "{bad}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_requests_stay_under_its_10_mb_json_limit() {
+    // Sixteen noisy copies of a 512×512 image: about 1 MB of base64 each, 16.8 MB in one
+    // request, which Google (and its stand-in) refuses with 400.
+    let server = start(
+        Arc::new(BrightestChannel),
+        ServerConfig {
+            keys: keys(),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let def = ProviderDef::load("google").unwrap();
+    let p = provider(&def, &server.url, BudgetLimits::default());
+    let clean = Image::filled(512, 512, 0.5).unwrap();
+    let noise =
+        robustify_smoothing::NoiseSampler::new(robustify_smoothing::Sigma::new(0.25).unwrap(), 1);
+    let images = noise.draws(&clean, 0..16);
+    let out = p.classify(&images).await;
+    assert!(
+        out.iter().all(Result::is_ok),
+        "{:?}",
+        out.iter().find(|r| r.is_err())
+    );
+    let stats = server.stats();
+    assert_eq!(stats["routes"]["google"]["images"], 16, "{stats}");
+    assert!(
+        stats["routes"]["google"]["requests"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+}

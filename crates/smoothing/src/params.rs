@@ -264,4 +264,28 @@ mod tests {
         assert!(serde_json::from_str::<Sigma>("-0.5").is_err());
         assert!(serde_json::from_str::<Alpha>("1.0").is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever counts the command line or the proxy passes, a built parameter set
+        /// declares exactly the draws asked for (never a wrapped sum) and at most
+        /// `MAX_DRAWS`; everything else is refused.
+        #[test]
+        fn built_params_declare_exactly_the_draws_asked(
+            n0 in proptest::prop_oneof![0u64..100, proptest::prelude::any::<u64>()],
+            n in proptest::prop_oneof![0u64..100, proptest::prelude::any::<u64>()],
+        ) {
+            let exact = u128::from(n0) + u128::from(n);
+            match CertifyParams::new(0.25, n0, n, 0.001) {
+                Ok(p) => {
+                    proptest::prop_assert_eq!(u128::from(p.draws()), exact);
+                    proptest::prop_assert!(p.draws() <= MAX_DRAWS);
+                }
+                Err(_) => proptest::prop_assert!(n0 == 0 || n == 0 || exact > u128::from(MAX_DRAWS)),
+            }
+            match crate::SequentialParams::new(0.25, n0, n, 0.001, Some(0.1)) {
+                Ok(p) => proptest::prop_assert_eq!(u128::from(p.draws()), exact),
+                Err(_) => proptest::prop_assert!(n0 == 0 || n == 0 || exact > u128::from(MAX_DRAWS)),
+            }
+        }
+    }
 }

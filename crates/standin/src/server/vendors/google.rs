@@ -15,6 +15,9 @@ use crate::server::{AppState, AuthError, Route, Vendor, check_key, classify, dec
 
 /// Images per request, as Google allows.
 const MAX_IMAGES: usize = 16;
+/// Largest JSON request Google accepts ("JSON request object size: 10 MB"; base64 images
+/// count toward it).
+const MAX_REQUEST_BYTES: usize = 10 << 20;
 /// Labels per image unless `maxResults` says otherwise.
 const DEFAULT_MAX_RESULTS: usize = 10;
 
@@ -126,6 +129,12 @@ pub async fn annotate(
         .or_else(|| auth_token(&headers, "Bearer"));
     if let Err(resp) = gate::<Google>(&state, check_key(&state.keys, presented)).await {
         return resp;
+    }
+    if body.len() > MAX_REQUEST_BYTES {
+        return crate::server::reject::<Google>(
+            &state,
+            &format!("Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes."),
+        );
     }
     let req: Annotate = match serde_json::from_slice(&body) {
         Ok(r) => r,

@@ -26,7 +26,7 @@ pub fn init() {
             secrets: secrets.clone(),
             out: std::io::stderr(),
         })
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(crate::render::colour_stderr())
         .init();
 }
 

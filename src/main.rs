@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         // `robustify … | head`: the reader has what it wanted.
         Err(err) if err.chain().any(|e| e.is::<render::OutputClosed>()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("{} {err:#}", crate::render::label("error"));
             ExitCode::from(2)
         }
     }

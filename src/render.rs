@@ -20,6 +20,22 @@ pub fn print_text(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Whether stderr gets colours: a terminal, and `NO_COLOR` unset or empty
+/// (<https://no-color.org>), as clap decides for its own messages.
+pub fn colour_stderr() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// `error:` or `warning:` as clap prints them: bold red or bold yellow on a terminal.
+pub fn label(kind: &str) -> String {
+    if !colour_stderr() {
+        return format!("{kind}:");
+    }
+    let colour = if kind == "error" { 31 } else { 33 };
+    format!("\x1b[1;{colour}m{kind}:\x1b[0m")
+}
+
 /// Standard output was closed by its reader.
 #[derive(Debug)]
 pub struct OutputClosed;

@@ -175,6 +175,9 @@ fn resume_after_kill_9_repeats_no_draw_and_gives_the_same_certificate() {
         let mut a = certify_args("standin", &endpoint, "10", "290");
         a.extend(
             [
+                // The clean query is sent again by the resumed run; this test is about
+                // the draws.
+                "--no-clean",
                 "--rate",
                 "50",
                 "--concurrency",

@@ -10,6 +10,7 @@ mod classify;
 mod denoise;
 mod errors;
 mod estimate;
+mod firsthour;
 mod hostile;
 mod noise;
 mod providers;

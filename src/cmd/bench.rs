@@ -172,7 +172,10 @@ fn torch_baseline(quick: bool) -> Option<std::collections::HashMap<String, f64>>
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if cfg!(debug_assertions) {
-        eprintln!("warning: a debug build; measure with `cargo run --release -- bench`");
+        eprintln!(
+            "{} a debug build; measure with `cargo run --release -- bench`",
+            crate::render::label("warning")
+        );
     }
     let dev = Device::Cpu;
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));

@@ -48,6 +48,14 @@ pub struct Args {
     /// Print one JSON object per image (JSON Lines) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also ask a paid provider for each image's clean (noise-free) label, shown beside the
+    /// certified one: one more paid query per image, not logged (free providers always
+    /// get it unless --no-clean).
+    #[arg(long, conflicts_with = "no_clean")]
+    clean: bool,
+    /// No clean query: the table's clean-label column stays empty.
+    #[arg(long)]
+    no_clean: bool,
 }
 
 #[derive(Serialize)]
@@ -55,6 +63,7 @@ struct CertJson<'a> {
     image: String,
     status: &'a str,
     label: Option<&'a str>,
+    clean_label: Option<&'a str>,
     radius: f64,
     p_lower: f64,
     counts: &'a std::collections::BTreeMap<String, u64>,
@@ -82,6 +91,7 @@ struct SeqJson<'a> {
     status: &'a str,
     mode: &'a str,
     label: Option<&'a str>,
+    clean_label: Option<&'a str>,
     decision: Option<Decision>,
     target_radius: Option<f64>,
     radius: f64,
@@ -134,9 +144,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.seed
         )?;
         outln!(
-            "{:<36} {:<24} {:>8} {:>8} {:>9} {:>9}",
+            "{:<IMAGE_W$} {:<LABEL_W$} {:<LABEL_W$} {:>7} {:>7} {:>8} {:>8}",
             "image",
-            "label",
+            "clean label",
+            "certified label",
             "radius",
             "p_lower",
             "n_A/n",
@@ -161,10 +172,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (bytes, image, plan) = match fitted {
             Ok(x) => x,
             Err(err) => {
-                eprintln!("error: {err:#}");
+                eprintln!("{} {err:#}", crate::render::label("error"));
                 unfinished(&args, path, "error", &format!("{err:#}"))?;
                 failed = true;
                 continue;
+            }
+        };
+        let spent_before = session.spent_usd();
+        let clean = if args.no_clean || (paid && !args.clean) {
+            None
+        } else {
+            match runtime.block_on(session.clean_label(&image)) {
+                Ok(label) => Some(label),
+                Err(err) if super::session::is_budget_any(&err) => {
+                    eprintln!(
+                        "{} {}: {err:#}",
+                        crate::render::label("error"),
+                        path.display()
+                    );
+                    unfinished(&args, path, "budget_exhausted", &format!("{err:#}"))?;
+                    budget_hit = true;
+                    continue;
+                }
+                Err(err) => {
+                    eprintln!(
+                        "{} {}: {err:#}",
+                        crate::render::label("error"),
+                        path.display()
+                    );
+                    unfinished(&args, path, "error", &format!("{err:#}"))?;
+                    failed = true;
+                    continue;
+                }
             }
         };
         let classifier = session.classifier(&bytes, args.sigma, args.seed);
@@ -174,28 +213,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bar: bar.clone(),
             session: &session,
         };
-        let spent_before = session.spent_usd();
         let result = runtime.block_on(plan.run(&progressed, &image, args.seed));
         bar.finish_and_clear();
         let cost = session.spent_usd() - spent_before;
         match result {
-            Ok(Outcome::Fixed(cert)) => {
-                print_cert(&args, path, &cert, cost, classifier.inner().reused())?
-            }
-            Ok(Outcome::Sequential(cert)) => {
-                print_sequential(&args, path, &cert, cost, classifier.inner().reused())?
-            }
+            Ok(Outcome::Fixed(cert)) => print_cert(
+                &args,
+                path,
+                &cert,
+                clean.as_deref(),
+                cost,
+                classifier.inner().reused(),
+            )?,
+            Ok(Outcome::Sequential(cert)) => print_sequential(
+                &args,
+                path,
+                &cert,
+                clean.as_deref(),
+                cost,
+                classifier.inner().reused(),
+            )?,
             Err(err) if is_budget(&err) => {
-                eprintln!("error: {}: {err}", path.display());
+                eprintln!(
+                    "{} {}: {err}",
+                    crate::render::label("error"),
+                    path.display()
+                );
                 unfinished(&args, path, "budget_exhausted", &err.to_string())?;
                 budget_hit = true;
             }
             Err(err) => {
-                eprintln!("error: {}: {err}", path.display());
+                eprintln!(
+                    "{} {}: {err}",
+                    crate::render::label("error"),
+                    path.display()
+                );
                 unfinished(&args, path, "error", &err.to_string())?;
                 failed = true;
             }
         }
+    }
+    if !args.json {
+        outln!("\n{LEGEND}")?;
     }
     session.close()?;
     report_traffic(&session, args.json)?;
@@ -244,7 +303,12 @@ fn unfinished(args: &Args, path: &Path, status: &str, error: &str) -> anyhow::Re
             error: error.to_owned(),
         })
     } else {
-        outln!("{:<36} {:<24}", path.display(), status.replace('_', " "))?;
+        outln!(
+            "{:<IMAGE_W$} {:<LABEL_W$} {}",
+            fit(&path.display().to_string(), IMAGE_W),
+            "",
+            status.replace('_', " ")
+        )?;
         Ok(())
     }
 }
@@ -253,6 +317,7 @@ fn print_sequential(
     args: &Args,
     path: &Path,
     cert: &SequentialCertificate,
+    clean: Option<&str>,
     cost: f64,
     reused: u64,
 ) -> anyhow::Result<()> {
@@ -267,6 +332,7 @@ fn print_sequential(
             status,
             mode: "sequential",
             label: cert.label.as_deref(),
+            clean_label: clean,
             decision: cert.decision,
             target_radius: cert.target_radius,
             radius: cert.radius,
@@ -289,22 +355,23 @@ fn print_sequential(
         (None, Some(c)) => format!("{} ({c}?)", status.replace('_', " ")),
         (None, None) => status.replace('_', " "),
     };
-    outln!(
-        "{:<36} {:<24} {:>8.4} {:>8.4} {:>9} {:>9.4}",
-        path.display(),
-        label,
+    row(
+        path,
+        clean,
+        &label,
         cert.radius,
         cert.p_lower,
-        format!("{}/{}", cert.n_a, cert.n),
-        cost
-    )?;
-    Ok(())
+        cert.n_a,
+        cert.n,
+        cost,
+    )
 }
 
 fn print_cert(
     args: &Args,
     path: &Path,
     cert: &Certificate,
+    clean: Option<&str>,
     cost: f64,
     reused: u64,
 ) -> anyhow::Result<()> {
@@ -317,6 +384,7 @@ fn print_cert(
                 "abstained"
             },
             label: cert.label.as_deref(),
+            clean_label: clean,
             radius: cert.radius,
             p_lower: cert.p_lower,
             counts: &cert.counts,
@@ -335,14 +403,88 @@ fn print_cert(
         (None, Some(c)) => format!("abstain ({c}?)"),
         (None, None) => "abstain".into(),
     };
-    outln!(
-        "{:<36} {:<24} {:>8.4} {:>8.4} {:>9} {:>9.4}",
-        path.display(),
-        label,
+    row(
+        path,
+        clean,
+        &label,
         cert.radius,
         cert.p_lower,
-        format!("{}/{}", cert.n_a, cert.n),
+        cert.n_a,
+        cert.n,
+        cost,
+    )
+}
+
+/// Column widths of the table (the labels elided to fit, the image path from its end).
+const IMAGE_W: usize = 34;
+const LABEL_W: usize = 22;
+
+/// What the columns mean, printed under the table.
+const LEGEND: &str = "clean label: the provider's label for the image without noise (1 query, \
+in the cost; free providers only unless --clean) · certified label: the smoothed classifier's, or abstain \
+(its candidate?) · radius: no ℓ2 perturbation smaller than this changes it, with \
+probability ≥ 1 − α · p_lower: lower bound on the probability of that label under noise · \
+n_A/n: estimation draws that agreed with it";
+
+/// A label in at most `width` characters: its start, then `…`.
+fn fit_start(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(width - 1).collect();
+    format!("{head}…")
+}
+
+/// `text` in at most `width` characters: kept whole if it fits, else its end after `…`
+/// (paths: the file name matters most).
+fn fit(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if n <= width {
+        return text.to_owned();
+    }
+    let tail: String = text.chars().skip(n - (width - 1)).collect();
+    format!("…{tail}")
+}
+
+/// One table row.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    path: &Path,
+    clean: Option<&str>,
+    label: &str,
+    radius: f64,
+    p_lower: f64,
+    n_a: u64,
+    n: u64,
+    cost: f64,
+) -> anyhow::Result<()> {
+    outln!(
+        "{:<IMAGE_W$} {:<LABEL_W$} {:<LABEL_W$} {:>7.4} {:>7.4} {:>8} {:>8.4}",
+        fit(&path.display().to_string(), IMAGE_W),
+        fit_start(clean.unwrap_or("–"), LABEL_W),
+        fit_start(label, LABEL_W),
+        radius,
+        p_lower,
+        format!("{n_a}/{n}"),
         cost
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fit, fit_start};
+
+    #[test]
+    fn long_cells_keep_their_end() {
+        assert_eq!(fit("goldfish", 10), "goldfish");
+        assert_eq!(
+            fit("examples/images/golden_retriever.jpg", 20),
+            "…/golden_retriever.jpg"
+        );
+        assert_eq!(
+            fit_start("abstain (Chesapeake Bay retriever?)", 22),
+            "abstain (Chesapeake B…"
+        );
+    }
 }

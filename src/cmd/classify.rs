@@ -53,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         match read_image(path, &DecodeLimits::default()) {
             Ok(image) => good.push((path, image)),
             Err(err) => {
-                eprintln!("error: {err:#}");
+                eprintln!("{} {err:#}", crate::render::label("error"));
                 failed = true;
             }
         }
@@ -69,7 +69,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     labels: delivered.answer.labels.into_iter().take(args.top).collect(),
                 }),
                 Err(err) => {
-                    eprintln!("error: {}: {err}", path.display());
+                    eprintln!(
+                        "{} {}: {err}",
+                        crate::render::label("error"),
+                        path.display()
+                    );
                     failed = true;
                 }
             }

@@ -50,6 +50,8 @@ pub fn denoise(args: DenoiseArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let denoiser = Denoiser::load(&dir)?;
+    let kind = registry::data_for_size(image.width().max(image.height()) as usize);
+    super::session::warn_unfit(&denoiser, args.sigma, kind);
     let noisy = NoiseSampler::new(sigma, args.seed).draw(&image, 0);
     let denoised = denoiser
         .denoise(std::slice::from_ref(&noisy))?

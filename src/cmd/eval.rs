@@ -186,7 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (bytes, image, plan) = match fitted {
             Ok(x) => x,
             Err(err) => {
-                overall.println(format!("error: {err:#}"));
+                overall.println(format!("{} {err:#}", crate::render::label("error")));
                 failed += 1;
                 overall.inc(1);
                 continue;
@@ -197,8 +197,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let clean = match clean {
             Ok(l) => l,
             Err(err) => {
-                overall.println(format!("error: {}: {err:#}", path.display()));
-                if is_budget_any(&err) {
+                overall.println(format!(
+                    "{} {}: {err:#}",
+                    crate::render::label("error"),
+                    path.display()
+                ));
+                if super::session::is_budget_any(&err) {
                     budget_hit = true;
                     break;
                 }
@@ -227,12 +231,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let cert = match result {
             Ok(c) => c,
             Err(err) if is_budget(&err) => {
-                overall.println(format!("error: {}: {err}", path.display()));
+                overall.println(format!(
+                    "{} {}: {err}",
+                    crate::render::label("error"),
+                    path.display()
+                ));
                 budget_hit = true;
                 break;
             }
             Err(err) => {
-                overall.println(format!("error: {}: {err}", path.display()));
+                overall.println(format!(
+                    "{} {}: {err}",
+                    crate::render::label("error"),
+                    path.display()
+                ));
                 failed += 1;
                 overall.inc(1);
                 continue;
@@ -345,9 +357,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Whether any error in the chain is the budget running out.
-fn is_budget_any(err: &anyhow::Error) -> bool {
-    robustify_providers::Error::is_budget_in(err.as_ref())
 }

@@ -114,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (bytes, image, params) = match fitted {
             Ok(x) => x,
             Err(err) => {
-                eprintln!("error: {err:#}");
+                eprintln!("{} {err:#}", crate::render::label("error"));
                 out.status = "error";
                 out.error = Some(format!("{err:#}"));
                 emit(&args, &out)?;
@@ -149,7 +149,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
             Err(err) => {
-                eprintln!("error: {}: {err}", path.display());
+                eprintln!(
+                    "{} {}: {err}",
+                    crate::render::label("error"),
+                    path.display()
+                );
                 if is_budget(&err) {
                     budget_hit = true;
                 } else {

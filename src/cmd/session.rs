@@ -301,14 +301,13 @@ fn load_denoiser(
     };
     let denoiser = Denoiser::load(&dir)
         .with_context(|| format!("loading the denoiser in {}", dir.display()))?;
-    if (denoiser.sigma() - sigma).abs() > 0.1 * sigma {
-        eprintln!(
-            "warning: denoiser {} was trained for σ = {}, not σ = {sigma}",
-            denoiser.name(),
-            denoiser.sigma()
-        );
-    }
+    warn_unfit(&denoiser, sigma, kind);
     Ok(Some(Arc::new(denoiser)))
+}
+
+/// Whether any error in the chain is the budget running out.
+pub fn is_budget_any(err: &anyhow::Error) -> bool {
+    robustify_providers::Error::is_budget_in(err.as_ref())
 }
 
 /// Whether a smoothing error came from the budget running out.
@@ -316,17 +315,38 @@ pub fn is_budget(err: &robustify_smoothing::Error) -> bool {
     robustify_providers::Error::is_budget_in(err)
 }
 
-/// A progress bar for one image's draws.
+/// A progress bar for one image's draws: `12.3 draws/s` (indicatif's own `{per_sec}`
+/// prints four decimals), and the spend from the first frame on.
 pub fn draw_bar(total: u64, label: String) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} draws, {per_sec}, {msg}, eta {eta}",
+            "{prefix} [{bar:30}] {pos}/{len} draws, {rate}, {msg}, eta {eta}",
         )
+        .map(|s| {
+            s.with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}", rate(state.per_sec(), "draws"));
+                },
+            )
+        })
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_prefix(label);
+    bar.set_message("$0.0000 spent");
     bar
+}
+
+/// A rate for people: `12.3 draws/s`, one decimal below 100 a second, none above.
+pub fn rate(per_sec: f64, unit: &str) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        format!("– {unit}/s")
+    } else if per_sec < 100.0 {
+        format!("{per_sec:.1} {unit}/s")
+    } else {
+        format!("{per_sec:.0} {unit}/s")
+    }
 }
 
 /// Counts draws on a progress bar as they are answered, with the spend so far.
@@ -352,5 +372,26 @@ impl<C: BaseClassifier + Sync> BaseClassifier for Progressed<'_, C> {
         self.bar
             .set_message(format!("${:.4} spent", self.session.spent_usd()));
         Ok(out)
+    }
+}
+
+/// Warns when `denoiser` was trained for another σ (more than 10% off) or another kind of
+/// image than `kind` (`photo`, `cifar10`): it still runs, but certifies less.
+pub fn warn_unfit(denoiser: &Denoiser, sigma: f64, kind: &str) {
+    if (denoiser.sigma() - sigma).abs() > 0.1 * sigma {
+        eprintln!(
+            "{} denoiser {} was trained for σ = {}, not σ = {sigma}",
+            crate::render::label("warning"),
+            denoiser.name(),
+            denoiser.sigma()
+        );
+    }
+    let trained = denoiser.card().data.as_str();
+    if trained != kind {
+        eprintln!(
+            "{} denoiser {} was trained on {trained} images, these are {kind} images",
+            crate::render::label("warning"),
+            denoiser.name(),
+        );
     }
 }

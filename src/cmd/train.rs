@@ -194,15 +194,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A line above the bar, or on stderr when the bar is hidden (not a terminal: a log file).
-fn say(bar: &ProgressBar, line: &str) {
-    if bar.is_hidden() {
-        eprintln!("{line}");
-    } else {
-        bar.println(line);
-    }
-}
-
 /// What both trainings do around the loop: a progress bar, a deadline (`--max-minutes`),
 /// Ctrl-C/SIGTERM, and the closing line.
 struct Driver {
@@ -231,8 +222,12 @@ impl Driver {
         self.bar.set_message(message);
     }
 
+    /// Each epoch's entry: one JSON line on stdout (JSON Lines for programs), printed
+    /// once, above the bar.
     fn epoch(&self, entry: &serde_json::Value) {
-        say(&self.bar, &entry.to_string());
+        self.bar.suspend(|| {
+            let _ = outln!("{entry}");
+        });
     }
 
     /// Past the deadline or interrupted, and at least one batch into the epoch.
@@ -254,8 +249,8 @@ impl Driver {
                 p.step
             )?;
         } else {
-            let last = p.history.last().cloned().unwrap_or_default();
-            outln!("{}", serde_json::to_string(&last)?)?;
+            // Each epoch's line was printed as it ended: say only that the run is done.
+            eprintln!("finished: {} of {} epochs", p.history.len(), self.epochs);
         }
         Ok(())
     }
@@ -266,8 +261,16 @@ fn epoch_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+            "epoch {prefix} [{bar:30}] {pos}/{len} {rate} eta {eta} {msg}",
         )
+        .map(|s| {
+            s.with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}", super::session::rate(state.per_sec(), "batches"));
+                },
+            )
+        })
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar

@@ -356,15 +356,18 @@ pub fn train(
                 };
                 let mut t = tally.borrow_mut();
                 let crops = t.2.max(1) as f64;
+                // No batch of this epoch ran in this process (a checkpoint made at its
+                // end by an older version): no training figures, rather than zeros.
+                let ran = t.2 > 0;
                 let mut entry = serde_json::json!({
                     "epoch": epoch + 1,
-                    "train_mse": t.0 / crops,
+                    "train_mse": ran.then(|| t.0 / crops),
                     "test_psnr_noisy": scored.map(|s| s.0),
                     "test_psnr": scored.map(|s| s.1),
                     "seconds": t.3.elapsed().as_secs_f64(),
                 });
                 if let Some((guide, _)) = stab {
-                    entry["train_stab"] = serde_json::json!(t.1 / crops);
+                    entry["train_stab"] = serde_json::json!(ran.then(|| t.1 / crops));
                     if let Some(test) = test {
                         let agree = test.agreement(64, guide, |x| net.forward_t(x, false))?;
                         entry["test_agreement"] = serde_json::json!(agree);

@@ -103,8 +103,9 @@ pub struct Options {
     #[serde(default)]
     pub region: Option<String>,
     /// Clarifai: the model path below `/v2/` (e.g.
-    /// `users/clarifai/apps/main/models/general-image-recognition`); `standin-local`:
-    /// `imagenet` (default) or `cifar10`.
+    /// `users/clarifai/apps/main/models/general-image-recognition`); Hugging Face: the
+    /// model id (`google/vit-base-patch16-224`), used when the endpoint has no path;
+    /// `standin-local`: `imagenet` (default) or `cifar10`.
     #[serde(default)]
     pub model: Option<String>,
 }
@@ -282,18 +283,31 @@ impl ProviderDef {
             })?;
             return ProviderDef::from_toml(&text, &path);
         }
-        match BUILTIN.iter().find(|(name, _)| *name == name_or_path) {
+        // Names are case-insensitive: `Google` and `AWS` are what people type.
+        let asked = name_or_path.trim().to_ascii_lowercase();
+        match BUILTIN.iter().find(|(name, _)| *name == asked) {
             Some((name, text)) => {
                 ProviderDef::from_toml(text, Path::new(&format!("builtin:{name}")))
             }
-            None => Err(Error::UnknownProvider {
-                name: name_or_path.to_owned(),
-                known: ProviderDef::builtin_names().join(", "),
-            }),
+            None => {
+                let names = ProviderDef::builtin_names();
+                let near = names
+                    .iter()
+                    .map(|n| (edit_distance(&asked, n), *n))
+                    .filter(|(d, n)| *d <= 2.max(n.len() / 3) || n.starts_with(&asked))
+                    .min();
+                Err(Error::UnknownProvider {
+                    name: name_or_path.to_owned(),
+                    known: match near {
+                        Some((_, n)) => format!("{} (did you mean {n:?}?)", names.join(", ")),
+                        None => names.join(", "),
+                    },
+                })
+            }
         }
     }
 
-    /// Names of the built-in providers.
+    /// Names of the built-in providers (lower case).
     pub fn builtin_names() -> Vec<&'static str> {
         BUILTIN.iter().map(|(name, _)| *name).collect()
     }
@@ -307,9 +321,40 @@ impl ProviderDef {
     }
 }
 
+/// Levenshtein distance between two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_case_insensitive_and_typos_get_a_suggestion() {
+        assert_eq!(ProviderDef::load("Google").unwrap().name, "google");
+        assert_eq!(ProviderDef::load("AWS").unwrap().name, "aws");
+        let err = ProviderDef::load("gogle").unwrap_err().to_string();
+        assert!(err.contains("did you mean \"google\""), "{err}");
+        let err = ProviderDef::load("hugging").unwrap_err().to_string();
+        assert!(err.contains("did you mean \"huggingface\""), "{err}");
+        let err = ProviderDef::load("zzzzzzzz").unwrap_err().to_string();
+        assert!(!err.contains("did you mean"), "{err}");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 
     #[test]
     fn every_builtin_definition_parses() {

@@ -333,4 +333,16 @@ mod tests {
         let bad_budget = ok.replace("1.5", "-1.0");
         assert!(Config::parse(&bad_budget, Path::new("x.toml")).is_err());
     }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../../examples/robustify.toml");
+        let c = Config::parse(text, Path::new("examples/robustify.toml")).unwrap();
+        assert_eq!(
+            c.operator_key_sha256.as_deref(),
+            Some(hash_key("demo-operator-key").as_str())
+        );
+        assert_eq!(c.timeouts.header_s, 10.0);
+        assert_eq!(c.limits.billed_retry_slack, 0.1);
+    }
 }

@@ -201,10 +201,12 @@ pub fn train(
                     None => None,
                 };
                 let mut t = tally.borrow_mut();
+                // No batch of this epoch ran here: no training figures, rather than zeros.
+                let ran = t.2 > 0;
                 let entry = serde_json::json!({
                     "epoch": epoch + 1,
-                    "train_loss": t.0 / t.2.max(1) as f64,
-                    "train_accuracy": t.1 / t.2.max(1) as f64,
+                    "train_loss": ran.then(|| t.0 / t.2 as f64),
+                    "train_accuracy": ran.then(|| t.1 / t.2 as f64),
                     "test_accuracy": test_acc,
                     "seconds": t.3.elapsed().as_secs_f64(),
                 });

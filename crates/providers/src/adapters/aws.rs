@@ -144,7 +144,12 @@ impl Wire for Aws {
     ) -> std::result::Result<Vec<ImageResult>, Failure> {
         let v = json_body(body)?;
         if status == 200 {
-            return Ok(vec![labels_from(v.get("Labels"), "Name", "Confidence")]);
+            // Rekognition's Confidence is a percentage; every other vendor scores 0–1.
+            let mut answer = labels_from(v.get("Labels"), "Name", "Confidence")?;
+            for l in &mut answer.labels {
+                l.score /= 100.0;
+            }
+            return Ok(vec![Ok(answer)]);
         }
         let kind = error_type(&v);
         let message = format!(
@@ -265,5 +270,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(ok[0].as_ref().unwrap().top1(), "Dog");
+        // On the same 0–1 scale as the other vendors.
+        let score = ok[0].as_ref().unwrap().labels[0].score;
+        assert!((score - 0.991).abs() < 1e-6, "{score}");
     }
 }

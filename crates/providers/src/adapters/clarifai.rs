@@ -1,7 +1,10 @@
 //! Clarifai model outputs: `POST /v2/{model path}/outputs` with `Authorization: Key PAT`,
 //! up to 128 base64 inputs per request. `outputs[i].data.concepts[{name, value}]`; status
 //! codes live in the body: 10000 ok, 10010 mixed success (per-output statuses), 11005
-//! "making too many requests" (throttled, whatever the HTTP status), 30xxx image errors.
+//! "making too many requests" and 11003 "hourly limit exceeded" (throttled, whatever the
+//! HTTP status: the official clients retry both), 30xxx image errors. A code may come as
+//! its number or, from JSON transcodings of the protobuf enum, as its name
+//! (`"CONN_THROTTLED"`) or a numeric string.
 
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -31,10 +34,23 @@ impl Clarifai {
     }
 }
 
+/// Throttling codes: CONN_THROTTLED and CONN_EXCEED_HOURLY_LIMIT.
+const THROTTLED: [i64; 2] = [11005, 11003];
+
+/// The status code of `v`: a number, a numeric string, or one of the enum's names that
+/// decide what robustify does (success, mixed, throttled); 0 when absent or unknown.
 fn status_code(v: &Value) -> i64 {
-    v.pointer("/status/code")
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
+    match v.pointer("/status/code") {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) => s.parse().unwrap_or(match s.as_str() {
+            "SUCCESS" => 10000,
+            "MIXED_STATUS" => 10010,
+            "CONN_EXCEED_HOURLY_LIMIT" => 11003,
+            "CONN_THROTTLED" => 11005,
+            _ => 0,
+        }),
+        _ => 0,
+    }
 }
 
 fn description(v: &Value) -> String {
@@ -73,7 +89,7 @@ impl Wire for Clarifai {
     ) -> std::result::Result<Vec<ImageResult>, Failure> {
         let v = json_body(body)?;
         let code = status_code(&v);
-        if code == 11005 {
+        if THROTTLED.contains(&code) {
             return Err(Failure::Throttled {
                 retry_after: super::retry_after(headers),
                 message: description(&v),
@@ -100,7 +116,7 @@ impl Wire for Clarifai {
             .iter()
             .map(|o| match status_code(o) {
                 10000 => labels_from(o.pointer("/data/concepts"), "name", "value"),
-                11005 => Err(Failure::Throttled {
+                c if THROTTLED.contains(&c) => Err(Failure::Throttled {
                     retry_after: None,
                     message: description(o),
                 }),
@@ -123,6 +139,24 @@ mod tests {
 
     fn clarifai() -> Clarifai {
         Clarifai::new("https://c".into(), Secret::new("pat"), &Options::default())
+    }
+
+    #[test]
+    fn codes_as_names_or_strings_and_the_hourly_limit() {
+        let named = br#"{"status":{"code":"SUCCESS"},"outputs":[
+            {"status":{"code":"10000"},"data":{"concepts":[{"name":"cat","value":0.8}]}}]}"#;
+        let out = clarifai().parse(1, 200, &HeaderMap::new(), named).unwrap();
+        assert_eq!(out[0].as_ref().unwrap().top1(), "cat");
+        for body in [
+            &br#"{"status":{"code":"CONN_THROTTLED","description":"Making too many requests"}}"#[..],
+            br#"{"status":{"code":11003,"description":"Hourly limit exceeded"}}"#,
+            br#"{"status":{"code":"CONN_EXCEED_HOURLY_LIMIT"}}"#,
+        ] {
+            assert!(matches!(
+                clarifai().parse(1, 429, &HeaderMap::new(), body),
+                Err(Failure::Throttled { .. })
+            ));
+        }
     }
 
     #[test]

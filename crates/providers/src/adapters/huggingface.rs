@@ -1,6 +1,10 @@
 //! Hugging Face Inference API, image classification: `POST` the raw image to the model's
 //! URL with `Authorization: Bearer TOKEN`; the answer is `[{label, score}]`. A model still
 //! loading answers 503 with `estimated_time` (seconds), which is transient.
+//!
+//! The model's URL is `{endpoint}/hf-inference/models/{model}` on the inference router
+//! (the form of the official clients' snippets; the older `api-inference` host answers
+//! 410 Gone). An endpoint given with a path is taken as the model's URL as it is.
 
 use std::time::Duration;
 
@@ -10,6 +14,28 @@ use serde_json::Value;
 use super::{Failure, ImageResult, Wire, WireRequest, error_message, labels_from, ok_json};
 use crate::Result;
 use crate::credentials::Secret;
+
+/// The model's URL: `endpoint` itself when it has a path (a dedicated Inference Endpoint,
+/// or a model URL given in full), else `{endpoint}/hf-inference/models/{model}`.
+pub fn model_url(endpoint: &str, model: Option<&str>) -> std::result::Result<String, String> {
+    let path = reqwest::Url::parse(endpoint)
+        .map(|u| u.path().trim_matches('/').to_owned())
+        .unwrap_or_default();
+    if !path.is_empty() {
+        return Ok(endpoint.to_owned());
+    }
+    match model {
+        Some(m) => Ok(format!(
+            "{}/hf-inference/models/{}",
+            endpoint.trim_end_matches('/'),
+            m.trim_matches('/')
+        )),
+        None => Err(format!(
+            "{endpoint:?} names no model: give the model's URL \
+             ({endpoint}/hf-inference/models/OWNER/NAME) or `model` in the definition's [options]"
+        )),
+    }
+}
 
 /// The Hugging Face adapter (also the stand-in's HTTP format).
 pub struct HuggingFace {
@@ -66,6 +92,23 @@ impl Wire for HuggingFace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_url_is_built_from_a_bare_endpoint() {
+        let m = Some("google/vit-base-patch16-224");
+        assert_eq!(
+            model_url("https://router.huggingface.co", m).unwrap(),
+            "https://router.huggingface.co/hf-inference/models/google/vit-base-patch16-224"
+        );
+        assert_eq!(
+            model_url("http://127.0.0.1:8731/", m).unwrap(),
+            "http://127.0.0.1:8731/hf-inference/models/google/vit-base-patch16-224"
+        );
+        // A URL with a path is the model's own (an Inference Endpoint).
+        let own = "https://xyz.endpoints.huggingface.cloud/models/mine";
+        assert_eq!(model_url(own, m).unwrap(), own);
+        assert!(model_url("http://127.0.0.1:8731", None).is_err());
+    }
 
     #[test]
     fn loading_model_is_transient_with_its_estimate() {

@@ -140,7 +140,12 @@ pub fn wire_for(def: &ProviderDef, endpoint: &str, creds: Credentials) -> Result
         )),
         Adapter::Clarifai => Box::new(clarifai::Clarifai::new(endpoint, key(0)?, &def.options)),
         Adapter::Huggingface => Box::new(huggingface::HuggingFace::new(
-            endpoint,
+            huggingface::model_url(&endpoint, def.options.model.as_deref()).map_err(|message| {
+                Error::Definition {
+                    path: format!("endpoint of {}", def.name).into(),
+                    message,
+                }
+            })?,
             creds.get(0).cloned(),
         )),
         Adapter::Generic => {

@@ -275,6 +275,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(vendors::clarifai::outputs_short),
         )
         .route("/models/{*id}", post(vendors::huggingface::classify_image))
+        // The inference router's form of the same route.
+        .route(
+            "/hf-inference/models/{*id}",
+            post(vendors::huggingface::classify_image),
+        )
         .route("/stats", get(stats_handler))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024))

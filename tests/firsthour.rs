@@ -1,0 +1,143 @@
+//! What a new user meets in the first hour (issue 20): the table explains itself, errors
+//! look like clap's, names forgive case, and mismatched denoisers are pointed out.
+
+use crate::util::{command, fixture, robustify, run, temp_dir};
+
+#[test]
+fn the_certify_table_shows_the_clean_label_and_a_legend_and_fits() {
+    let dir = temp_dir("firsthour-table");
+    let long = dir.join("a-very-long-folder-name-that-would-push-the-columns/ship-0000.jpg");
+    std::fs::create_dir_all(long.parent().unwrap()).unwrap();
+    std::fs::copy(fixture("cifar10/ship/0000.jpg"), &long).unwrap();
+    let out = robustify([
+        "certify",
+        long.to_str().unwrap(),
+        "--provider",
+        "standin-cifar10-local",
+        "--sigma",
+        "0.25",
+        "--n0",
+        "4",
+        "--n",
+        "24",
+    ])
+    .ok();
+    let lines: Vec<&str> = out.lines().collect();
+    let header = lines.iter().position(|l| l.starts_with("image")).unwrap();
+    assert!(lines[header].contains("clean label"), "{out}");
+    assert!(lines[header].contains("certified label"), "{out}");
+    let row = lines[header + 1];
+    // The file name survives the elision, and the row is as wide as the header.
+    assert!(
+        row.starts_with('…') && row.contains("ship-0000.jpg"),
+        "{out}"
+    );
+    assert_eq!(row.chars().count(), lines[header].chars().count(), "{out}");
+    assert!(out.contains("clean label: the provider's label"), "{out}");
+    // JSON carries the clean label too.
+    let v: serde_json::Value = serde_json::from_str(
+        robustify([
+            "certify",
+            "tests/fixtures/cifar10/ship/0000.jpg",
+            "--provider",
+            "standin-cifar10-local",
+            "--sigma",
+            "0.25",
+            "--n0",
+            "4",
+            "--n",
+            "24",
+            "--json",
+        ])
+        .ok()
+        .trim(),
+    )
+    .unwrap();
+    assert!(v["clean_label"].is_string(), "{v}");
+}
+
+/// `robustify ARGS` under a pseudo-terminal (`script`), returning what it printed.
+fn in_a_terminal(args: &str, no_color: bool) -> String {
+    let exe = env!("CARGO_BIN_EXE_robustify");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &format!("{exe} {args}"), "/dev/null"]);
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    } else {
+        cmd.env_remove("NO_COLOR");
+    }
+    let out = cmd.output().expect("script(1)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn errors_are_coloured_like_clap_and_no_color_is_honoured() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: script(1) is not installed");
+        return;
+    }
+    let args = "estimate --provider nonesuch --images 1 --n0 1 --n 1";
+    let coloured = in_a_terminal(args, false);
+    assert!(coloured.contains("\x1b[1;31merror:\x1b[0m"), "{coloured:?}");
+    let plain = in_a_terminal(args, true);
+    assert!(plain.contains("error: unknown provider"), "{plain:?}");
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+}
+
+#[test]
+fn provider_names_forgive_case_and_typos_get_a_suggestion() {
+    robustify([
+        "estimate",
+        "--provider",
+        "Google",
+        "--images",
+        "1",
+        "--n0",
+        "1",
+        "--n",
+        "1",
+    ])
+    .ok();
+    let err = robustify([
+        "estimate",
+        "--provider",
+        "gogle",
+        "--images",
+        "1",
+        "--n0",
+        "1",
+        "--n",
+        "1",
+    ])
+    .fails();
+    assert!(err.contains("did you mean \"google\""), "{err}");
+}
+
+#[test]
+fn a_denoiser_for_another_sigma_or_other_images_is_pointed_out() {
+    let dir = temp_dir("firsthour-denoise");
+    let mut cmd = command([
+        "denoise",
+        "examples/images/goldfish.jpg",
+        "--sigma",
+        "0.12",
+        "--denoiser",
+        "cifar10-unet-0.25",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    cmd.env("NO_COLOR", "1");
+    let out = run(cmd);
+    out.ok();
+    let err = out.stderr();
+    assert!(err.contains("trained for σ = 0.25, not σ = 0.12"), "{err}");
+    assert!(
+        err.contains("trained on cifar10 images, these are photo images"),
+        "{err}"
+    );
+}

@@ -33,7 +33,14 @@ fn the_certify_table_shows_the_clean_label_and_a_legend_and_fits() {
         "{out}"
     );
     assert_eq!(row.chars().count(), lines[header].chars().count(), "{out}");
-    assert!(out.contains("clean label: the provider's label"), "{out}");
+    assert!(
+        out.contains("clean label: the provider's answer without noise"),
+        "{out}"
+    );
+    assert!(
+        out.contains("radius: no ℓ2 perturbation smaller than this"),
+        "{out}"
+    );
     // JSON carries the clean label too.
     let v: serde_json::Value = serde_json::from_str(
         robustify([
@@ -140,4 +147,35 @@ fn a_denoiser_for_another_sigma_or_other_images_is_pointed_out() {
         err.contains("trained on cifar10 images, these are photo images"),
         "{err}"
     );
+}
+
+#[test]
+fn an_abstaining_prediction_names_the_two_labels_it_could_not_separate() {
+    let args = [
+        "predict",
+        "tests/fixtures/cifar10/ship/0000.jpg",
+        "--provider",
+        "standin-cifar10-local",
+        "--no-denoiser",
+        "--sigma",
+        "1.0",
+        "--n",
+        "30",
+        "--alpha",
+        "1e-12",
+    ];
+    let v: serde_json::Value =
+        serde_json::from_str(robustify(args.iter().chain(&["--json"])).ok().trim()).unwrap();
+    assert_eq!(v["status"], "abstained", "{v}");
+    let top = v["top_two"].as_array().unwrap();
+    assert_eq!(top.len(), 2, "{v}");
+    let table = robustify(args).ok();
+    let want = format!(
+        "abstain ({} {} vs {} {})",
+        top[0][0].as_str().unwrap(),
+        top[0][1],
+        top[1][0].as_str().unwrap(),
+        top[1][1]
+    );
+    assert!(table.contains(&want), "{table}");
 }

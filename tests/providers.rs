@@ -163,6 +163,14 @@ fn the_budget_stops_the_run_cleanly_and_keeps_what_was_paid() {
     assert!((4..=20).contains(&served), "{served}");
     // Every paid answer is in the log.
     assert_eq!(lines(&log).len() as u64, served);
+    // One figure for the spend: the closing line and the traffic summary agree, and
+    // match what was served.
+    let err = out.stderr();
+    let spent = format!("${:.4}", served as f64 * 0.0015);
+    assert!(
+        err.contains(&format!("{spent} spent in all")) && err.contains(&format!("{spent} spent,")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -258,6 +258,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     session.close()?;
     report_traffic(&session, args.json)?;
+    if budget_hit {
+        // The one figure for the spend: after every request in flight has settled.
+        eprintln!(
+            "{} the budget stopped the run: ${:.4} spent in all",
+            crate::render::label("error"),
+            session.spent_usd()
+        );
+    }
     Ok(if budget_hit {
         ExitCode::from(EXIT_BUDGET)
     } else if failed {
@@ -416,15 +424,14 @@ fn print_cert(
 }
 
 /// Column widths of the table (the labels elided to fit, the image path from its end).
-const IMAGE_W: usize = 34;
+const IMAGE_W: usize = 36;
 const LABEL_W: usize = 22;
 
-/// What the columns mean, printed under the table.
-const LEGEND: &str = "clean label: the provider's label for the image without noise (1 query, \
-in the cost; free providers only unless --clean) · certified label: the smoothed classifier's, or abstain \
-(its candidate?) · radius: no ℓ2 perturbation smaller than this changes it, with \
-probability ≥ 1 − α · p_lower: lower bound on the probability of that label under noise · \
-n_A/n: estimation draws that agreed with it";
+/// What the columns mean, printed under the table (as wide as the table).
+const LEGEND: &str =
+    "radius: no ℓ2 perturbation smaller than this changes the certified label (probability ≥ 1 − α)
+p_lower: lower bound on the label's probability under noise · n_A/n: draws that agreed with it
+clean label: the provider's answer without noise (1 query; free providers only unless --clean)";
 
 /// A label in at most `width` characters: its start, then `…`.
 fn fit_start(text: &str, width: usize) -> String {

@@ -47,6 +47,9 @@ struct PredictJson<'a> {
     image: String,
     status: &'a str,
     label: Option<&'a str>,
+    /// The two most frequent labels with their counts, so an abstention says between what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_two: Option<Vec<(&'a str, u64)>>,
     p_value: Option<f64>,
     counts: Option<&'a std::collections::BTreeMap<String, u64>>,
     queries: u64,
@@ -90,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             image: path.display().to_string(),
             status: "budget_exhausted",
             label: None,
+            top_two: None,
             p_value: None,
             counts: None,
             queries: 0,
@@ -142,6 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "abstained"
                 };
                 out.label = p.label.as_deref();
+                out.top_two = Some(top_two(&p.counts));
                 out.p_value = Some(p.p_value);
                 out.counts = Some(&p.counts);
                 out.queries = p.queries;
@@ -180,9 +185,13 @@ fn emit(args: &Args, out: &PredictJson<'_>) -> anyhow::Result<()> {
     if args.json {
         return render::print_json(out);
     }
-    let label = match (out.status, out.label) {
-        (_, Some(l)) => l.to_owned(),
-        (s, None) => s.replace('_', " "),
+    let label = match (out.status, out.label, out.top_two.as_deref()) {
+        (_, Some(l), _) => l.to_owned(),
+        // An abstention names the two labels it could not tell apart.
+        ("abstained", None, Some([(a, na), (b, nb), ..])) => {
+            format!("abstain ({a} {na} vs {b} {nb})")
+        }
+        (s, None, _) => s.replace('_', " "),
     };
     outln!(
         "{:<36} {:<24} {:>10} {:>9.4}",
@@ -192,4 +201,12 @@ fn emit(args: &Args, out: &PredictJson<'_>) -> anyhow::Result<()> {
         out.cost_usd
     )?;
     Ok(())
+}
+
+/// The two most frequent labels (ties by name), with their counts.
+fn top_two(counts: &std::collections::BTreeMap<String, u64>) -> Vec<(&str, u64)> {
+    let mut all: Vec<(&str, u64)> = counts.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    all.truncate(2);
+    all
 }

@@ -55,13 +55,15 @@ impl Ledger {
         let mut s = self.lock();
         // Saturating: a hostile count can only make the check fail, never wrap past it.
         let committed = s.spent.saturating_add(s.reserved).saturating_add(units);
+        // The messages say what the next request would need, not what is spent: requests
+        // in flight settle after this, and the run's closing summary has the final spend.
         if let Some(max) = self.limits.max_queries
             && committed > max
         {
             return Err(Error::BudgetExhausted {
                 message: format!(
-                    "--max-queries {max}: {} billed, {} in flight, {units} more asked",
-                    s.spent, s.reserved
+                    "--max-queries {max}: {units} more images would pass it (with those billed \
+                     and in flight)"
                 ),
             });
         }
@@ -70,9 +72,9 @@ impl Ledger {
         {
             return Err(Error::BudgetExhausted {
                 message: format!(
-                    "--budget-usd {max}: ${:.4} spent, ${:.4} in flight",
-                    self.cost(s.spent),
-                    self.cost(s.spent + s.reserved) - self.cost(s.spent)
+                    "--budget-usd {max}: {units} more images (${:.4}) would pass it (with those \
+                     billed and in flight)",
+                    self.cost(committed) - self.cost(s.spent.saturating_add(s.reserved))
                 ),
             });
         }

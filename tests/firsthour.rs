@@ -179,3 +179,66 @@ fn an_abstaining_prediction_names_the_two_labels_it_could_not_separate() {
     );
     assert!(table.contains(&want), "{table}");
 }
+
+#[test]
+fn replay_of_a_log_that_mixes_sigmas_takes_the_one_asked_for() {
+    let dir = temp_dir("firsthour-replay");
+    let log = dir.join("mixed.jsonl");
+    for sigma in ["0.25", "0.5"] {
+        robustify([
+            "certify",
+            "tests/fixtures/cifar10/ship/0000.jpg",
+            "--provider",
+            "standin-cifar10-local",
+            "--no-denoiser",
+            "--no-clean",
+            "--sigma",
+            sigma,
+            "--n0",
+            "2",
+            "--n",
+            "6",
+            "--log",
+            log.to_str().unwrap(),
+        ])
+        .ok();
+    }
+    let v: serde_json::Value = serde_json::from_str(
+        robustify([
+            "replay",
+            log.to_str().unwrap(),
+            "--sigma",
+            "0.5",
+            "--n0",
+            "2",
+            "--n",
+            "6",
+            "--json",
+        ])
+        .ok()
+        .trim(),
+    )
+    .unwrap();
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1, "{v}");
+    // Named by its hash and settings, not by an index; no reference label, no verdict.
+    let name = images[0]["image"].as_str().unwrap();
+    assert!(
+        name.contains("sigma=0.5") && name.contains("standin-cifar10-local"),
+        "{v}"
+    );
+    assert!(images[0]["correct"].is_null(), "{v}");
+    // A σ the log does not have is a clear error.
+    let err = robustify([
+        "replay",
+        log.to_str().unwrap(),
+        "--sigma",
+        "0.12",
+        "--n0",
+        "2",
+        "--n",
+        "6",
+    ])
+    .fails();
+    assert!(err.contains("no answers in the log match"), "{err}");
+}

@@ -112,7 +112,14 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
     };
     let mut rows = Vec::new();
     if let Some(log) = &args.from_log {
-        let records = robustify_providers::replay::read_replay_log(log)?;
+        // A query log may mix σ values: replay the one being estimated.
+        let records = robustify_providers::replay::read_replay_log_filtered(
+            log,
+            &robustify_providers::replay::QueryFilter {
+                sigma: Some(args.sigma),
+                ..Default::default()
+            },
+        )?;
         let (mut queries, mut c, mut nc) = (0.0, 0.0, 0.0);
         for rec in &records {
             let cert = certify_sequential_labels(&rec.labels, &params)?;

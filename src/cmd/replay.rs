@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use robustify_providers::replay::read_replay_log;
 use robustify_smoothing::table::{Outcome, certified_accuracy, default_radii};
 use robustify_smoothing::{
     CertifyParams, Decision, SequenceKind, SequentialParams, certify_labels,
@@ -54,11 +53,44 @@ pub struct Args {
     /// Sequential mode: draws consumed between checks (as a concurrent client would).
     #[arg(long, default_value_t = 1)]
     batch_size: usize,
+    /// A query log: only this provider's answers (a proxy's log mixes them).
+    #[arg(long)]
+    provider: Option<String>,
+    /// A query log: only answers through this denoiser (`none` for none).
+    #[arg(long)]
+    denoiser: Option<String>,
+    /// A query log: only this seed's draws.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// The records of the log: for a query log, only the answers at --sigma (and the provider,
+/// denoiser and seed asked for).
+fn records(args: &Args) -> anyhow::Result<Vec<robustify_providers::replay::ReplayRecord>> {
+    let filter = robustify_providers::replay::QueryFilter {
+        sigma: Some(args.sigma),
+        provider: args.provider.clone(),
+        denoiser: args.denoiser.clone(),
+        seed: args.seed,
+    };
+    Ok(robustify_providers::replay::read_replay_log_filtered(
+        &args.log, &filter,
+    )?)
+}
+
+/// How an image is named in the output: its index in a paper-format log, else what
+/// identifies it in a query log (hash prefix, provider, denoiser, σ, seed).
+fn image_id(record: &robustify_providers::replay::ReplayRecord, i: usize) -> serde_json::Value {
+    match (&record.name, record.image) {
+        (Some(name), None) => name.clone().into(),
+        (_, Some(index)) => index.into(),
+        (None, None) => (i as u64).into(),
+    }
 }
 
 #[derive(Serialize)]
 struct SeqImageJson {
-    image: u64,
+    image: serde_json::Value,
     queries: u64,
     decision: Option<Decision>,
     label: Option<String>,
@@ -92,7 +124,7 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
     let seq_params = SequentialParams::new(args.sigma, args.n0, args.n, args.alpha, Some(r))?
         .with_kind(args.sequence.into())
         .with_batch_size(args.batch_size)?;
-    let records = read_replay_log(&args.log)?;
+    let records = records(args)?;
     let mut out = SeqJson {
         mode: "sequential",
         target_radius: r,
@@ -125,7 +157,7 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
         out.undecided += usize::from(seq.decision == Some(Decision::Undecided));
         out.mean_queries += seq.queries as f64;
         out.per_image.push(SeqImageJson {
-            image: record.image.unwrap_or(i as u64),
+            image: image_id(record, i),
             queries: seq.queries,
             decision: seq.decision,
             label: seq.label,
@@ -173,10 +205,11 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
 
 #[derive(Serialize)]
 struct ImageJson<'a> {
-    image: u64,
+    image: serde_json::Value,
     label: Option<&'a str>,
     radius: f64,
-    correct: bool,
+    /// Null without a reference label (a query log).
+    correct: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -191,11 +224,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.mode == Mode::Sequential {
         return run_sequential(&args, &params);
     }
-    let radii = args.radii.unwrap_or_else(default_radii);
+    let radii = args.radii.clone().unwrap_or_else(default_radii);
     if let Some(r) = radii.iter().find(|r| !(r.is_finite() && **r >= 0.0)) {
         anyhow::bail!("invalid radius {r}: radii must be finite and ≥ 0");
     }
-    let records = read_replay_log(&args.log)?;
+    let records = records(&args)?;
     let mut outcomes = Vec::with_capacity(records.len());
     for record in &records {
         let cert = certify_labels(&record.labels, &params)
@@ -217,10 +250,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .zip(&outcomes)
             .enumerate()
             .map(|(i, (rec, o))| ImageJson {
-                image: rec.image.unwrap_or(i as u64),
+                image: image_id(rec, i),
                 label: o.label.as_deref(),
                 radius: o.radius,
-                correct: o.correct,
+                correct: rec.clean.as_ref().map(|_| o.correct),
             })
             .collect();
         render::print_json(&ReplayJson {

@@ -49,10 +49,40 @@ pub fn open_maybe_gzip(path: &Path) -> Result<Box<dyn BufRead>> {
     })
 }
 
+/// Which certifications of a query log to replay: a log the proxy wrote mixes σ values,
+/// providers, denoisers and seeds. `None` takes every value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryFilter {
+    /// Only answers made at this σ.
+    pub sigma: Option<f64>,
+    /// Only this provider's answers.
+    pub provider: Option<String>,
+    /// Only answers through this denoiser (`none` for none).
+    pub denoiser: Option<String>,
+    /// Only this seed's draws.
+    pub seed: Option<u64>,
+}
+
+impl QueryFilter {
+    fn keeps(&self, c: &crate::querylog::DrawContext) -> bool {
+        self.sigma
+            .is_none_or(|s| (s - c.sigma).abs() <= 1e-12 * s.abs().max(1.0))
+            && self.provider.as_deref().is_none_or(|p| p == c.provider)
+            && self.denoiser.as_deref().is_none_or(|d| d == c.denoiser)
+            && self.seed.is_none_or(|s| s == c.seed)
+    }
+}
+
 /// Reads every record of a replay log. Blank lines are skipped; any other line that is not
 /// a JSON object with `labels` and `clean` is an error naming the line. A query log (its
 /// first line has a `draw` field) is grouped into one record per certification.
 pub fn read_replay_log(path: &Path) -> Result<Vec<ReplayRecord>> {
+    read_replay_log_filtered(path, &QueryFilter::default())
+}
+
+/// As [`read_replay_log`], keeping only a query log's answers that `filter` selects (a
+/// paper-format log has no such fields and is read whole).
+pub fn read_replay_log_filtered(path: &Path, filter: &QueryFilter) -> Result<Vec<ReplayRecord>> {
     let mut reader = open_maybe_gzip(path)?;
     let mut first = String::new();
     while first.trim().is_empty() {
@@ -68,20 +98,20 @@ pub fn read_replay_log(path: &Path) -> Result<Vec<ReplayRecord>> {
     let is_query_log =
         serde_json::from_str::<serde_json::Value>(&first).is_ok_and(|v| v.get("draw").is_some());
     if is_query_log {
-        return group_query_log(path);
+        return group_query_log(path, filter);
     }
     parse_replay(std::io::Cursor::new(first).chain(reader), path)
 }
 
 /// One record per (image, provider, denoiser, σ, seed) of a query log, labels in draw order;
 /// draws must run 0, 1, 2, … without gaps.
-fn group_query_log(path: &Path) -> Result<Vec<ReplayRecord>> {
+fn group_query_log(path: &Path, filter: &QueryFilter) -> Result<Vec<ReplayRecord>> {
     use std::collections::BTreeMap;
     let mut groups: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     let mut order = Vec::new();
     for e in crate::querylog::read_log(path)? {
         // An error answer is no vote: its draw counts as missing.
-        if !e.is_vote() {
+        if !e.is_vote() || !filter.keeps(&e.context) {
             continue;
         }
         let c = &e.context;
@@ -106,7 +136,7 @@ fn group_query_log(path: &Path) -> Result<Vec<ReplayRecord>> {
         groups.entry(key).or_default().push((e.draw, top));
     }
     let mut records = Vec::new();
-    for (i, key) in order.into_iter().enumerate() {
+    for key in order {
         let mut draws = groups.remove(&key).unwrap_or_default();
         draws.sort_by_key(|(d, _)| *d);
         draws.dedup_by_key(|(d, _)| *d);
@@ -117,10 +147,11 @@ fn group_query_log(path: &Path) -> Result<Vec<ReplayRecord>> {
                 message: format!("{key}: draw {} is missing (resume the run first)", gap.0),
             });
         }
+        // Named by what identifies it, not by an index that means nothing.
         records.push(ReplayRecord {
-            image: Some(i as u64),
+            image: None,
             clean: None,
-            name: Some(key),
+            name: Some(key.get(..12).unwrap_or(&key).to_owned() + key.get(64..).unwrap_or("")),
             labels: draws.into_iter().map(|(_, l)| l).collect(),
             line: 0,
         });
@@ -129,7 +160,11 @@ fn group_query_log(path: &Path) -> Result<Vec<ReplayRecord>> {
         return Err(Error::Log {
             path: path.to_path_buf(),
             line: 0,
-            message: "the log holds no records".into(),
+            message: if *filter == QueryFilter::default() {
+                "the log holds no records".into()
+            } else {
+                format!("no answers in the log match {filter:?}")
+            },
         });
     }
     Ok(records)

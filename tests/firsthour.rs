@@ -242,3 +242,44 @@ fn replay_of_a_log_that_mixes_sigmas_takes_the_one_asked_for() {
     .fails();
     assert!(err.contains("no answers in the log match"), "{err}");
 }
+
+#[test]
+fn estimate_answers_a_buyer_without_n0_and_n() {
+    let v: serde_json::Value = serde_json::from_str(
+        robustify([
+            "estimate",
+            "--provider",
+            "google",
+            "--images",
+            "1000",
+            "--target-radius",
+            "0.25",
+            "--p-a",
+            "0.8,0.99",
+            "--json",
+        ])
+        .ok()
+        .trim(),
+    )
+    .unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    // p_A = 0.8 < Φ(1) = 0.841: no n certifies at 0.25.
+    assert!(rows[0]["n"].is_null(), "{v}");
+    // p_A = 0.99: a recommended n, with cost and time for both ways.
+    let n = rows[1]["n"].as_u64().unwrap();
+    assert!((40..200).contains(&n), "{v}");
+    let fixed = &rows[1]["fixed"];
+    let cost = fixed["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - 1000.0 * (10 + n) as f64 * 0.0015).abs() < 1e-6,
+        "{v}"
+    );
+    assert!(fixed["seconds"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        rows[1]["sequential"]["queries_per_image"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    // Without a target there is nothing to recommend: a clear error.
+    let err = robustify(["estimate", "--provider", "google", "--images", "10"]).fails();
+    assert!(err.contains("--target-radius"), "{err}");
+}

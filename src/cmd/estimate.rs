@@ -23,12 +23,17 @@ pub struct Args {
     /// Images to certify.
     #[arg(long)]
     images: u64,
-    /// Selection draws per image.
-    #[arg(long)]
-    n0: u64,
-    /// Estimation draws per image.
-    #[arg(long)]
-    n: u64,
+    /// Selection draws per image (with --n; leave both out, with --target-radius, for a
+    /// recommendation).
+    #[arg(long, requires = "n")]
+    n0: Option<u64>,
+    /// Estimation draws per image (with --n0).
+    #[arg(long, requires = "n0")]
+    n: Option<u64>,
+    /// Seconds a vendor takes to answer one request, assumed for the time estimates
+    /// (milliseconds).
+    #[arg(long, default_value_t = 300.0)]
+    latency_ms: f64,
     /// Noise level σ.
     #[arg(long, default_value_t = 0.25)]
     sigma: f64,
@@ -85,18 +90,20 @@ struct ForecastRow {
     p_a: Option<f64>,
     mean_queries_per_image: f64,
     cost_usd: f64,
+    /// Time for all the images at the vendor's rate and the assumed latency.
+    seconds: f64,
     certified: f64,
     not_certifiable: f64,
     undecided: f64,
 }
 
 /// `--mode sequential`: expected queries and cost of sequential certification.
-fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
+fn run_sequential(args: &Args, def: &ProviderDef, n0: u64, n: u64) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let r = args
         .target_radius
         .context("--mode sequential needs --target-radius")?;
-    let params = SequentialParams::new(args.sigma, args.n0, args.n, args.alpha, Some(r))?
+    let params = SequentialParams::new(args.sigma, n0, n, args.alpha, Some(r))?
         .with_kind(args.sequence.into())
         .with_batch_size(args.batch_size)?;
     let k = args.images;
@@ -106,6 +113,7 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
         cost_usd: def
             .pricing
             .cost_usd((mean_queries * k as f64).ceil() as u64, args.free_tier),
+        seconds: seconds_for(def, args.latency_ms, k as f64 * mean_queries),
         certified: c,
         not_certifiable: nc,
         undecided: u,
@@ -156,11 +164,9 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
     }
     outln!("provider    {} — {}", def.name, def.description)?;
     outln!(
-        "sequential  target radius {r} at σ = {}, α = {}: {} selection + at most {} estimation draws, checked every {}",
+        "sequential  target radius {r} at σ = {}, α = {}: {n0} selection + at most {n} estimation draws, checked every {}",
         args.sigma,
         args.alpha,
-        args.n0,
-        args.n,
         args.batch_size
     )?;
     outln!(
@@ -170,13 +176,16 @@ fn run_sequential(args: &Args, def: &ProviderDef) -> anyhow::Result<ExitCode> {
             .cost_usd(k.saturating_mul(params.draws()), args.free_tier),
         thousands(k)
     )?;
-    outln!("p_A      queries/image      cost   certified  not certifiable  undecided")?;
+    outln!(
+        "p_A      queries/image      cost $        time   certified  not certifiable  undecided"
+    )?;
     for r in &out.forecasts {
         outln!(
-            "{:<8} {:>13.1} {:>9.2} {:>10.1}% {:>15.1}% {:>9.1}%",
+            "{:<8} {:>13.1} {:>11.2} {:>11} {:>10.1}% {:>15.1}% {:>9.1}%",
             r.p_a.map_or("log".into(), |p| p.to_string()),
             r.mean_queries_per_image,
             r.cost_usd,
+            duration(r.seconds),
             100.0 * r.certified,
             100.0 * r.not_certifiable,
             100.0 * r.undecided
@@ -201,10 +210,12 @@ struct EstimateJson {
     max_radius: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     n_for_target_radius: Option<Option<u64>>,
+    /// Time at the vendor's rate, its concurrency and the assumed latency.
+    seconds: f64,
+    latency_ms: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let params = CertifyParams::new(args.sigma, args.n0, args.n, args.alpha)?;
     if args.images == 0 {
         anyhow::bail!("invalid parameter images: must be at least 1");
     }
@@ -213,9 +224,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("invalid parameter target-radius: must be finite and ≥ 0, got {r}");
     }
+    if !(args.latency_ms.is_finite() && args.latency_ms >= 0.0) {
+        anyhow::bail!("invalid parameter latency-ms: must be finite and ≥ 0");
+    }
     let def = ProviderDef::load(&args.provider)?;
+    let (Some(n0), Some(n)) = (args.n0, args.n) else {
+        return super::recommend::run(&args_view(&args), &def);
+    };
+    let params = CertifyParams::new(args.sigma, n0, n, args.alpha)?;
     if args.mode == Mode::Sequential {
-        return run_sequential(&args, &def);
+        return run_sequential(&args, &def, n0, n);
     }
     let k = args.images;
     let clean = u64::from(args.clean_query);
@@ -228,11 +246,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Checked: a hostile --images must not wrap the bill to a small number.
     let queries = k.checked_mul(params.draws() + clean).ok_or_else(too_many)?;
     let requests = k
-        .checked_mul(def.limits.requests_for(args.n0) + def.limits.requests_for(args.n) + clean)
+        .checked_mul(def.limits.requests_for(n0) + def.limits.requests_for(n) + clean)
         .ok_or_else(too_many)?;
     let cost = def.pricing.cost_usd(queries, args.free_tier);
     let min_seconds = def.limits.min_seconds(requests);
-    let max_radius = max_certifiable_radius(params.sigma(), params.alpha(), args.n);
+    let seconds = seconds_for(&def, args.latency_ms, queries as f64);
+    let max_radius = max_certifiable_radius(params.sigma(), params.alpha(), n);
     let n_for_target = args
         .target_radius
         .map(|r| min_draws_for_radius(params.sigma(), params.alpha(), r));
@@ -251,6 +270,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             alpha: args.alpha,
             max_radius,
             n_for_target_radius: n_for_target,
+            seconds,
+            latency_ms: args.latency_ms,
         })?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -260,8 +281,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "queries     {} = {} images × ({} selection + {} estimation{clean_note})",
         thousands(queries),
         thousands(k),
-        thousands(args.n0),
-        thousands(args.n)
+        thousands(n0),
+        thousands(n)
     )?;
     if clean > 0 {
         outln!(
@@ -289,20 +310,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     outln!("cost        ${cost:.2} ({free_note}{verified})")?;
     outln!(
-        "min time    {} at {} requests/s",
-        duration(min_seconds),
-        def.limits.requests_per_second
+        "time        {} ({} at {} requests/s, {} in flight, {} ms a request assumed: --latency-ms)",
+        duration(seconds),
+        if seconds > min_seconds + 1e-9 {
+            "latency-bound"
+        } else {
+            "rate-bound"
+        },
+        def.limits.requests_per_second,
+        def.limits.max_concurrency,
+        args.latency_ms
     )?;
     match max_radius {
         Some(r) => outln!(
-            "max radius  {r:.4} (σ = {}, α = {}: all {} estimation draws agree)",
+            "max radius  {r:.4} (σ = {}, α = {}: all {n} estimation draws agree)",
             args.sigma,
             args.alpha,
-            args.n
         )?,
         None => outln!(
-            "max radius  none: {} draws cannot certify anything at α = {} (need ≥ {})",
-            args.n,
+            "max radius  none: {n} draws cannot certify anything at α = {} (need ≥ {})",
             args.alpha,
             min_draws_for_radius(params.sigma(), params.alpha(), 0.0).unwrap_or(0)
         )?,
@@ -310,7 +336,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let (Some(r), Some(n)) = (args.target_radius, n_for_target) {
         match n {
             Some(n) => outln!(
-                "target      radius {r} needs n ≥ {} agreeing draws",
+                "target      radius {r} is out of reach below n = {}, and then only if every \
+                 draw agrees; leave out --n0/--n for the n an image with a given p_A needs",
                 thousands(n)
             )?,
             None => outln!(
@@ -322,7 +349,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn duration(seconds: f64) -> String {
+/// The view of the flags a recommendation needs.
+fn args_view(a: &Args) -> super::recommend::Asked {
+    super::recommend::Asked {
+        images: a.images,
+        sigma: a.sigma,
+        alpha: a.alpha,
+        target_radius: a.target_radius,
+        free_tier: a.free_tier,
+        latency_ms: a.latency_ms,
+        p_a: a.p_a.clone(),
+        sequence: a.sequence.into(),
+        json: a.json,
+    }
+}
+
+/// Seconds for `queries` images: at the vendor's request rate, or, when slower, its
+/// concurrency at the assumed latency (requests of `images_per_request` images).
+pub fn seconds_for(def: &ProviderDef, latency_ms: f64, queries: f64) -> f64 {
+    let requests = (queries / f64::from(def.limits.images_per_request.max(1))).ceil();
+    let by_rate = requests / def.limits.requests_per_second;
+    let by_latency = requests * latency_ms / 1000.0 / f64::from(def.limits.max_concurrency.max(1));
+    by_rate.max(by_latency)
+}
+
+pub fn duration(seconds: f64) -> String {
     if seconds < 120.0 {
         format!("{seconds:.1} s")
     } else if seconds < 7200.0 {

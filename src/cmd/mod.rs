@@ -11,6 +11,7 @@ mod eval;
 mod noise;
 mod predict;
 mod providers;
+mod recommend;
 mod replay;
 mod score;
 mod sequential;

@@ -114,6 +114,73 @@ pub fn min_draws_for_radius(sigma: Sigma, alpha: Alpha, target: f64) -> Option<u
     Some(n)
 }
 
+/// The fewest estimation draws with which an image whose draws agree with probability
+/// `p_a` is certified at `target` with probability at least `power` (exact binomial:
+/// certified means `clopper_pearson_lower(n_A, n, α) ≥ Φ(target/σ)`). `None` when no n can
+/// (p_A ≤ Φ(target/σ): the smoothed classifier itself falls short of that radius) or when
+/// more than ten million draws would be needed.
+pub fn draws_for_power(
+    sigma: Sigma,
+    alpha: Alpha,
+    target: f64,
+    p_a: f64,
+    power: f64,
+) -> Option<u64> {
+    let q = normal_cdf(target / sigma.get());
+    if !(p_a > q && p_a <= 1.0 && power > 0.0 && power < 1.0) {
+        return None;
+    }
+    // The fewest agreeing draws of n that certify, if any.
+    let needed = |n: u64| -> Option<u64> {
+        if clopper_pearson_lower(n, n, alpha) < q {
+            return None;
+        }
+        let (mut lo, mut hi) = (0u64, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if clopper_pearson_lower(mid, n, alpha) >= q {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Some(lo)
+    };
+    let chance = |n: u64| -> f64 {
+        match needed(n) {
+            None => 0.0,
+            Some(0) => 1.0,
+            Some(k) => match Binomial::new(p_a, n) {
+                Ok(b) => 1.0 - b.cdf(k - 1),
+                Err(_) => 0.0,
+            },
+        }
+    };
+    let mut lo = min_draws_for_radius(sigma, alpha, target)?;
+    if chance(lo) >= power {
+        return Some(lo);
+    }
+    // Grow until it is enough, then narrow down (the chance grows with n but for the
+    // binomial's steps: the answer is the smallest n found, within the last doubling).
+    let mut hi = lo;
+    while chance(hi) < power {
+        lo = hi;
+        hi = hi.saturating_mul(2);
+        if hi > 10_000_000 {
+            return None;
+        }
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if chance(mid) >= power {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +293,41 @@ mod tests {
             assert!(max_certifiable_radius(sigma, alpha, n - 1).is_none_or(|r| r < target));
         }
         assert_eq!(min_draws_for_radius(sigma, alpha, -1.0), None);
+    }
+
+    #[test]
+    fn draws_for_power_are_enough_and_not_much_more() {
+        let (sig, al) = (s(0.25), a(0.001));
+        // All draws agreeing: the bare minimum.
+        assert_eq!(
+            draws_for_power(sig, al, 0.25, 1.0, 0.9),
+            min_draws_for_radius(sig, al, 0.25)
+        );
+        // p_A at or under Φ(R/σ) = 0.8413: no n.
+        assert_eq!(draws_for_power(sig, al, 0.25, 0.84, 0.9), None);
+        for p_a in [0.9, 0.95, 0.99] {
+            let n = draws_for_power(sig, al, 0.25, p_a, 0.9).unwrap();
+            // Checked by simulation: at n, about 90% certify; at n / 2 clearly fewer.
+            let rate = |n: u64| {
+                use rand::{Rng, SeedableRng};
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(n);
+                let q = normal_cdf(1.0);
+                let runs = 4000;
+                let ok = (0..runs)
+                    .filter(|_| {
+                        let k = (0..n).filter(|_| rng.random::<f64>() < p_a).count() as u64;
+                        clopper_pearson_lower(k, n, al) >= q
+                    })
+                    .count();
+                ok as f64 / runs as f64
+            };
+            assert!(rate(n) >= 0.87, "p_A {p_a}: n {n}, rate {}", rate(n));
+            assert!(
+                rate(n / 2) < 0.87,
+                "p_A {p_a}: n/2 {} rate {}",
+                n / 2,
+                rate(n / 2)
+            );
+        }
     }
 }

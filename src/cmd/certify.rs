@@ -184,24 +184,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             match runtime.block_on(session.clean_label(&image)) {
                 Ok(label) => Some(label),
-                Err(err) if super::session::is_budget_any(&err) => {
-                    eprintln!(
-                        "{} {}: {err:#}",
-                        crate::render::label("error"),
-                        path.display()
-                    );
-                    unfinished(&args, path, "budget_exhausted", &format!("{err:#}"))?;
-                    budget_hit = true;
-                    continue;
-                }
                 Err(err) => {
+                    let budget = super::session::is_budget_any(&err);
                     eprintln!(
                         "{} {}: {err:#}",
                         crate::render::label("error"),
                         path.display()
                     );
-                    unfinished(&args, path, "error", &format!("{err:#}"))?;
-                    failed = true;
+                    let status = if budget { "budget_exhausted" } else { "error" };
+                    unfinished(&args, path, status, &format!("{err:#}"))?;
+                    budget_hit |= budget;
+                    failed |= !budget;
                     continue;
                 }
             }
@@ -486,7 +479,7 @@ mod tests {
     fn long_cells_keep_their_end() {
         assert_eq!(fit("goldfish", 10), "goldfish");
         assert_eq!(
-            fit("examples/images/golden_retriever.jpg", 20),
+            fit("examples/images/golden_retriever.jpg", 22),
             "…/golden_retriever.jpg"
         );
         assert_eq!(

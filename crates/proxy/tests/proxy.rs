@@ -5,32 +5,14 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use common::{VENDOR_KEY, identity_denoiser, listen, png};
 use robustify_proxy::{Config, ProxyState, hash_key, serve};
-use robustify_standin::model::BrightestChannel;
-use robustify_standin::server::{AppState, ServerConfig};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_clients_budgets_rates_and_metrics() {
-    let vendor = AppState::new(
-        Arc::new(BrightestChannel),
-        &ServerConfig {
-            keys: robustify_standin::server::Keys {
-                key: Some(VENDOR_KEY.into()),
-                aws: None,
-            },
-            ..ServerConfig::default()
-        },
-    )
-    .unwrap();
-    let (l, vendor_url) = listen().await;
-    let (_stop_vendor, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(robustify_standin::server::serve(l, vendor.clone(), async {
-        let _ = rx.await;
-    }));
+    let (vendor, vendor_url, _stop_vendor) = common::vendor(Default::default()).await;
     // A certification of 4 + 16 draws costs 20 × $0.0015 = $0.03, and holds 22 × $0.0015
     // (10% slack for billed timeouts): $0.30 buys 9 (the 10th cannot hold $0.033 beside
     // 9 × $0.03 spent).

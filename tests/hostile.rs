@@ -287,3 +287,44 @@ fn estimates_refuse_counts_that_would_wrap() {
     .fails();
     assert!(err.contains("at most"), "{err}");
 }
+
+#[test]
+fn retries_say_why_they_wait() {
+    // Every other request fails with the vendor's 5xx: the run retries, and says so.
+    let standin = Standin::start(&[
+        "--model",
+        "cifar10",
+        "--key",
+        KEY,
+        "--fail-rate",
+        "0.5",
+        "--seed",
+        "3",
+    ]);
+    let dir = temp_dir("hostile-retries");
+    let mut cmd = command([
+        "certify",
+        "--no-denoiser",
+        &cifar_image(),
+        "--provider",
+        "google",
+        "--endpoint",
+        &standin.url,
+        "--sigma",
+        "0.25",
+        "--n0",
+        "2",
+        "--n",
+        "30",
+        "--log",
+        dir.join("q.jsonl").to_str().unwrap(),
+    ]);
+    cmd.env("GOOGLE_API_KEY", KEY).env("NO_COLOR", "1");
+    let out = run(cmd);
+    out.ok();
+    let err = out.stderr();
+    assert!(
+        err.contains("google: retry 1 in ") && err.contains(" s: "),
+        "{err}"
+    );
+}

@@ -207,7 +207,7 @@ impl ProviderClassifier {
         let mut out: Vec<Option<Answer>> = vec![None; batch.len()];
         if let Some((log, ctx)) = &self.log {
             for (slot, draw) in out.iter_mut().zip(draws.clone()) {
-                *slot = log.lookup(ctx, draw).cloned();
+                *slot = log.lookup(ctx, draw);
             }
         }
         let missing: Vec<usize> = (0..batch.len()).filter(|&i| out[i].is_none()).collect();

@@ -238,6 +238,19 @@ pub struct QueryLog {
     report: LoadReport,
     /// Contexts this run asked about (for the reuse report).
     asked: Mutex<Vec<DrawContext>>,
+    /// Answers appended by this process, reusable at once (a proxy asked the same draws
+    /// twice while it runs pays once); the oldest are forgotten past `RECENT` entries so
+    /// that memory stays bounded.
+    recent: Mutex<Recent>,
+}
+
+/// Most answers of this process kept for reuse (about 1 KB each).
+const RECENT: usize = 100_000;
+
+#[derive(Default)]
+struct Recent {
+    answers: HashMap<Key, Answer>,
+    order: std::collections::VecDeque<Key>,
 }
 
 impl QueryLog {
@@ -326,6 +339,7 @@ impl QueryLog {
             known,
             report,
             asked: Mutex::new(Vec::new()),
+            recent: Mutex::new(Recent::default()),
         })
     }
 
@@ -344,17 +358,22 @@ impl QueryLog {
         &self.report
     }
 
-    /// The earlier answer to draw `draw` of `context`, if the resumed log has one.
-    pub fn lookup(&self, context: &DrawContext, draw: u64) -> Option<&Answer> {
+    /// The earlier answer to draw `draw` of `context`: from the resumed log, or appended
+    /// by this process.
+    pub fn lookup(&self, context: &DrawContext, draw: u64) -> Option<Answer> {
         if !self.known.is_empty() {
             let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
             if !asked.contains(context) {
                 asked.push(context.clone());
             }
         }
-        let k = self.known.get(&context.key(draw))?;
-        k.used.store(true, Ordering::Relaxed);
-        Some(&k.answer)
+        let key = context.key(draw);
+        if let Some(k) = self.known.get(&key) {
+            k.used.store(true, Ordering::Relaxed);
+            return Some(k.answer.clone());
+        }
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.answers.get(&key).cloned()
     }
 
     /// How many loaded answers this run reused, and why each other one was not: compared
@@ -398,7 +417,23 @@ impl QueryLog {
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         file.write_all(&line).map_err(|e| self.io(e))?;
+        drop(file);
         self.dirty.store(true, Ordering::Release);
+        if entry.is_vote() {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let key = entry.context.key(entry.draw);
+            if recent.answers.len() >= RECENT
+                && let Some(old) = recent.order.pop_front()
+            {
+                recent.answers.remove(&old);
+            }
+            let answer = Answer {
+                labels: entry.labels.clone(),
+            };
+            if recent.answers.insert(key.clone(), answer).is_none() {
+                recent.order.push_back(key);
+            }
+        }
         Ok(())
     }
 
@@ -555,6 +590,9 @@ mod tests {
         let log = QueryLog::open(&path, Some(&path)).unwrap();
         assert_eq!(log.resumed(), 3);
         assert_eq!(log.lookup(&ctx(), 1).unwrap().top1(), "dog");
+        // An answer appended by this process is reusable at once.
+        log.append(&entry(9, "owl")).unwrap();
+        assert_eq!(log.lookup(&ctx(), 9).unwrap().top1(), "owl");
         assert!(log.lookup(&ctx(), 3).is_none());
         let other_seed = DrawContext { seed: 8, ..ctx() };
         assert!(log.lookup(&other_seed, 0).is_none());

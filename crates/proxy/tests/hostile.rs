@@ -302,6 +302,11 @@ async fn answers_are_reused_only_for_the_client_that_paid() {
     )
     .await;
     assert_eq!(first["reused"], 0, "{first}");
+    let certify = format!("{url}/v1/certify?sigma=0.25&n0=4&n=16&seed=3");
+    // The same client again, while the proxy runs: its answers, free.
+    let (_, again) = post(&certify, "key-a", png()).await;
+    assert_eq!(again["reused"], 20, "{again}");
+    assert_eq!(again["cost_usd"], 0.0, "{again}");
     // A restart reads the log back.
     drop(stop);
     let (_, url, _p) = proxy(&config(&vendor_url, &top, "", "")).await;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use robustify_denoiser::{Denoised, Denoiser, registry};
-use robustify_providers::adapters::standin_local::StandinLocal;
 use robustify_providers::traffic::TrafficSnapshot;
 use robustify_providers::{
     Adapter, BudgetLimits, DrawContext, HttpProvider, LabelRule, Provider, ProviderClassifier,
@@ -17,6 +16,7 @@ use robustify_smoothing::{BaseClassifier, Image, MemoryBudget};
 use robustify_standin::cifar::CifarClassifier;
 use robustify_standin::imagenet::ImageNetClassifier;
 use robustify_standin::model::Classifier;
+use robustify_standin::provider::StandinLocal;
 use sha2::{Digest, Sha256};
 
 /// The log a paid provider writes to when `--log` is not given.

@@ -28,6 +28,7 @@ mod error;
 pub mod imagenet;
 pub mod model;
 pub mod preprocess;
+pub mod provider;
 pub mod server;
 pub mod sigv4;
 pub mod weights;

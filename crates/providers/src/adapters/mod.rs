@@ -21,7 +21,6 @@ pub mod clarifai;
 pub mod generic;
 pub mod google;
 pub mod huggingface;
-pub mod standin_local;
 
 /// One HTTP request, ready to send.
 #[derive(Clone, Debug)]

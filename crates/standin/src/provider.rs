@@ -1,12 +1,16 @@
-//! `standin-local`: the stand-in ImageNet model in this process, no HTTP.
+//! `standin-local`: a stand-in model as a [`Provider`], in this process, no HTTP. It lives
+//! here rather than in `robustify-providers` so that the providers crate does not pull
+//! candle and the models for one adapter.
 
 use std::sync::Arc;
 
+use robustify_providers::provider::BoxFuture;
+use robustify_providers::{
+    Answer, Delivered, Error, Ledger, Provider, Receipt, Result, ScoredLabel,
+};
 use robustify_smoothing::Image;
-use robustify_standin::model::Classifier;
 
-use crate::provider::{Answer, BoxFuture, Delivered, Provider, Receipt, ScoredLabel};
-use crate::{Error, Result};
+use crate::model::Classifier;
 
 /// Labels per answer, like the stand-in's Azure route.
 const TOP_K: usize = 10;
@@ -32,7 +36,7 @@ impl Provider for StandinLocal {
     fn classify_within<'a>(
         &'a self,
         images: &'a [Image],
-        _allowance: Option<&'a crate::budget::Ledger>,
+        _allowance: Option<&'a Ledger>,
     ) -> BoxFuture<'a, Vec<Result<Delivered>>> {
         let model = self.model.clone();
         let images = images.to_vec();

@@ -63,8 +63,8 @@ struct DenoiserArgs {
     /// mse: ‖D(x + δ) − x‖². stab: Salman et al.'s stability objective, the cross-entropy
     /// of the --classifier's label for the denoised copy against its label for the clean
     /// image, plus --mse-weight × MSE; start it from an MSE denoiser with --init.
-    #[arg(long, default_value = "mse", value_parser = ["mse", "stab"])]
-    objective: String,
+    #[arg(long, value_enum, default_value = "mse")]
+    objective: ObjectiveArg,
     /// The frozen classifier of --objective stab: standin-cifar10 (the shipped ResNet-20),
     /// or another CIFAR-10 ResNet-20's weights (a surrogate: a .safetensors file or the
     /// folder of `robustify train classifier --out`); 32×32 crops.
@@ -461,6 +461,15 @@ fn denoiser(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--objective`: a closed choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObjectiveArg {
+    /// ‖D(x + δ) − x‖².
+    Mse,
+    /// Salman et al.'s stability objective through a frozen classifier.
+    Stab,
+}
+
 /// The objective `--objective`, `--classifier` and `--mse-weight` ask for, and the frozen
 /// classifier it needs.
 fn stab_objective(
@@ -470,11 +479,13 @@ fn stab_objective(
     Option<robustify_standin::cifar::CifarClassifier>,
 )> {
     use robustify_denoiser::train::Objective;
-    match (a.objective.as_str(), a.classifier.as_deref()) {
-        ("mse", None) => Ok((Objective::Mse, None)),
-        ("mse", Some(_)) => anyhow::bail!("--classifier goes with --objective stab"),
-        (_, None) => anyhow::bail!("--objective stab needs --classifier standin-cifar10"),
-        (_, Some(name)) => {
+    match (a.objective, a.classifier.as_deref()) {
+        (ObjectiveArg::Mse, None) => Ok((Objective::Mse, None)),
+        (ObjectiveArg::Mse, Some(_)) => anyhow::bail!("--classifier goes with --objective stab"),
+        (ObjectiveArg::Stab, None) => {
+            anyhow::bail!("--objective stab needs --classifier standin-cifar10")
+        }
+        (ObjectiveArg::Stab, Some(name)) => {
             // The shipped stand-in, or the weights of another CIFAR-10 ResNet-20 (a
             // surrogate trained by `robustify train classifier`): a file or its folder.
             let weights = match name {

@@ -252,7 +252,11 @@ async fn handle(
             worst_usd: worst,
             remaining_usd: left,
         })?;
-    let permits = u32::try_from(megabytes).unwrap_or(u32::MAX);
+    // Never more than the whole pool (rounding up could ask one megabyte too many, and a
+    // request would then wait for ever).
+    let permits = u32::try_from(megabytes)
+        .unwrap_or(u32::MAX)
+        .min(state.memory_mb);
     let _memory = tokio::time::timeout(state.body_timeout(), state.memory.acquire_many(permits))
         .await
         .ok()

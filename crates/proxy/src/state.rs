@@ -106,6 +106,8 @@ pub struct ProxyState {
     pub(crate) max_body: usize,
     /// Megabytes of request memory free, for all requests in flight together.
     pub(crate) memory: Semaphore,
+    /// The semaphore's size in megabytes.
+    pub(crate) memory_mb: u32,
     pub(crate) responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
 
@@ -183,6 +185,7 @@ impl ProxyState {
             timeouts: config.timeouts.clone(),
             max_body: config.max_body_bytes,
             memory: Semaphore::new(megabytes as usize),
+            memory_mb: u32::try_from(megabytes).unwrap_or(u32::MAX),
             responses: Mutex::new(BTreeMap::new()),
         }))
     }

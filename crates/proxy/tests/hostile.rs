@@ -340,3 +340,23 @@ async fn unknown_routes_and_methods_answer_json() {
         "method_not_allowed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_as_large_as_the_whole_memory_pool_still_runs() {
+    // 96 MB for one request and for all: a 1-megapixel image needs exactly 96 MB (24 + 72
+    // a draw), which rounds up to one megabyte more than the pool's 91 whole ones.
+    let (_vendor, vendor_url, _v) = vendor(FaultConfig::default()).await;
+    let limits = "[limits]\nmax_request_memory_bytes = 96_000_000\nmax_memory_bytes = 96_000_000\n[timeouts]\nbody_s = 2";
+    let (_, url, _p) = proxy(&config(&vendor_url, "", "", limits)).await;
+    let photo = robustify_smoothing::Image::filled(1000, 1000, 0.4)
+        .unwrap()
+        .to_png()
+        .unwrap();
+    let (status, v) = post(
+        &format!("{url}/v1/certify?sigma=0.25&n0=1&n=2&denoiser=none"),
+        "key-b",
+        photo,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+}

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::api_error::ApiError;
-use crate::state::{MB, ProxyState, Served};
+use crate::state::{LATENCY_BUCKETS, MB, ProxyState, Served};
 
 /// The process's peak resident memory in bytes (Linux: `VmHWM`), if known.
 fn peak_rss_bytes() -> Option<u64> {
@@ -130,6 +130,30 @@ pub(crate) async fn metrics(
             "gauge",
             vec![(String::new(), peak as f64)],
         );
+    }
+    // The latency histogram, written out by hand: `family` takes one value a row.
+    {
+        let l = state.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let name = "robustify_request_duration_seconds";
+        out.push_str(&format!(
+            "# HELP {name} Time from a request's arrival to its answer.\n# TYPE {name} histogram\n"
+        ));
+        for (route, h) in l.iter() {
+            for (bound, n) in LATENCY_BUCKETS.iter().zip(h.buckets.iter()) {
+                out.push_str(&format!(
+                    "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n",
+                h.count
+            ));
+            out.push_str(&format!(
+                "{name}_sum{{route=\"{route}\"}} {}\n",
+                h.sum_seconds
+            ));
+            out.push_str(&format!("{name}_count{{route=\"{route}\"}} {}\n", h.count));
+        }
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

@@ -326,11 +326,24 @@ async fn run(
     query: Result<Query<Params>, QueryRejection>,
     request: Request,
 ) -> Response {
-    let response = match handle(&state, route, &headers, query, request).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
+    let started = std::time::Instant::now();
+    let (response, client) = match handle(&state, route, &headers, query, request).await {
+        Ok(v) => {
+            let client = v.get("client").and_then(Value::as_str).map(str::to_owned);
+            (Json(v).into_response(), client)
+        }
+        Err(e) => (e.into_response(), None),
     };
-    state.count(route, response.status());
+    let seconds = started.elapsed().as_secs_f64();
+    state.count(route, response.status(), seconds);
+    // The access log: one line a request (the client's name, never its key).
+    tracing::info!(
+        route,
+        status = response.status().as_u16(),
+        client = client.as_deref().unwrap_or("-"),
+        ms = (seconds * 1e3).round() as u64,
+        "request"
+    );
     response
 }
 

@@ -109,6 +109,23 @@ pub struct ProxyState {
     /// The semaphore's size in megabytes.
     pub(crate) memory_mb: u32,
     pub(crate) responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Request latency per route: counts per bucket of [`LATENCY_BUCKETS`], and the sum.
+    pub(crate) latency: Mutex<BTreeMap<&'static str, Latency>>,
+}
+
+/// Upper bounds of the request-latency histogram, in seconds (a cached answer takes
+/// milliseconds, a certification against a rate-limited vendor minutes).
+pub(crate) const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0,
+];
+
+/// One route's latency histogram.
+#[derive(Debug, Default)]
+pub(crate) struct Latency {
+    /// Requests at or under each bound (cumulative, as Prometheus wants).
+    pub(crate) buckets: [u64; LATENCY_BUCKETS.len()],
+    pub(crate) count: u64,
+    pub(crate) sum_seconds: f64,
 }
 
 impl ProxyState {
@@ -187,6 +204,7 @@ impl ProxyState {
             memory: Semaphore::new(megabytes as usize),
             memory_mb: u32::try_from(megabytes).unwrap_or(u32::MAX),
             responses: Mutex::new(BTreeMap::new()),
+            latency: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -201,9 +219,20 @@ impl ProxyState {
         }
     }
 
-    pub(crate) fn count(&self, route: &'static str, status: StatusCode) {
+    /// Counts a response and its latency.
+    pub(crate) fn count(&self, route: &'static str, status: StatusCode, seconds: f64) {
         let mut m = self.responses.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry((route, status.as_u16())).or_default() += 1;
+        drop(m);
+        let mut l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let h = l.entry(route).or_default();
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(h.buckets.iter_mut()) {
+            if seconds <= *bound {
+                *n += 1;
+            }
+        }
+        h.count += 1;
+        h.sum_seconds += seconds;
     }
 
     /// The memory ceiling of one request.

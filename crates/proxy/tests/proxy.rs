@@ -261,6 +261,26 @@ key_sha256 = "{}"
         metrics.contains("robustify_client_spend_usd_total{client=\"a\"} 0.27"),
         "{metrics}"
     );
+    // Latency as a histogram: as many certify requests timed as answered, every one
+    // under 300 s, and the buckets cumulative.
+    let certify_count: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("robustify_responses_total{route=\"certify\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    let bucket = |le: &str| -> u64 {
+        let key =
+            format!("robustify_request_duration_seconds_bucket{{route=\"certify\",le=\"{le}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("{key}: {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(bucket("+Inf"), certify_count, "{metrics}");
+    assert_eq!(bucket("300"), certify_count, "{metrics}");
+    assert!(bucket("0.005") <= bucket("1"), "{metrics}");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }

@@ -103,7 +103,7 @@ struct SeqJson {
     mode: &'static str,
     target_radius: f64,
     sequence: SequenceKind,
-    images: usize,
+    image_count: usize,
     mean_queries: f64,
     fixed_queries: u64,
     certified_sequential: usize,
@@ -112,7 +112,8 @@ struct SeqJson {
     correct_fixed: usize,
     decisions_differ: usize,
     undecided: usize,
-    per_image: Vec<SeqImageJson>,
+    /// One entry per image, under the same name as in fixed mode.
+    images: Vec<SeqImageJson>,
 }
 
 /// Sequential replay: each image decided at the target radius, against fixed-n CERTIFY on
@@ -129,7 +130,7 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
         mode: "sequential",
         target_radius: r,
         sequence: args.sequence.into(),
-        images: records.len(),
+        image_count: records.len(),
         mean_queries: 0.0,
         fixed_queries: args.n0 + args.n,
         certified_sequential: 0,
@@ -138,7 +139,7 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
         correct_fixed: 0,
         decisions_differ: 0,
         undecided: 0,
-        per_image: Vec::new(),
+        images: Vec::new(),
     };
     for (i, record) in records.iter().enumerate() {
         let at = || format!("{}:{}", args.log.display(), record.line);
@@ -156,7 +157,7 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
         out.decisions_differ += usize::from(fixed_certified != seq_certified);
         out.undecided += usize::from(seq.decision == Some(Decision::Undecided));
         out.mean_queries += seq.queries as f64;
-        out.per_image.push(SeqImageJson {
+        out.images.push(SeqImageJson {
             image: image_id(record, i),
             queries: seq.queries,
             decision: seq.decision,
@@ -172,7 +173,7 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
         outln!(
             "{}: {} images, σ = {}, target radius {r}, α = {}, {:?} sequence, batches of {}\n",
             args.log.display(),
-            out.images,
+            out.image_count,
             args.sigma,
             args.alpha,
             out.sequence,

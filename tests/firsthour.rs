@@ -283,3 +283,25 @@ fn estimate_answers_a_buyer_without_n0_and_n() {
     let err = robustify(["estimate", "--provider", "google", "--images", "10"]).fails();
     assert!(err.contains("--target-radius"), "{err}");
 }
+
+#[test]
+fn a_target_radius_means_sequential_for_every_provider_as_in_the_proxy() {
+    // A free in-process provider: it used to stay fixed-n unless --mode said otherwise.
+    let v = robustify([
+        "certify",
+        "tests/fixtures/cifar10/ship/0000.jpg",
+        "--provider",
+        "standin-cifar10-local",
+        "--sigma",
+        "0.25",
+        "--n0",
+        "4",
+        "--n",
+        "200",
+        "--target-radius",
+        "0.05",
+        "--json",
+    ])
+    .json();
+    assert_eq!(v["mode"], "sequential", "{v}");
+}

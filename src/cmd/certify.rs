@@ -117,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let paid = !session.def.pricing.is_free();
     let plan = args
         .sequential
-        .plan((args.sigma, args.n0, args.n, args.alpha), batch, paid)?;
+        .plan((args.sigma, args.n0, args.n, args.alpha), batch)?;
     let total_draws = plan.max_draws();
     let mut failed = false;
     let mut budget_hit = false;

@@ -154,10 +154,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _guard = runtime.enter();
     let session = Session::open(&args.provider, args.sigma)?;
     let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
-    let paid = !session.def.pricing.is_free();
-    let plan =
-        args.sequential
-            .plan((args.sigma, args.n0, Some(args.n), args.alpha), batch, paid)?;
+    let plan = args
+        .sequential
+        .plan((args.sigma, args.n0, Some(args.n), args.alpha), batch)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let tsv_path = args.out.join("certify.tsv");
     let mut tsv =

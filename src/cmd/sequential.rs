@@ -37,8 +37,8 @@ impl From<SequenceArg> for SequenceKind {
 #[derive(clap::Args)]
 pub struct SequentialArgs {
     /// `fixed` (CERTIFY, exactly n draws) or `sequential` (stop as soon as an
-    /// anytime-valid confidence sequence decides). Default: sequential for paid providers
-    /// when --target-radius is given, fixed otherwise.
+    /// anytime-valid confidence sequence decides). Default: sequential when
+    /// --target-radius is given, fixed otherwise (the proxy's rule too).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Decide certified / not certifiable at this radius (sequential mode).
@@ -96,14 +96,14 @@ impl Outcome {
 
 impl SequentialArgs {
     /// The mode these flags ask for: `--mode`, else sequential when a target radius is
-    /// given for a paid provider, else fixed.
-    pub fn mode(&self, paid: bool) -> Mode {
-        self.mode
-            .unwrap_or(if self.target_radius.is_some() && paid {
-                Mode::Sequential
-            } else {
-                Mode::Fixed
-            })
+    /// given, else fixed — one rule for every provider, the same as the proxy's (it used
+    /// to be sequential only for paid providers here).
+    pub fn mode(&self) -> Mode {
+        self.mode.unwrap_or(if self.target_radius.is_some() {
+            Mode::Sequential
+        } else {
+            Mode::Fixed
+        })
     }
 
     /// The plan for σ, n0, n (fixed mode's estimation draws, sequential mode's default
@@ -112,9 +112,8 @@ impl SequentialArgs {
         &self,
         (sigma, n0, n, alpha): (f64, u64, Option<u64>, f64),
         batch: usize,
-        paid: bool,
     ) -> anyhow::Result<Plan> {
-        Ok(match self.mode(paid) {
+        Ok(match self.mode() {
             Mode::Fixed => {
                 let n = n.ok_or_else(|| {
                     anyhow::anyhow!("fixed mode needs --n (or use --mode sequential)")

@@ -57,6 +57,13 @@ pub fn clopper_pearson_lower(successes: u64, trials: u64, alpha: Alpha) -> f64 {
     0.5 * (lo + hi)
 }
 
+/// One-sided `(1 − α)` Clopper–Pearson upper confidence bound: by symmetry, one minus the
+/// lower bound of the failures; 1 when every trial succeeded.
+pub fn clopper_pearson_upper(successes: u64, trials: u64, alpha: Alpha) -> f64 {
+    assert!(successes <= trials, "successes > trials");
+    1.0 - clopper_pearson_lower(trials - successes, trials, alpha)
+}
+
 /// Two-sided exact binomial test of `successes` in `trials` at p = 1/2 (SciPy's
 /// `binomtest(k, n, 0.5).pvalue`): the probability of an outcome at least as far from
 /// `n/2`. Returns 1 when `trials = 0`.

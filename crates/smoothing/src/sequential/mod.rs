@@ -27,14 +27,18 @@
 //! `n0, n0 + 1, …`, hence their noise). Draws come in batches; the sequence is checked
 //! between batches, and every draw of the last batch counts (it was paid for).
 
-use std::f64::consts::PI;
+mod forecast;
+mod selection;
+mod sequence;
 
 use serde::{Deserialize, Serialize};
-use statrs::function::beta::{beta_reg, ln_beta};
 
-use crate::counts::LabelCounts;
 use crate::stats::{normal_cdf, normal_quantile};
 use crate::{Alpha, BaseClassifier, Error, Image, NoiseSampler, Result, Sigma};
+
+pub use forecast::{SequentialForecast, forecast};
+use selection::Selection;
+pub use sequence::Sequence;
 
 /// Which confidence sequence.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,227 +204,6 @@ pub struct SequentialCertificate {
     pub seed: Option<u64>,
 }
 
-/// log M_n(m) of the KT mixture for `s` agreeing draws of `n`.
-fn kt_log_wealth(s: u64, n: u64, m: f64) -> f64 {
-    let (s, f) = (s as f64, (n - s) as f64);
-    let ln_mix = ln_beta(0.5 + s, 0.5 + f) - ln_beta(0.5, 0.5);
-    let ln_null =
-        if s > 0.0 { s * m.ln() } else { 0.0 } + if f > 0.0 { f * (1.0 - m).ln() } else { 0.0 };
-    ln_mix - ln_null
-}
-
-/// α_k of the union-bound schedule.
-fn union_alpha(alpha: f64, k: u64) -> f64 {
-    6.0 * alpha / (PI * PI * ((k + 1) * (k + 1)) as f64)
-}
-
-/// Check times of the union-bound schedule: ⌈10 · 1.25^k⌉, strictly increasing.
-fn schedule() -> impl Iterator<Item = u64> {
-    let mut last = 0u64;
-    (0u32..).map(move |k| {
-        let t = (10.0 * 1.25f64.powi(k as i32)).ceil() as u64;
-        last = t.max(last + 1);
-        last
-    })
-}
-
-/// P(Bin(n, p) ≥ s) for s ≥ 1: the regularized incomplete beta I_p(s, n − s + 1).
-fn upper_tail(s: u64, n: u64, p: f64) -> f64 {
-    if s == 0 {
-        return 1.0;
-    }
-    beta_reg(s as f64, (n - s + 1) as f64, p)
-}
-
-/// P(Bin(n, p) ≤ s).
-fn lower_tail(s: u64, n: u64, p: f64) -> f64 {
-    if s >= n {
-        return 1.0;
-    }
-    1.0 - beta_reg((s + 1) as f64, (n - s) as f64, p)
-}
-
-/// A confidence sequence for the candidate's probability, fed draw by draw.
-#[derive(Clone, Debug)]
-pub struct Sequence {
-    kind: SequenceKind,
-    alpha: f64,
-    s: u64,
-    n: u64,
-    /// Union bound: the next check (index, time).
-    next_check: (u64, u64),
-    /// Union bound: the checks made, `(agreeing, draws, level of each tail)`.
-    checks: Vec<(u64, u64, f64)>,
-    /// Union bound: for the last `p` asked, the checks examined and whether any excluded
-    /// everything at or below `p` / at or above it (checks never change, so this caches).
-    seen: std::cell::Cell<(f64, usize, bool, bool)>,
-}
-
-impl Sequence {
-    /// An empty sequence at level `alpha`.
-    pub fn new(kind: SequenceKind, alpha: f64) -> Sequence {
-        let first = schedule().next().unwrap_or(10);
-        Sequence {
-            kind,
-            alpha,
-            s: 0,
-            n: 0,
-            next_check: (0, first),
-            checks: Vec::new(),
-            seen: std::cell::Cell::new((f64::NAN, 0, false, false)),
-        }
-    }
-
-    /// Draws so far.
-    pub fn n(&self) -> u64 {
-        self.n
-    }
-
-    /// Agreeing draws so far.
-    pub fn agreeing(&self) -> u64 {
-        self.s
-    }
-
-    /// Records one draw (in draw order).
-    pub fn observe(&mut self, agrees: bool) {
-        self.n += 1;
-        self.s += u64::from(agrees);
-        if self.kind == SequenceKind::UnionBound && self.n == self.next_check.1 {
-            let (k, _) = self.next_check;
-            self.checks
-                .push((self.s, self.n, union_alpha(self.alpha, k) / 2.0));
-            let next = schedule().nth(k as usize + 1).unwrap_or(u64::MAX);
-            self.next_check = (k + 1, next);
-        }
-    }
-
-    /// Whether the sequence now excludes every m ≤ `p` (`above`) or every m ≥ `p` (not
-    /// `above`). Cheap: one evaluation, no bound search.
-    pub fn excludes(&self, p: f64, above: bool) -> bool {
-        match self.kind {
-            SequenceKind::Betting => {
-                let mean = if self.n == 0 {
-                    0.5
-                } else {
-                    self.s as f64 / self.n as f64
-                };
-                let side = if above { mean > p } else { mean < p };
-                side && kt_log_wealth(self.s, self.n, p) >= (1.0 / self.alpha).ln()
-            }
-            SequenceKind::UnionBound => {
-                // A check excludes all m ≤ p when its Clopper–Pearson lower bound exceeds
-                // p, i.e. P(Bin(n, p) ≥ s) < a; all m ≥ p when P(Bin(n, p) ≤ s) < a.
-                let (mut q, mut done, mut lo_out, mut hi_out) = self.seen.get();
-                if q != p {
-                    (q, done, lo_out, hi_out) = (p, 0, false, false);
-                }
-                for &(s, n, a) in &self.checks[done..] {
-                    lo_out |= upper_tail(s, n, p) < a;
-                    hi_out |= lower_tail(s, n, p) < a;
-                }
-                self.seen.set((q, self.checks.len(), lo_out, hi_out));
-                if above { lo_out } else { hi_out }
-            }
-        }
-    }
-
-    /// Whether `remaining` more draws, all agreeing, could still make the sequence exclude
-    /// every m ≤ `p`. When not, certifying at `p` is out of reach within the budget and the
-    /// run can stop (a budget decision, not a claim: validity is unaffected).
-    pub fn could_exclude_below(&self, p: f64, remaining: u64) -> bool {
-        if self.excludes(p, true) {
-            return true;
-        }
-        match self.kind {
-            SequenceKind::Betting => {
-                let (s, n) = (self.s + remaining, self.n + remaining);
-                n > 0
-                    && s as f64 / n as f64 > p
-                    && kt_log_wealth(s, n, p) >= (1.0 / self.alpha).ln()
-            }
-            SequenceKind::UnionBound => {
-                let (mut k, mut t) = self.next_check;
-                while t <= self.n + remaining {
-                    let s = self.s + (t - self.n);
-                    if upper_tail(s, t, p) < union_alpha(self.alpha, k) / 2.0 {
-                        return true;
-                    }
-                    k += 1;
-                    t = schedule().nth(k as usize).unwrap_or(u64::MAX);
-                }
-                false
-            }
-        }
-    }
-
-    /// The interval now: for the betting sequence, `{m : M_n(m) < 1/α}` found by bisection.
-    pub fn bounds(&self) -> (f64, f64) {
-        match self.kind {
-            SequenceKind::UnionBound => {
-                self.checks.iter().fold((0.0, 1.0), |(lo, hi), &(s, n, a)| {
-                    (
-                        lo.max(cp_bound(s, n, a, true)),
-                        hi.min(cp_bound(s, n, a, false)),
-                    )
-                })
-            }
-            SequenceKind::Betting => {
-                if self.n == 0 {
-                    return (0.0, 1.0);
-                }
-                let mean = self.s as f64 / self.n as f64;
-                let threshold = (1.0 / self.alpha).ln();
-                let outside = |m: f64| kt_log_wealth(self.s, self.n, m) >= threshold;
-                // M_n(mean) ≤ 1 (a mixture never beats the best fit), and the wealth grows
-                // without bound as m moves to 0 (if S > 0) or to 1 (if S < n).
-                let lo = if self.s == 0 {
-                    0.0
-                } else {
-                    bisect(0.0, mean, |m| !outside(m))
-                };
-                let hi = if self.s == self.n {
-                    1.0
-                } else {
-                    bisect(mean, 1.0, outside)
-                };
-                (lo, hi)
-            }
-        }
-    }
-}
-
-/// The boundary in `[lo, hi]` where `is_right` turns true (it is false at `lo` and true at
-/// `hi`, monotone between).
-fn bisect(mut lo: f64, mut hi: f64, is_right: impl Fn(f64) -> bool) -> f64 {
-    for _ in 0..100 {
-        let mid = 0.5 * (lo + hi);
-        if mid <= lo || mid >= hi {
-            break;
-        }
-        if is_right(mid) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    0.5 * (lo + hi)
-}
-
-/// One-sided Clopper–Pearson bound at level `a`: lower (`lower`) or upper.
-fn cp_bound(s: u64, n: u64, a: f64, lower: bool) -> f64 {
-    if lower {
-        if s == 0 {
-            return 0.0;
-        }
-        bisect(0.0, 1.0, |p| upper_tail(s, n, p) >= a)
-    } else {
-        if s == n {
-            return 1.0;
-        }
-        bisect(0.0, 1.0, |p| lower_tail(s, n, p) < a)
-    }
-}
-
 /// The decision the sequence supports now, if any; `Undecided` as soon as the `remaining`
 /// draws could not certify even if every one agreed.
 fn decide(seq: &Sequence, p_star: f64, remaining: u64) -> Option<Decision> {
@@ -510,47 +293,6 @@ pub fn certify_sequential_labels<S: AsRef<str>>(
     Ok(finish(&seq, candidate, decision, params, used))
 }
 
-/// The selection step: draws `0..n0` in batches, stopping as soon as the leader is
-/// settled — its lead over the runner-up exceeds the selection draws not yet made, so all
-/// `n0` would choose it too.
-struct Selection {
-    counts: LabelCounts,
-    used: u64,
-    n0: u64,
-    batch: u64,
-}
-
-impl Selection {
-    fn new(params: &SequentialParams) -> Selection {
-        Selection {
-            counts: LabelCounts::new(),
-            used: 0,
-            n0: params.n0,
-            batch: params.batch_size as u64,
-        }
-    }
-
-    /// The draws to make next, or `None` when the selection is over.
-    fn next_batch(&self) -> Option<std::ops::Range<u64>> {
-        let (first, second) = self.counts.top_two_counts();
-        let settled = first - second > self.n0 - self.used;
-        (self.used < self.n0 && !settled).then(|| self.used..self.n0.min(self.used + self.batch))
-    }
-
-    /// Counts the labels of the batch [`Selection::next_batch`] gave.
-    fn add<'a>(&mut self, labels: impl Iterator<Item = &'a str>) {
-        for l in labels {
-            self.counts.add(l);
-            self.used += 1;
-        }
-    }
-
-    /// The candidate label and the selection draws made.
-    fn finish(self) -> (Option<String>, u64) {
-        (self.counts.top().map(|(l, _)| l.to_owned()), self.used)
-    }
-}
-
 /// Sequential certification of one image: draws `0..n0` select the candidate (stopping
 /// early once it is settled); draws `n0, n0 + 1, …` are sent in batches until the
 /// sequence decides or `max_draws` are used.
@@ -590,83 +332,11 @@ pub async fn certify_sequential<C: BaseClassifier>(
     Ok(cert)
 }
 
-/// What sequential certification costs on average when each estimation draw agrees with
-/// the candidate with probability `p_a`: simulated over `runs` runs (seeded).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct SequentialForecast {
-    /// The assumed p_A.
-    pub p_a: f64,
-    /// Mean selection draws per image (whole batches; disagreeing draws all go to one
-    /// rival label, the slowest case for the early stop).
-    pub mean_selection: f64,
-    /// Mean estimation draws per image (whole batches).
-    pub mean_draws: f64,
-    /// Share of runs that certified at the target radius.
-    pub certified: f64,
-    /// Share that decided "not certifiable".
-    pub not_certifiable: f64,
-    /// Share undecided when the draws ran out (or could no longer certify).
-    pub undecided: f64,
-}
-
-/// Forecasts [`SequentialForecast`] for `p_a` by simulation; needs a target radius.
-pub fn forecast(
-    params: &SequentialParams,
-    p_a: f64,
-    runs: u32,
-    seed: u64,
-) -> Result<SequentialForecast> {
-    use rand::{Rng, SeedableRng};
-    let Some(p_star) = params.p_star() else {
-        return Err(Error::InvalidParameter {
-            name: "target_radius",
-            reason: "a forecast needs a target radius".into(),
-        });
-    };
-    if !(0.0..=1.0).contains(&p_a) {
-        return Err(Error::InvalidParameter {
-            name: "p_a",
-            reason: "must be in [0, 1]".into(),
-        });
-    }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (mut draws, mut selection, mut cert, mut not) = (0u64, 0u64, 0u32, 0u32);
-    for _ in 0..runs.max(1) {
-        let mut votes = Selection::new(params);
-        while let Some(draws) = votes.next_batch() {
-            votes.add(draws.map(|_| if rng.random::<f64>() < p_a { "A" } else { "B" }));
-        }
-        selection += votes.finish().1;
-        let mut seq = Sequence::new(params.kind, params.alpha.get());
-        let mut decision = None;
-        while seq.n() < params.max_draws && decision.is_none() {
-            let stop = params.max_draws.min(seq.n() + params.batch_size as u64);
-            while seq.n() < stop {
-                seq.observe(rng.random::<f64>() < p_a);
-            }
-            decision = decide(&seq, p_star, params.max_draws - seq.n());
-        }
-        draws += seq.n();
-        match decision {
-            Some(Decision::Certified) => cert += 1,
-            Some(Decision::NotCertifiable) => not += 1,
-            _ => {}
-        }
-    }
-    let runs = f64::from(runs.max(1));
-    Ok(SequentialForecast {
-        p_a,
-        mean_selection: selection as f64 / runs,
-        mean_draws: draws as f64 / runs,
-        certified: f64::from(cert) / runs,
-        not_certifiable: f64::from(not) / runs,
-        undecided: 1.0 - f64::from(cert + not) / runs,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::sequence::kt_log_wealth;
     use super::*;
+    use crate::counts::LabelCounts;
 
     #[test]
     fn decision_names_are_their_serialised_names() {

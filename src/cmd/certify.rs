@@ -186,13 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(label) => Some(label),
                 Err(err) => {
                     let budget = super::session::is_budget_any(&err);
-                    eprintln!(
-                        "{} {}: {err:#}",
-                        crate::render::label("error"),
-                        path.display()
-                    );
-                    let status = if budget { "budget_exhausted" } else { "error" };
-                    unfinished(&args, path, status, &format!("{err:#}"))?;
+                    failure(&args, path, &format!("{err:#}"), budget)?;
                     budget_hit |= budget;
                     failed |= !budget;
                     continue;
@@ -226,23 +220,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 cost,
                 classifier.inner().reused(),
             )?,
-            Err(err) if is_budget(&err) => {
-                eprintln!(
-                    "{} {}: {err}",
-                    crate::render::label("error"),
-                    path.display()
-                );
-                unfinished(&args, path, "budget_exhausted", &err.to_string())?;
-                budget_hit = true;
-            }
             Err(err) => {
-                eprintln!(
-                    "{} {}: {err}",
-                    crate::render::label("error"),
-                    path.display()
-                );
-                unfinished(&args, path, "error", &err.to_string())?;
-                failed = true;
+                let budget = is_budget(&err);
+                failure(&args, path, &err.to_string(), budget)?;
+                budget_hit |= budget;
+                failed |= !budget;
             }
         }
     }
@@ -312,6 +294,18 @@ fn unfinished(args: &Args, path: &Path, status: &str, error: &str) -> anyhow::Re
         )?;
         Ok(())
     }
+}
+
+/// An image that ended without a certificate: the error on stderr, its row or JSON line
+/// as `budget_exhausted` or `error`.
+fn failure(args: &Args, path: &Path, message: &str, budget: bool) -> anyhow::Result<()> {
+    eprintln!(
+        "{} {}: {message}",
+        crate::render::label("error"),
+        path.display()
+    );
+    let status = if budget { "budget_exhausted" } else { "error" };
+    unfinished(args, path, status, message)
 }
 
 fn print_sequential(

@@ -54,39 +54,34 @@ impl DrawContext {
         }
     }
 
+    /// Each key field but the draw, in the order a reuse report names them: whether
+    /// `self` and `other` agree on it, and how a difference reads.
+    fn agreement(&self, other: &DrawContext) -> [(bool, &'static str); 6] {
+        [
+            (self.image == other.image, "another image"),
+            (self.provider == other.provider, "another provider"),
+            (self.client == other.client, "another client"),
+            (self.denoiser == other.denoiser, "another denoiser"),
+            (self.sigma.to_bits() == other.sigma.to_bits(), "another σ"),
+            (self.seed == other.seed, "another seed"),
+        ]
+    }
+
     /// Why an answer logged under `self` was not reused by a run that asked for `asked`:
     /// the first field that differs.
     fn differs_from(&self, asked: &DrawContext) -> &'static str {
-        if self.image != asked.image {
-            "another image"
-        } else if self.provider != asked.provider {
-            "another provider"
-        } else if self.client != asked.client {
-            "another client"
-        } else if self.denoiser != asked.denoiser {
-            "another denoiser"
-        } else if self.sigma.to_bits() != asked.sigma.to_bits() {
-            "another σ"
-        } else if self.seed != asked.seed {
-            "another seed"
-        } else {
-            "draws this run did not need"
-        }
+        self.agreement(asked)
+            .into_iter()
+            .find(|(same, _)| !same)
+            .map_or("draws this run did not need", |(_, why)| why)
     }
 
     /// How many of the key fields `self` shares with `other` (to find the closest).
     fn likeness(&self, other: &DrawContext) -> usize {
-        [
-            self.image == other.image,
-            self.provider == other.provider,
-            self.client == other.client,
-            self.denoiser == other.denoiser,
-            self.sigma.to_bits() == other.sigma.to_bits(),
-            self.seed == other.seed,
-        ]
-        .iter()
-        .filter(|&&same| same)
-        .count()
+        self.agreement(other)
+            .iter()
+            .filter(|(same, _)| *same)
+            .count()
     }
 }
 
@@ -265,6 +260,7 @@ impl QueryLog {
             let Scanned {
                 entries,
                 unreadable,
+                ..
             } = scan_log(from)?;
             report.unreadable = unreadable.len();
             report.unreadable_lines = unreadable.into_iter().take(5).collect();
@@ -480,6 +476,8 @@ pub struct Scanned {
     pub entries: Vec<(usize, LogEntry)>,
     /// The 1-based numbers of the lines that are not entries (garbage, or cut short).
     pub unreadable: Vec<usize>,
+    /// Those among them cut short by a crash mid-write (no closing brace).
+    pub cut: Vec<usize>,
 }
 
 /// Reads every entry of a query log with its line number, and the numbers of the lines
@@ -490,7 +488,7 @@ pub fn scan_log(path: &Path) -> Result<Scanned> {
         source,
     };
     let file = File::open(path).map_err(io)?;
-    let (mut entries, mut bad) = (Vec::new(), Vec::new());
+    let mut scanned = Scanned::default();
     // Bytes, not `lines()`: one line of invalid UTF-8 is a bad line, not a failed read.
     for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line.map_err(io)?;
@@ -498,43 +496,34 @@ pub fn scan_log(path: &Path) -> Result<Scanned> {
             continue;
         }
         match serde_json::from_slice::<LogEntry>(&line) {
-            Ok(e) => entries.push((i + 1, e)),
-            Err(_) => bad.push(i + 1),
+            Ok(e) => scanned.entries.push((i + 1, e)),
+            Err(_) => {
+                scanned.unreadable.push(i + 1);
+                if !line.trim_ascii_end().ends_with(b"}") {
+                    scanned.cut.push(i + 1);
+                }
+            }
         }
     }
-    Ok(Scanned {
-        entries,
-        unreadable: bad,
-    })
+    Ok(scanned)
 }
 
 /// Reads every entry of a query log. A line cut short (a crash mid-write: no closing brace)
 /// is skipped; any other malformed line is an error naming it.
 pub fn read_log(path: &Path) -> Result<Vec<LogEntry>> {
-    let Scanned {
-        entries,
-        unreadable: bad,
-    } = scan_log(path)?;
-    if let Some(&line) = bad.iter().find(|&&line| !cut_by_crash(path, line)) {
+    let scanned = scan_log(path)?;
+    if let Some(&line) = scanned
+        .unreadable
+        .iter()
+        .find(|line| !scanned.cut.contains(line))
+    {
         return Err(Error::Log {
             path: path.to_path_buf(),
             line,
             message: "not a query-log entry".into(),
         });
     }
-    Ok(entries.into_iter().map(|(_, e)| e).collect())
-}
-
-/// Whether line `line` of `path` looks cut by a crash (no closing brace).
-fn cut_by_crash(path: &Path, line: usize) -> bool {
-    let Ok(file) = File::open(path) else {
-        return false;
-    };
-    BufReader::new(file)
-        .split(b'\n')
-        .nth(line - 1)
-        .and_then(std::result::Result::ok)
-        .is_some_and(|l| !l.trim_ascii_end().ends_with(b"}"))
+    Ok(scanned.entries.into_iter().map(|(_, e)| e).collect())
 }
 
 #[cfg(test)]

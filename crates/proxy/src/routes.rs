@@ -18,9 +18,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use robustify_denoiser::Denoised;
 use robustify_providers::{BudgetLimits, DrawContext, Ledger, Provider, ProviderClassifier};
-use robustify_smoothing::{
-    CertifyParams, DecodeLimits, Image, MemoryBudget, PredictParams, SequentialParams,
-};
+use robustify_smoothing::{CertifyParams, Image, MemoryBudget, PredictParams, SequentialParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -266,11 +264,7 @@ async fn handle(
                 "the proxy's memory for requests is taken ({megabytes} MB asked); try again"
             ))
         })?;
-    let limits = DecodeLimits {
-        max_pixels: budget.max_pixels().min(DecodeLimits::default().max_pixels),
-        ..DecodeLimits::default()
-    };
-    let image = Image::decode(&body, &limits).map_err(|e| match e {
+    let image = Image::decode(&body, &budget.decode_limits()).map_err(|e| match e {
         robustify_smoothing::Error::TooLarge(m) => ApiError::TooLarge(m),
         e => ApiError::bad("bad_image", e.to_string()),
     })?;

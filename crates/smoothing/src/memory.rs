@@ -59,6 +59,16 @@ impl MemoryBudget {
         self.max_bytes / (BASE_BYTES_PER_PIXEL + BYTES_PER_DRAW_PIXEL)
     }
 
+    /// Decoding limits under this ceiling: the default byte limit, and no more pixels than
+    /// one draw at a time fits (nor than the default allows).
+    pub fn decode_limits(&self) -> crate::DecodeLimits {
+        let default = crate::DecodeLimits::default();
+        crate::DecodeLimits {
+            max_pixels: self.max_pixels().min(default.max_pixels),
+            ..default
+        }
+    }
+
     /// The estimated peak bytes of certifying a `pixels`-pixel image `batch` draws at a time
     /// (saturating: never wraps).
     pub fn estimate(pixels: u64, batch: u64) -> u64 {

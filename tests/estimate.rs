@@ -30,6 +30,11 @@ fn figures_for_a_tiered_provider() {
     assert_eq!(v["requests"], 3_300);
     assert!((v["cost_usd"].as_f64().unwrap() - 23.0).abs() < 1e-9);
     assert!((v["min_seconds"].as_f64().unwrap() - 330.0).abs() < 1e-9);
+    // The time counts those same 3,300 requests: 3,300 × 0.3 s over the concurrency, or
+    // the rate's 330 s, whichever is slower.
+    let concurrency: f64 = 8.0; // the definition leaves the default
+    let want = (3_300.0 * 0.3 / concurrency).max(330.0);
+    assert!((v["seconds"].as_f64().unwrap() - want).abs() < 1e-9, "{v}");
     assert!((v["max_radius"].as_f64().unwrap() - 0.480699243168489).abs() < 1e-12);
     assert!(v.get("n_for_target_radius").is_none());
 }

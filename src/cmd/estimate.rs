@@ -250,7 +250,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .ok_or_else(too_many)?;
     let cost = def.pricing.cost_usd(queries, args.free_tier);
     let min_seconds = def.limits.min_seconds(requests);
-    let seconds = seconds_for(&def, args.latency_ms, queries as f64);
+    // From the requests counted above (each image's selection and estimation batched
+    // apart), so the time agrees with the requests line.
+    let seconds = seconds_for_requests(&def, args.latency_ms, requests as f64);
     let max_radius = max_certifiable_radius(params.sigma(), params.alpha(), n);
     let n_for_target = args
         .target_radius
@@ -364,10 +366,16 @@ fn args_view(a: &Args) -> super::recommend::Asked {
     }
 }
 
-/// Seconds for `queries` images: at the vendor's request rate, or, when slower, its
-/// concurrency at the assumed latency (requests of `images_per_request` images).
+/// Seconds for `queries` images sent `images_per_request` to a request (an estimate for
+/// mean draws; [`seconds_for_requests`] when the requests are counted).
 pub fn seconds_for(def: &ProviderDef, latency_ms: f64, queries: f64) -> f64 {
     let requests = (queries / f64::from(def.limits.images_per_request.max(1))).ceil();
+    seconds_for_requests(def, latency_ms, requests)
+}
+
+/// Seconds for `requests` requests: at the vendor's request rate, or, when slower, its
+/// concurrency at the assumed latency.
+pub fn seconds_for_requests(def: &ProviderDef, latency_ms: f64, requests: f64) -> f64 {
     let by_rate = requests / def.limits.requests_per_second;
     let by_latency = requests * latency_ms / 1000.0 / f64::from(def.limits.max_concurrency.max(1));
     by_rate.max(by_latency)

@@ -11,7 +11,7 @@ use robustify_smoothing::stats::{draws_for_power, normal_cdf};
 use robustify_smoothing::{Alpha, SequenceKind, SequentialParams, Sigma, forecast};
 use serde::Serialize;
 
-use super::estimate::{duration, seconds_for};
+use super::estimate::{duration, seconds_for, seconds_for_requests};
 use crate::render::{self, outln, thousands};
 
 /// Selection draws recommended: enough to pick the top label when it is a clear majority
@@ -95,7 +95,16 @@ pub fn run(a: &Asked, def: &ProviderDef) -> anyhow::Result<ExitCode> {
                     .with_batch_size(def.limits.images_per_request.max(1) as usize)?;
                 let f = forecast(&params, p_a, 500, 0)?;
                 (
-                    Some(plan((N0 + n) as f64)),
+                    // Fixed: its requests counted as `estimate` counts them (selection
+                    // and estimation batched apart), not estimated from the queries.
+                    Some(Plan {
+                        seconds: seconds_for_requests(
+                            def,
+                            a.latency_ms,
+                            k * (def.limits.requests_for(N0) + def.limits.requests_for(n)) as f64,
+                        ),
+                        ..plan((N0 + n) as f64)
+                    }),
                     Some(plan(f.mean_selection + f.mean_draws)),
                     Some(f.certified),
                 )

@@ -15,7 +15,6 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cmd;
-mod input;
 mod logging;
 mod plot;
 mod render;

@@ -34,11 +34,17 @@ fn fixture_table_matches_hand_computation() {
     assert_eq!(v["abstained"], 2);
     let images = v["images"].as_array().unwrap();
     assert_eq!(images.len(), 5);
-    let idx: Vec<u64> = images
+    // Each image is a certificate of the one schema, named by its index in the log.
+    let idx: Vec<&str> = images
         .iter()
-        .map(|i| i["image"].as_u64().unwrap())
+        .map(|i| i["image"].as_str().unwrap())
         .collect();
-    assert_eq!(idx, vec![10, 11, 12, 13, 4]);
+    assert_eq!(idx, ["10", "11", "12", "13", "4"]);
+    assert!(
+        images
+            .iter()
+            .all(|i| i["schema"] == 1 && i["mode"] == "fixed")
+    );
     assert_eq!(images[0]["label"], "cat");
     assert!((images[0]["radius"].as_f64().unwrap() - 0.41076580144154606).abs() < 1e-9);
     assert!((images[1]["radius"].as_f64().unwrap() - 0.2784609902830615).abs() < 1e-9);
@@ -166,4 +172,19 @@ fn sequential_replay_spends_fewer_queries_than_fixed_n() {
     // The per-image list has the same name in both modes.
     assert_eq!(v["images"].as_array().unwrap().len(), 100);
     assert_eq!(v["image_count"], 100);
+    // Both lists hold certificates of the one schema; they agree with the counts.
+    let certified = |list: &str, status: &str| {
+        v[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                assert_eq!(c["schema"], 1);
+                c["status"] == status && c["radius"].as_f64().unwrap() >= 0.2
+            })
+            .count()
+    };
+    assert_eq!(certified("images", "certified"), 18);
+    assert_eq!(certified("fixed", "certified"), 26);
+    assert!(v["images"][0]["sequence"].is_string() && v["fixed"][0]["sequence"].is_null());
 }

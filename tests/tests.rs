@@ -13,5 +13,6 @@ mod estimate;
 mod firsthour;
 mod hostile;
 mod noise;
+mod pipeline;
 mod providers;
 mod replay;

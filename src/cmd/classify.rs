@@ -7,9 +7,9 @@ use robustify_providers::{BudgetLimits, ProviderDef, ScoredLabel};
 use robustify_smoothing::DecodeLimits;
 use serde::Serialize;
 
-use crate::cmd::session::open_provider;
-use crate::input::read_image;
 use crate::render;
+use robustify_pipeline::input::read_image;
+use robustify_pipeline::open_provider;
 
 /// Arguments of `robustify classify`.
 #[derive(clap::Args)]
@@ -51,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut good = Vec::new();
     for path in &args.images {
         match read_image(path, &DecodeLimits::default()) {
-            Ok(image) => good.push((path, image)),
+            Ok((_, image)) => good.push((path, image)),
             Err(err) => {
                 eprintln!("{} {err:#}", crate::render::label("error"));
                 failed = true;

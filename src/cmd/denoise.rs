@@ -9,9 +9,9 @@ use robustify_denoiser::{Denoiser, registry};
 use robustify_smoothing::{DecodeLimits, NoiseSampler, Sigma};
 
 use super::score::{self, psnr};
-use crate::input::read_image;
 use crate::render;
 use crate::render::outln;
+use robustify_pipeline::input::read_image;
 
 /// Arguments of `robustify denoise`.
 #[derive(clap::Args)]
@@ -36,7 +36,7 @@ pub struct DenoiseArgs {
 
 pub fn denoise(args: DenoiseArgs) -> anyhow::Result<ExitCode> {
     let sigma = Sigma::new(args.sigma)?;
-    let image = read_image(&args.image, &DecodeLimits::default())?;
+    let image = read_image(&args.image, &DecodeLimits::default())?.1;
     let dir = match &args.denoiser {
         Some(name) => registry::resolve(name)?,
         None => {
@@ -51,7 +51,9 @@ pub fn denoise(args: DenoiseArgs) -> anyhow::Result<ExitCode> {
     };
     let denoiser = Denoiser::load(&dir)?;
     let kind = registry::data_for_size(image.width().max(image.height()) as usize);
-    super::session::warn_unfit(&denoiser, args.sigma, kind);
+    for n in robustify_pipeline::unfit(&denoiser, args.sigma, kind) {
+        super::session::notice(&n);
+    }
     let noisy = NoiseSampler::new(sigma, args.seed).draw(&image, 0);
     let denoised = denoiser
         .denoise(std::slice::from_ref(&noisy))?

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -12,10 +12,12 @@ use robustify_smoothing::table::{Outcome, certified_accuracy};
 use robustify_smoothing::{CertifyParams, Decision};
 use serde::{Deserialize, Serialize};
 
-use super::sequential::Outcome::{Fixed, Sequential};
-use super::sequential::{Plan, SequentialArgs};
-use super::session::{EXIT_BUDGET, Progressed, ProviderArgs, Session, draw_bar, is_budget};
-use crate::input::read_image_within;
+use robustify_pipeline::{
+    CertificateRecord, CleanLabel, Mode, Observer, Plan, RunSettings, Status, run_images,
+};
+
+use super::sequential::SequentialArgs;
+use super::session::{Bar, ProviderArgs, draw_bar};
 use crate::plot::{Curve, certified_accuracy_png};
 use crate::render::outln;
 
@@ -152,16 +154,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
-    let session = Session::open(&args.provider, args.sigma)?;
+    let session = args.provider.open(args.sigma)?;
     let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
-    let plan = args
-        .sequential
-        .plan((args.sigma, args.n0, Some(args.n), args.alpha), batch)?;
+    let plan = Plan::new(
+        &args
+            .sequential
+            .request(args.sigma, args.n0, Some(args.n), args.alpha),
+        batch,
+    )?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let tsv_path = args.out.join("certify.tsv");
     let mut tsv =
         std::fs::File::create(&tsv_path).with_context(|| format!("{}", tsv_path.display()))?;
-    let sequential = matches!(plan, Plan::Sequential(_));
+    let sequential = plan.mode() == Mode::Sequential;
     writeln!(
         tsv,
         "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds{}",
@@ -173,116 +178,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("images [{bar:30}] {pos}/{len} eta {eta} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let (mut outcomes, mut clean_right, mut failed, mut budget_hit) =
-        (Vec::new(), 0usize, 0, false);
-    let (mut queries, mut seconds) = (0u64, 0.0f64);
-    for (idx, path) in &picked {
-        let memory = args.provider.memory();
-        let fitted = read_image_within(path, &memory).and_then(|(bytes, image)| {
-            let plan = plan.fitted(image.width(), image.height(), &memory)?;
-            Ok((bytes, image, plan))
-        });
-        let (bytes, image, plan) = match fitted {
-            Ok(x) => x,
-            Err(err) => {
-                overall.println(format!("{} {err:#}", crate::render::label("error")));
-                failed += 1;
-                overall.inc(1);
-                continue;
-            }
-        };
-        let started = Instant::now();
-        let clean = runtime.block_on(session.clean_label(&image));
-        let clean = match clean {
-            Ok(l) => l,
-            Err(err) => {
-                overall.println(format!(
-                    "{} {}: {err:#}",
-                    crate::render::label("error"),
-                    path.display()
-                ));
-                if super::session::is_budget_any(&err) {
-                    budget_hit = true;
-                    break;
-                }
-                failed += 1;
-                overall.inc(1);
-                continue;
-            }
-        };
-        let truth = match args.truth {
-            Truth::Clean => clean.clone(),
-            Truth::Folder => path
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        };
-        let bar = multi.add(draw_bar(plan.max_draws(), path.display().to_string()));
-        let progressed = Progressed {
-            inner: session.classifier(&bytes, args.sigma, args.seed),
-            bar: bar.clone(),
-            session: &session,
-        };
-        let result = runtime.block_on(plan.run(&progressed, &image, args.seed));
-        bar.finish_and_clear();
-        multi.remove(&bar);
-        let cert = match result {
-            Ok(c) => c,
-            Err(err) if is_budget(&err) => {
-                overall.println(format!(
-                    "{} {}: {err}",
-                    crate::render::label("error"),
-                    path.display()
-                ));
-                budget_hit = true;
-                break;
-            }
-            Err(err) => {
-                overall.println(format!(
-                    "{} {}: {err}",
-                    crate::render::label("error"),
-                    path.display()
-                ));
-                failed += 1;
-                overall.inc(1);
-                continue;
-            }
-        };
-        let secs = started.elapsed().as_secs_f64();
-        let outcome = Outcome {
-            label: cert.label().map(str::to_owned),
-            radius: cert.radius(),
-            correct: cert.label() == Some(truth.as_str()),
-        };
-        clean_right += usize::from(clean == truth);
-        queries += cert.queries() + 1;
-        seconds += secs;
-        write!(
-            tsv,
-            "{idx}\t{}\t{truth}\t{}\t{:.4}\t{}\t{}\t{secs:.2}",
-            path.display(),
-            cert.label().unwrap_or("-1"),
-            cert.radius(),
-            u8::from(outcome.correct),
-            cert.queries() + 1,
-        )?;
-        match &cert {
-            Sequential(c) => writeln!(tsv, "\t{}", c.decision.map_or("-", Decision::as_str))?,
-            Fixed(_) => writeln!(tsv)?,
-        }
-        tsv.flush()?;
-        outcomes.push(outcome);
-        let table = certified_accuracy(&outcomes, &[0.0, args.sigma]);
-        overall.set_message(format!(
-            "certified acc {:.0}% at r=0, {:.0}% at r=σ",
-            100.0 * table[0].certified_accuracy,
-            100.0 * table[1].certified_accuracy
-        ));
-        overall.inc(1);
-    }
+    let settings = RunSettings {
+        plan,
+        seed: args.seed,
+        clean: CleanLabel::Always,
+        memory: args.provider.config().memory(),
+    };
+    let paths: Vec<PathBuf> = picked.iter().map(|(_, p)| p.clone()).collect();
+    let mut tally = Tally {
+        picked: &picked,
+        next: 0,
+        truth: args.truth,
+        sigma: args.sigma,
+        tsv,
+        sequential,
+        multi: &multi,
+        overall: &overall,
+        outcomes: Vec::new(),
+        budget_said: false,
+        clean_right: 0,
+        queries: 0,
+        seconds: 0.0,
+    };
+    let run = runtime.block_on(run_images(&session, &settings, &paths, &mut tally))?;
     overall.finish_and_clear();
-    session.close()?;
+    super::session::close(&session, true, false)?;
+    let Tally {
+        outcomes,
+        clean_right,
+        queries,
+        seconds,
+        ..
+    } = tally;
+    let failed = run.failed;
     let n = outcomes.len();
     let summary = Summary {
         label: format!(
@@ -349,11 +277,101 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary_path.display(),
         png_path.display()
     )?;
-    Ok(if budget_hit {
-        ExitCode::from(EXIT_BUDGET)
-    } else if failed > 0 {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    if run.budget_hit {
+        eprintln!(
+            "{} the budget stopped the run: ${:.4} spent in all",
+            crate::render::label("error"),
+            session.spent_usd()
+        );
+    }
+    Ok(ExitCode::from(run.exit_code()))
+}
+
+/// Writes each image's TSV row and keeps the outcomes for the table.
+struct Tally<'a> {
+    picked: &'a [(usize, PathBuf)],
+    next: usize,
+    truth: Truth,
+    sigma: f64,
+    tsv: std::fs::File,
+    sequential: bool,
+    multi: &'a MultiProgress,
+    overall: &'a ProgressBar,
+    outcomes: Vec<Outcome>,
+    budget_said: bool,
+    clean_right: usize,
+    queries: u64,
+    seconds: f64,
+}
+
+impl Observer for Tally<'_> {
+    type Progress = Bar;
+    type Error = anyhow::Error;
+
+    fn start(&mut self, image: &str, max_draws: u64) -> Bar {
+        Bar(self.multi.add(draw_bar(max_draws, image.to_owned())))
+    }
+
+    fn finish(&mut self, r: CertificateRecord, elapsed: Duration) -> anyhow::Result<()> {
+        let (idx, path) = &self.picked[self.next.min(self.picked.len() - 1)];
+        self.next += 1;
+        if !r.finished() {
+            // Said once: the images the budget did not start are neither failures nor
+            // results.
+            let first_budget = r.status == Status::BudgetExhausted && !self.budget_said;
+            self.budget_said |= r.status == Status::BudgetExhausted;
+            if r.status == Status::Error || first_budget {
+                let e = r.error.as_deref().unwrap_or("failed");
+                self.overall.println(format!(
+                    "{} {}: {e}",
+                    crate::render::label("error"),
+                    r.image
+                ));
+            }
+            self.overall.inc(1);
+            return Ok(());
+        }
+        let clean = r.clean_label.clone().unwrap_or_default();
+        let truth = match self.truth {
+            Truth::Clean => clean.clone(),
+            Truth::Folder => path
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let secs = elapsed.as_secs_f64();
+        let outcome = Outcome {
+            label: r.label.clone(),
+            radius: r.radius,
+            correct: r.label.as_deref() == Some(truth.as_str()),
+        };
+        self.clean_right += usize::from(clean == truth);
+        self.queries += r.queries + 1;
+        self.seconds += secs;
+        write!(
+            self.tsv,
+            "{idx}\t{}\t{truth}\t{}\t{:.4}\t{}\t{}\t{secs:.2}",
+            path.display(),
+            r.label.as_deref().unwrap_or("-1"),
+            r.radius,
+            u8::from(outcome.correct),
+            r.queries + 1,
+        )?;
+        if self.sequential {
+            writeln!(self.tsv, "\t{}", r.decision.map_or("-", Decision::as_str))?;
+        } else {
+            writeln!(self.tsv)?;
+        }
+        self.tsv.flush()?;
+        self.outcomes.push(outcome);
+        let table = certified_accuracy(&self.outcomes, &[0.0, self.sigma]);
+        self.overall.set_message(format!(
+            "certified acc {:.0}% at r=0, {:.0}% at r=σ",
+            100.0 * table[0].certified_accuracy,
+            100.0 * table[1].certified_accuracy
+        ));
+        self.overall.inc(1);
+        Ok(())
+    }
 }

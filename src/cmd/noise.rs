@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use robustify_smoothing::{DecodeLimits, NoiseSampler, Sigma};
 
-use crate::input::read_image;
 use crate::render::outln;
+use robustify_pipeline::input::read_image;
 
 /// Arguments of `robustify noise`.
 #[derive(clap::Args)]
@@ -34,7 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.count == 0 {
         anyhow::bail!("invalid parameter count: must be at least 1");
     }
-    let image = read_image(&args.image, &DecodeLimits::default())?;
+    let image = read_image(&args.image, &DecodeLimits::default())?.1;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let sampler = NoiseSampler::new(sigma, args.seed);
     for i in 0..args.count {

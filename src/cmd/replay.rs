@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use robustify_smoothing::table::{Outcome, certified_accuracy, default_radii};
+use robustify_pipeline::{CertificateRecord, Outcome, RecordContext};
+use robustify_smoothing::table::{Outcome as TableOutcome, certified_accuracy, default_radii};
 use robustify_smoothing::{
     CertifyParams, Decision, SequenceKind, SequentialParams, certify_labels,
     certify_sequential_labels,
@@ -78,24 +79,28 @@ fn records(args: &Args) -> anyhow::Result<Vec<robustify_providers::replay::Repla
     )?)
 }
 
-/// How an image is named in the output: its index in a paper-format log, else what
-/// identifies it in a query log (hash prefix, provider, denoiser, σ, seed).
-fn image_id(record: &robustify_providers::replay::ReplayRecord, i: usize) -> serde_json::Value {
-    match (&record.name, record.image) {
-        (Some(name), None) => name.clone().into(),
-        (_, Some(index)) => index.into(),
-        (None, None) => (i as u64).into(),
-    }
-}
-
-#[derive(Serialize)]
-struct SeqImageJson {
-    image: serde_json::Value,
-    queries: u64,
-    decision: Option<Decision>,
-    label: Option<String>,
-    radius: f64,
-    fixed_certified: bool,
+/// An image's certificate as every command writes it: named by its index in a
+/// paper-format log, else by what identifies it in a query log (hash prefix, provider,
+/// denoiser, σ, seed); its reference label, when the log has one, as the clean label.
+fn record_of(
+    args: &Args,
+    record: &robustify_providers::replay::ReplayRecord,
+    i: usize,
+    outcome: &Outcome,
+) -> CertificateRecord {
+    let image = match (&record.name, record.image) {
+        (Some(name), None) => name.clone(),
+        (_, Some(index)) => index.to_string(),
+        (None, None) => i.to_string(),
+    };
+    let ctx = RecordContext {
+        image,
+        provider: args.provider.clone().unwrap_or_else(|| "-".into()),
+        denoiser: args.denoiser.clone().unwrap_or_else(|| "-".into()),
+        clean_label: record.clean.clone(),
+        ..RecordContext::default()
+    };
+    CertificateRecord::new(outcome, ctx).with_truth(record.clean.as_deref())
 }
 
 #[derive(Serialize)]
@@ -112,8 +117,10 @@ struct SeqJson {
     correct_fixed: usize,
     decisions_differ: usize,
     undecided: usize,
-    /// One entry per image, under the same name as in fixed mode.
-    images: Vec<SeqImageJson>,
+    /// Each image's sequential certificate, under the same name as in fixed mode.
+    images: Vec<CertificateRecord>,
+    /// Each image's fixed-n certificate from the same labels.
+    fixed: Vec<CertificateRecord>,
 }
 
 /// Sequential replay: each image decided at the target radius, against fixed-n CERTIFY on
@@ -140,6 +147,7 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
         decisions_differ: 0,
         undecided: 0,
         images: Vec::new(),
+        fixed: Vec::new(),
     };
     for (i, record) in records.iter().enumerate() {
         let at = || format!("{}:{}", args.log.display(), record.line);
@@ -157,14 +165,10 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
         out.decisions_differ += usize::from(fixed_certified != seq_certified);
         out.undecided += usize::from(seq.decision == Some(Decision::Undecided));
         out.mean_queries += seq.queries as f64;
-        out.images.push(SeqImageJson {
-            image: image_id(record, i),
-            queries: seq.queries,
-            decision: seq.decision,
-            label: seq.label,
-            radius: seq.radius,
-            fixed_certified,
-        });
+        out.images
+            .push(record_of(args, record, i, &Outcome::Sequential(seq)));
+        out.fixed
+            .push(record_of(args, record, i, &Outcome::Fixed(fixed)));
     }
     out.mean_queries /= records.len().max(1) as f64;
     if args.json {
@@ -205,19 +209,11 @@ fn run_sequential(args: &Args, params: &CertifyParams) -> anyhow::Result<ExitCod
 }
 
 #[derive(Serialize)]
-struct ImageJson<'a> {
-    image: serde_json::Value,
-    label: Option<&'a str>,
-    radius: f64,
-    /// Null without a reference label (a query log).
-    correct: Option<bool>,
-}
-
-#[derive(Serialize)]
-struct ReplayJson<'a> {
+struct ReplayJson {
     table: Vec<robustify_smoothing::table::AccuracyRow>,
     abstained: usize,
-    images: Vec<ImageJson<'a>>,
+    /// Each image's certificate (`correct` is null without a reference label).
+    images: Vec<CertificateRecord>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -231,7 +227,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let records = records(&args)?;
     let mut outcomes = Vec::with_capacity(records.len());
-    for record in &records {
+    let mut certs = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
         let cert = certify_labels(&record.labels, &params)
             .with_context(|| format!("{}:{}", args.log.display(), record.line))?;
         // Without a reference label (a query log), count a certified image as correct: the
@@ -241,26 +238,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_deref()
             .or(cert.label.as_deref())
             .unwrap_or("");
-        outcomes.push(Outcome::new(&cert, truth));
+        outcomes.push(TableOutcome::new(&cert, truth));
+        certs.push(record_of(&args, record, i, &Outcome::Fixed(cert)));
     }
     let table = certified_accuracy(&outcomes, &radii);
     let abstained = outcomes.iter().filter(|o| o.label.is_none()).count();
     if args.json {
-        let images = records
-            .iter()
-            .zip(&outcomes)
-            .enumerate()
-            .map(|(i, (rec, o))| ImageJson {
-                image: image_id(rec, i),
-                label: o.label.as_deref(),
-                radius: o.radius,
-                correct: rec.clean.as_ref().map(|_| o.correct),
-            })
-            .collect();
         render::print_json(&ReplayJson {
             table,
             abstained,
-            images,
+            images: certs,
         })?;
     } else {
         outln!(

@@ -14,9 +14,9 @@ use robustify_standin::imagenet::ImageNetClassifier;
 use robustify_standin::model::Classifier;
 use serde::Serialize;
 
-use crate::input::read_image;
 use crate::render;
 use crate::render::outln;
+use robustify_pipeline::input::read_image;
 
 /// Arguments of `robustify denoisers score`.
 #[derive(clap::Args)]
@@ -145,7 +145,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<ExitCode> {
         let mut cleans = Vec::with_capacity(chunk.len());
         let mut truths = Vec::with_capacity(chunk.len());
         for path in chunk {
-            cleans.push(read_image(path, &DecodeLimits::default())?);
+            cleans.push(read_image(path, &DecodeLimits::default())?.1);
             truths.push(
                 truth_of(path)
                     .with_context(|| format!("{}: cannot tell its class", path.display()))?,

@@ -1,10 +1,9 @@
-//! Flags and plan shared by the commands that certify fixed-n or sequentially (`certify`,
-//! `eval`).
+//! The flags of the commands that certify fixed-n or sequentially (`certify`, `eval`,
+//! `replay`, `estimate`); the plan itself, and its one default rule, are
+//! `robustify_pipeline::Plan`'s.
 
-use robustify_smoothing::{
-    BaseClassifier, Certificate, CertifyParams, Image, MemoryBudget, SequenceKind,
-    SequentialCertificate, SequentialParams, certify, certify_sequential,
-};
+use robustify_pipeline::PlanRequest;
+use robustify_smoothing::SequenceKind;
 
 /// Fixed-n or sequential certification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -52,124 +51,36 @@ pub struct SequentialArgs {
     pub sequence: SequenceArg,
 }
 
-/// How each image is certified.
-pub enum Plan {
-    /// CERTIFY.
-    Fixed(CertifyParams),
-    /// A confidence sequence.
-    Sequential(SequentialParams),
-}
-
-/// Either certificate.
-pub enum Outcome {
-    /// From CERTIFY.
-    Fixed(Certificate),
-    /// From a confidence sequence.
-    Sequential(SequentialCertificate),
-}
-
-impl Outcome {
-    /// The certified label (`None`: abstained, or not certified at the target radius).
-    pub fn label(&self) -> Option<&str> {
-        match self {
-            Outcome::Fixed(c) => c.label.as_deref(),
-            Outcome::Sequential(c) => c.label.as_deref(),
-        }
-    }
-
-    /// The certified radius.
-    pub fn radius(&self) -> f64 {
-        match self {
-            Outcome::Fixed(c) => c.radius,
-            Outcome::Sequential(c) => c.radius,
-        }
-    }
-
-    /// Draws sent: n0 + n.
-    pub fn queries(&self) -> u64 {
-        match self {
-            Outcome::Fixed(c) => c.queries,
-            Outcome::Sequential(c) => c.queries,
+impl From<Mode> for robustify_pipeline::Mode {
+    fn from(m: Mode) -> robustify_pipeline::Mode {
+        match m {
+            Mode::Fixed => robustify_pipeline::Mode::Fixed,
+            Mode::Sequential => robustify_pipeline::Mode::Sequential,
         }
     }
 }
 
 impl SequentialArgs {
-    /// The mode these flags ask for: `--mode`, else sequential when a target radius is
-    /// given, else fixed — one rule for every provider, the same as the proxy's (it used
-    /// to be sequential only for paid providers here).
+    /// The mode these flags ask for, by the pipeline's one rule.
     pub fn mode(&self) -> Mode {
-        self.mode.unwrap_or(if self.target_radius.is_some() {
-            Mode::Sequential
-        } else {
-            Mode::Fixed
-        })
-    }
-
-    /// The plan for σ, n0, n (fixed mode's estimation draws, sequential mode's default
-    /// cap), α and the provider's batch.
-    pub fn plan(
-        &self,
-        (sigma, n0, n, alpha): (f64, u64, Option<u64>, f64),
-        batch: usize,
-    ) -> anyhow::Result<Plan> {
-        Ok(match self.mode() {
-            Mode::Fixed => {
-                let n = n.ok_or_else(|| {
-                    anyhow::anyhow!("fixed mode needs --n (or use --mode sequential)")
-                })?;
-                Plan::Fixed(CertifyParams::new(sigma, n0, n, alpha)?.with_batch_size(batch)?)
-            }
-            Mode::Sequential => {
-                let max = self.max_draws.or(n).unwrap_or(10_000);
-                Plan::Sequential(
-                    SequentialParams::new(sigma, n0, max, alpha, self.target_radius)?
-                        .with_kind(self.sequence.into())
-                        .with_batch_size(batch)?,
-                )
-            }
-        })
-    }
-}
-
-impl Plan {
-    /// The most draws one image can take.
-    pub fn max_draws(&self) -> u64 {
-        match self {
-            Plan::Fixed(p) => p.draws(),
-            Plan::Sequential(p) => p.draws(),
+        match robustify_pipeline::Mode::for_certify(self.mode.map(Into::into), self.target_radius) {
+            robustify_pipeline::Mode::Sequential => Mode::Sequential,
+            _ => Mode::Fixed,
         }
     }
 
-    /// This plan with its batch cut so that a `width × height` image stays under `memory`;
-    /// an error when not even one draw at a time fits.
-    pub fn fitted(&self, width: u32, height: u32, memory: &MemoryBudget) -> anyhow::Result<Plan> {
-        Ok(match self {
-            Plan::Fixed(p) => Plan::Fixed(p.with_batch_size(memory.batch_for(
-                width,
-                height,
-                p.batch_size(),
-            )?)?),
-            Plan::Sequential(p) => Plan::Sequential(p.with_batch_size(memory.batch_for(
-                width,
-                height,
-                p.batch_size(),
-            )?)?),
-        })
-    }
-
-    /// Certifies `image` through `classifier`.
-    pub async fn run<C: BaseClassifier>(
-        &self,
-        classifier: &C,
-        image: &Image,
-        seed: u64,
-    ) -> Result<Outcome, robustify_smoothing::Error> {
-        Ok(match self {
-            Plan::Fixed(p) => Outcome::Fixed(certify(classifier, image, p, seed).await?),
-            Plan::Sequential(p) => {
-                Outcome::Sequential(certify_sequential(classifier, image, p, seed).await?)
-            }
-        })
+    /// The plan request for σ, n0, n (fixed mode's estimation draws, sequential mode's
+    /// default cap) and α.
+    pub fn request(&self, sigma: f64, n0: u64, n: Option<u64>, alpha: f64) -> PlanRequest {
+        PlanRequest {
+            sigma,
+            n0: Some(n0),
+            n,
+            alpha,
+            mode: Some(self.mode().into()),
+            target_radius: self.target_radius,
+            max_draws: self.max_draws,
+            sequence: self.sequence.into(),
+        }
     }
 }

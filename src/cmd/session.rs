@@ -1,29 +1,13 @@
-//! What `certify` and `predict` share: the provider flags, and the session they open (the
-//! provider with its traffic gate and budget, the query log, the label rule).
+//! What `certify`, `predict` and `eval` share on the command line: the provider flags, the
+//! session they open (`robustify_pipeline::Session`), its progress bars and closing lines.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use robustify_denoiser::{Denoised, Denoiser, registry};
-use robustify_providers::traffic::TrafficSnapshot;
-use robustify_providers::{
-    Adapter, BudgetLimits, DrawContext, HttpProvider, LabelRule, Provider, ProviderClassifier,
-    ProviderDef, QueryLog,
-};
-use robustify_smoothing::{BaseClassifier, Image, MemoryBudget};
-use robustify_standin::cifar::CifarClassifier;
-use robustify_standin::imagenet::ImageNetClassifier;
-use robustify_standin::model::Classifier;
-use robustify_standin::provider::StandinLocal;
-use sha2::{Digest, Sha256};
+use robustify_pipeline::{DenoiserChoice, Notice, Session, SessionConfig};
+use robustify_providers::BudgetLimits;
 
-/// The log a paid provider writes to when `--log` is not given.
-pub const DEFAULT_LOG: &str = "robustify-queries.jsonl";
-
-/// Exit code of a run stopped by `--budget-usd` or `--max-queries`.
-pub const EXIT_BUDGET: u8 = 3;
+use crate::render::outln;
 
 /// Provider, traffic, budget and log flags.
 #[derive(clap::Args)]
@@ -82,237 +66,89 @@ pub struct ProviderArgs {
 }
 
 impl ProviderArgs {
-    /// The memory ceiling of one image's certification.
-    pub fn memory(&self) -> MemoryBudget {
-        MemoryBudget::new(self.max_memory_mb * 1_000_000)
+    /// The pipeline's settings for these flags.
+    pub fn config(&self) -> SessionConfig {
+        SessionConfig {
+            provider: self.provider.clone(),
+            endpoint: self.endpoint.clone(),
+            denoiser: match (&self.denoiser, self.no_denoiser) {
+                (_, true) => DenoiserChoice::None,
+                (Some(name), false) => DenoiserChoice::Named(name.clone()),
+                (None, false) => DenoiserChoice::Default,
+            },
+            label_map: self.label_map.clone(),
+            case_fold: self.case_fold,
+            log: self.log.clone(),
+            resume: self.resume.clone(),
+            budget: BudgetLimits {
+                max_usd: self.budget_usd,
+                max_queries: self.max_queries,
+            },
+            rate: self.rate,
+            concurrency: self.concurrency,
+            timeout_s: self.timeout,
+            max_retries: self.max_retries,
+            max_memory_bytes: self.max_memory_mb * 1_000_000,
+        }
+    }
+
+    /// Opens the session for σ and tells its notices on stderr. Call inside a tokio
+    /// runtime.
+    pub fn open(&self, sigma: f64) -> anyhow::Result<Session> {
+        let session = Session::open(&self.config(), sigma)?;
+        for n in session.notices() {
+            notice(n);
+        }
+        Ok(session)
     }
 }
 
-/// An open provider, ready to classify draws.
-pub struct Session {
-    /// The definition, with this run's overrides.
-    pub def: ProviderDef,
-    provider: Arc<dyn Provider>,
-    http: Option<Arc<HttpProvider>>,
-    /// The query log, when one is written.
-    pub log: Option<Arc<QueryLog>>,
-    rule: LabelRule,
-    denoiser: Option<Arc<Denoiser>>,
-}
-
-impl Session {
-    /// Loads the definition, applies overrides, reads credentials (failing before any call
-    /// when one is missing), loads the denoiser for `sigma`, and opens the log. Call inside
-    /// the tokio runtime.
-    pub fn open(args: &ProviderArgs, sigma: f64) -> anyhow::Result<Session> {
-        let mut def = ProviderDef::load(&args.provider)?;
-        if let Some(rate) = args.rate {
-            anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be > 0");
-            def.limits.requests_per_second = rate;
-            def.limits.burst = def.limits.burst.min((rate.ceil() as u32).max(1));
-        }
-        if let Some(c) = args.concurrency {
-            anyhow::ensure!(c > 0, "--concurrency must be ≥ 1");
-            def.limits.max_concurrency = c;
-        }
-        if let Some(t) = args.timeout {
-            anyhow::ensure!(t.is_finite() && t > 0.0, "--timeout must be > 0");
-            def.limits.timeout_s = t;
-        }
-        if let Some(r) = args.max_retries {
-            def.limits.max_retries = r;
-        }
-        if let Some(b) = args.budget_usd {
-            anyhow::ensure!(b.is_finite() && b >= 0.0, "--budget-usd must be ≥ 0");
-        }
-        let budget = BudgetLimits {
-            max_usd: args.budget_usd,
-            max_queries: args.max_queries,
-        };
-        let (provider, http) = open_provider(&def, args.endpoint.as_deref(), budget)?;
-        let paid = !def.pricing.is_free();
-        let log_path = args
-            .log
-            .clone()
-            .or_else(|| args.resume.clone())
-            .or_else(|| paid.then(|| PathBuf::from(DEFAULT_LOG)));
-        let log = match log_path {
-            Some(path) => {
-                let log = Arc::new(QueryLog::open(&path, args.resume.as_deref())?);
-                log.spawn_syncer();
-                if args.log.is_none() && args.resume.is_none() {
-                    eprintln!("paid answers are logged to {}", path.display());
-                }
-                if let Some(from) = &args.resume {
-                    eprintln!("resuming from {}: {}", from.display(), log.load_report());
-                }
-                Some(log)
-            }
-            None => None,
-        };
-        let mut rule = LabelRule {
-            case_fold: args.case_fold,
-            ..LabelRule::default()
-        };
-        if let Some(path) = &args.label_map {
-            rule.map = LabelRule::read_map(path)?;
-            if rule.case_fold {
-                rule.map = rule
-                    .map
-                    .into_iter()
-                    .map(|(k, v)| (k.to_lowercase(), v))
-                    .collect();
-            }
-        }
-        let denoiser = load_denoiser(args, &def, sigma)?;
-        Ok(Session {
-            def,
-            provider,
-            http,
-            log,
-            rule,
-            denoiser,
-        })
-    }
-
-    /// The base classifier `f ∘ D` for the draws of `image_bytes` at `sigma` under `seed`.
-    pub fn classifier(
-        &self,
-        image_bytes: &[u8],
-        sigma: f64,
-        seed: u64,
-    ) -> Denoised<ProviderClassifier> {
-        let mut c = ProviderClassifier::new(self.provider.clone()).with_rule(self.rule.clone());
-        if let Some(log) = &self.log {
-            let context = DrawContext {
-                image: hex::encode(Sha256::digest(image_bytes)),
-                provider: self.def.name.clone(),
-                denoiser: self.denoiser_name().to_owned(),
-                sigma,
-                seed,
-                client: None,
-            };
-            c = c.with_log(log.clone(), context);
-        }
-        Denoised::new(c, self.denoiser.clone())
-    }
-
-    /// The provider's label for the clean image (no noise, no denoiser): one paid query.
-    pub async fn clean_label(&self, image: &Image) -> anyhow::Result<String> {
-        let c = ProviderClassifier::new(self.provider.clone()).with_rule(self.rule.clone());
-        let labels = c.classify(0..1, std::slice::from_ref(image)).await?;
-        labels
-            .into_iter()
-            .next()
-            .context("the provider returned no answer for the clean image")
-    }
-
-    /// The denoiser's name, `none` without one.
-    pub fn denoiser_name(&self) -> &str {
-        self.denoiser.as_ref().map_or("none", |d| d.name())
-    }
-
-    /// Images per classifier call that keep the provider busy.
-    pub fn preferred_batch(&self) -> usize {
-        self.provider.preferred_batch()
-    }
-
-    /// Dollars billed so far in this session.
-    pub fn spent_usd(&self) -> f64 {
-        self.http.as_ref().map_or(0.0, |h| h.ledger().spent_usd())
-    }
-
-    /// Traffic counters, for HTTP providers.
-    pub fn traffic(&self) -> Option<TrafficSnapshot> {
-        self.http.as_ref().map(|h| h.traffic().stats().snapshot())
-    }
-
-    /// Flushes the log to disk, and says how much of a resumed log was reused.
-    pub fn close(&self) -> anyhow::Result<()> {
-        if let Some(log) = &self.log {
-            log.sync()
-                .with_context(|| format!("syncing {}", log.path().display()))?;
-            if log.resumed() > 0 {
-                eprintln!("resume: {}", log.reuse_report());
-            }
-        }
-        Ok(())
+/// A notice on stderr (`warning:` in colour where it is one).
+pub fn notice(n: &Notice) {
+    if n.warning {
+        eprintln!("{} {}", crate::render::label("warning"), n.text);
+    } else {
+        eprintln!("{}", n.text);
     }
 }
 
-/// An opened provider, and its HTTP client (for the spend and traffic) where it has one.
-pub type Opened = (Arc<dyn Provider>, Option<Arc<HttpProvider>>);
-
-/// The provider `def` describes: a stand-in model in this process, or an HTTP client (with
-/// its traffic gate and `budget`) reading its credentials from the environment. Call
-/// inside the tokio runtime.
-pub fn open_provider(
-    def: &ProviderDef,
-    endpoint: Option<&str>,
-    budget: BudgetLimits,
-) -> anyhow::Result<Opened> {
-    Ok(match def.adapter {
-        Adapter::StandinLocal => {
-            let model: Arc<dyn Classifier> = match def.options.model.as_deref() {
-                None | Some("imagenet") => Arc::new(ImageNetClassifier::load_default()?),
-                Some("cifar10") => Arc::new(CifarClassifier::load_default()?),
-                Some(other) => anyhow::bail!(
-                    "provider {}: unknown stand-in model {other:?} (imagenet or cifar10)",
-                    def.name
-                ),
-            };
-            (Arc::new(StandinLocal::new(model)), None)
-        }
-        _ => {
-            let http = Arc::new(HttpProvider::from_env(def, endpoint, budget)?);
-            (http.clone(), Some(http))
-        }
-    })
-}
-
-/// `--denoiser`, `--no-denoiser`, or the shipped denoiser for the provider's images at σ.
-fn load_denoiser(
-    args: &ProviderArgs,
-    def: &ProviderDef,
-    sigma: f64,
-) -> anyhow::Result<Option<Arc<Denoiser>>> {
-    if args.no_denoiser {
-        return Ok(None);
+/// Flushes the log, then the spend and traffic: after the table, or on stderr under
+/// `--json` (never mixed into JSON); and the budget's closing line when it stopped the run.
+pub fn close(session: &Session, json: bool, budget_hit: bool) -> anyhow::Result<()> {
+    if let Some(n) = session.close()? {
+        notice(&n);
     }
-    let kind = def.images.as_str();
-    let dir = match &args.denoiser {
-        Some(name) => registry::resolve(name)?,
-        None => registry::best_for(kind, sigma)?.ok_or_else(|| {
-            let shipped: Vec<String> = registry::list()
+    if let Some(t) = session.traffic() {
+        let line = format!(
+            "{}: {} requests ({} retries, {} throttled, {} transient failures), {} images answered, ${:.4} spent{}",
+            session.def.name,
+            t.requests,
+            t.retries,
+            t.throttled,
+            t.transient,
+            t.images,
+            session.spent_usd(),
+            session
+                .log
+                .as_ref()
+                .map(|l| format!(", log {}", l.path().display()))
                 .unwrap_or_default()
-                .into_iter()
-                .map(|(c, _)| format!("{} ({}, σ = {})", c.name, c.data, c.sigma))
-                .collect();
-            anyhow::anyhow!(
-                "no shipped {kind} denoiser for σ = {sigma} (shipped: {}); pass --denoiser \
-                 NAME|PATH, or --no-denoiser for plain randomized smoothing",
-                if shipped.is_empty() {
-                    "none".into()
-                } else {
-                    shipped.join(", ")
-                }
-            )
-        })?,
-    };
-    let denoiser = Denoiser::load(&dir)
-        .with_context(|| format!("loading the denoiser in {}", dir.display()))?;
-    warn_unfit(&denoiser, sigma, kind);
-    Ok(Some(Arc::new(denoiser)))
-}
-
-/// Whether any error in the chain is the budget running out.
-pub fn is_budget_any(err: &anyhow::Error) -> bool {
-    robustify_providers::Error::is_budget_in(err.as_ref())
-}
-
-/// Whether a smoothing error came from the budget running out.
-pub fn is_budget(err: &robustify_smoothing::Error) -> bool {
-    robustify_providers::Error::is_budget_in(err)
+        );
+        if json {
+            eprintln!("{line}");
+        } else {
+            outln!("\n{line}")?;
+        }
+    }
+    if budget_hit {
+        // The one figure for the spend: after every request in flight has settled.
+        eprintln!(
+            "{} the budget stopped the run: ${:.4} spent in all",
+            crate::render::label("error"),
+            session.spent_usd()
+        );
+    }
+    Ok(())
 }
 
 /// A progress bar for one image's draws: `12.3 draws/s` (indicatif's own `{per_sec}`
@@ -349,49 +185,16 @@ pub fn rate(per_sec: f64, unit: &str) -> String {
     }
 }
 
-/// Counts draws on a progress bar as they are answered, with the spend so far.
-pub struct Progressed<'a, C> {
-    /// The classifier.
-    pub inner: C,
-    /// The bar.
-    pub bar: ProgressBar,
-    /// For the spend.
-    pub session: &'a Session,
-}
+/// A draw bar as the pipeline's progress handle.
+pub struct Bar(pub ProgressBar);
 
-impl<C: BaseClassifier + Sync> BaseClassifier for Progressed<'_, C> {
-    type Error = C::Error;
-
-    async fn classify(
-        &self,
-        draws: std::ops::Range<u64>,
-        batch: &[Image],
-    ) -> Result<Vec<String>, Self::Error> {
-        let out = self.inner.classify(draws, batch).await?;
-        self.bar.inc(batch.len() as u64);
-        self.bar
-            .set_message(format!("${:.4} spent", self.session.spent_usd()));
-        Ok(out)
+impl robustify_pipeline::Progress for Bar {
+    fn answered(&self, draws: u64, spent_usd: f64) {
+        self.0.inc(draws);
+        self.0.set_message(format!("${spent_usd:.4} spent"));
     }
-}
 
-/// Warns when `denoiser` was trained for another σ (more than 10% off) or another kind of
-/// image than `kind` (`photo`, `cifar10`): it still runs, but certifies less.
-pub fn warn_unfit(denoiser: &Denoiser, sigma: f64, kind: &str) {
-    if (denoiser.sigma() - sigma).abs() > 0.1 * sigma {
-        eprintln!(
-            "{} denoiser {} was trained for σ = {}, not σ = {sigma}",
-            crate::render::label("warning"),
-            denoiser.name(),
-            denoiser.sigma()
-        );
-    }
-    let trained = denoiser.card().data.as_str();
-    if trained != kind {
-        eprintln!(
-            "{} denoiser {} was trained on {trained} images, these are {kind} images",
-            crate::render::label("warning"),
-            denoiser.name(),
-        );
+    fn done(&self) {
+        self.0.finish_and_clear();
     }
 }

@@ -1,6 +1,8 @@
-//! The cost ledger and hard budget: every request reserves its worst-case cost before it is
-//! sent and settles what it actually used after, so concurrent requests can never spend
-//! past the limit (admission checks spent + reserved, not spent alone).
+//! The one reserve-then-settle ledger: every request reserves its worst-case cost before it
+//! is sent and settles what it actually used after, so concurrent requests can never spend
+//! past the limit (admission checks spent + reserved, not spent alone). A provider's budget
+//! counts billed images priced at the vendor's tiers ([`Ledger::new`]); a proxy client's
+//! wallet counts micro-dollars ([`Ledger::dollars`]) — the same ledger.
 
 use std::sync::Mutex;
 
@@ -23,11 +25,31 @@ struct State {
     reserved: u64,
 }
 
+/// What one unit of a ledger is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    /// A billed image, priced at the vendor's tiers.
+    Image,
+    /// A millionth of a dollar (a client's wallet).
+    MicroDollar,
+}
+
+/// Micro-dollars in a dollar.
+const MICRO: f64 = 1e6;
+
+/// `usd` in micro-dollars, rounded up — except for the float dust of a product that is
+/// meant to be whole ($0.0015 × 10⁶ = 1500.0000000000002, one micro-dollar too many).
+/// `as` saturates: an astronomical amount becomes `u64::MAX`, never a wrap.
+fn micro_up(usd: f64) -> u64 {
+    (usd * MICRO - 1e-6).ceil().max(0.0) as u64
+}
+
 /// Billed units and their price, with reservations.
 #[derive(Debug)]
 pub struct Ledger {
     pricing: Pricing,
     limits: BudgetLimits,
+    unit: Unit,
     state: Mutex<State>,
 }
 
@@ -37,7 +59,65 @@ impl Ledger {
         Ledger {
             pricing,
             limits,
+            unit: Unit::Image,
             state: Mutex::new(State::default()),
+        }
+    }
+
+    /// A ledger of dollars, at most `cap` (unlimited when `None`): a proxy client's wallet.
+    /// Its unit is a micro-dollar; holds round up and the cap rounds down, so rounding
+    /// never lets a client spend past it.
+    pub fn dollars(cap: Option<f64>) -> Ledger {
+        let micro = cap.map(|c| {
+            if c.is_finite() && c > 0.0 {
+                (c * MICRO).floor() as u64
+            } else {
+                0
+            }
+        });
+        Ledger {
+            pricing: Pricing {
+                tiers: vec![crate::cost::Tier {
+                    from_units: 0,
+                    usd_per_1000: 1000.0 / MICRO,
+                }],
+                free_units_per_month: 0,
+                source: "micro-dollars".into(),
+                verified: true,
+            },
+            limits: BudgetLimits {
+                max_usd: None,
+                max_queries: micro,
+            },
+            unit: Unit::MicroDollar,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Holds `usd` in a [`Ledger::dollars`] ledger. A hold that is not a finite,
+    /// non-negative number (a NaN from hostile arithmetic) never fits.
+    pub fn reserve_usd(&self, usd: f64) -> Result<Reservation<'_>> {
+        if !(usd.is_finite() && usd >= 0.0) {
+            return Err(Error::BudgetExhausted {
+                message: format!("a hold of {usd} dollars is not a finite amount ≥ 0"),
+            });
+        }
+        self.reserve(micro_up(usd))
+    }
+
+    /// Dollars left under the cap (spent and held subtracted); `None` without a cap.
+    pub fn remaining_usd(&self) -> Option<f64> {
+        let s = self.lock();
+        let committed = s.spent.saturating_add(s.reserved);
+        match self.unit {
+            Unit::MicroDollar => self
+                .limits
+                .max_queries
+                .map(|m| m.saturating_sub(committed) as f64 / MICRO),
+            Unit::Image => self
+                .limits
+                .max_usd
+                .map(|m| (m - self.cost(committed)).max(0.0)),
         }
     }
 
@@ -53,19 +133,34 @@ impl Ledger {
     /// Reserves `units` units, or says which limit they would break.
     pub fn reserve(&self, units: u64) -> Result<Reservation<'_>> {
         let mut s = self.lock();
-        // Saturating: a hostile count can only make the check fail, never wrap past it.
-        let committed = s.spent.saturating_add(s.reserved).saturating_add(units);
+        // Checked: a hostile count is refused, never wrapped past the limit (nor, without
+        // a limit, into the counters).
+        let Some(committed) = s
+            .spent
+            .checked_add(s.reserved)
+            .and_then(|c| c.checked_add(units))
+        else {
+            return Err(Error::BudgetExhausted {
+                message: format!("{units} units cannot be held (the count overflows)"),
+            });
+        };
         // The messages say what the next request would need, not what is spent: requests
         // in flight settle after this, and the run's closing summary has the final spend.
         if let Some(max) = self.limits.max_queries
             && committed > max
         {
-            return Err(Error::BudgetExhausted {
-                message: format!(
+            let message = match self.unit {
+                Unit::Image => format!(
                     "--max-queries {max}: {units} more images would pass it (with those billed \
                      and in flight)"
                 ),
-            });
+                Unit::MicroDollar => format!(
+                    "budget ${:.6}: ${:.6} more would pass it (with what is spent and held)",
+                    max as f64 / MICRO,
+                    units as f64 / MICRO
+                ),
+            };
+            return Err(Error::BudgetExhausted { message });
         }
         if let Some(max) = self.limits.max_usd
             && self.cost(committed) > max + 1e-9
@@ -109,6 +204,18 @@ pub struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
+    /// Settles a [`Ledger::dollars`] hold at `usd`, rounded up to a micro-dollar and at
+    /// most the hold (what is not a finite amount > 0 bills nothing), and releases the
+    /// rest; returns the dollars spent.
+    pub fn settle_usd(self, usd: f64) -> f64 {
+        let micro = if usd.is_finite() && usd > 0.0 {
+            micro_up(usd)
+        } else {
+            0
+        };
+        self.settle(micro)
+    }
+
     /// Bills `used` of the reserved units (at most all of them) and releases the rest;
     /// returns what the used units cost.
     pub fn settle(mut self, used: u64) -> f64 {
@@ -172,6 +279,41 @@ mod tests {
             ledger.reserve(1),
             Err(Error::BudgetExhausted { .. })
         ));
+    }
+
+    #[test]
+    fn a_dollar_ledger_holds_until_settled_or_dropped() {
+        let w = Ledger::dollars(Some(1.0));
+        let a = w.reserve_usd(0.6).unwrap();
+        assert!(w.reserve_usd(0.5).is_err());
+        assert!((w.remaining_usd().unwrap() - 0.4).abs() < 1e-9);
+        assert!((a.settle_usd(0.25) - 0.25).abs() < 1e-9);
+        let b = w.reserve_usd(0.75).unwrap();
+        assert!(w.reserve_usd(0.01).is_err());
+        assert_eq!(w.remaining_usd(), Some(0.0));
+        drop(b);
+        assert!((w.spent_usd() - 0.25).abs() < 1e-9);
+        // A settlement never bills past its hold.
+        let c = w.reserve_usd(0.5).unwrap();
+        assert!((c.settle_usd(9.0) - 0.5).abs() < 1e-9);
+        assert!(w.reserve_usd(0.25).is_ok());
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 1e300] {
+            assert!(w.reserve_usd(bad).is_err(), "{bad}");
+        }
+        for bad in [f64::NAN, f64::INFINITY, -1.0] {
+            assert!(Ledger::dollars(None).reserve_usd(bad).is_err(), "{bad}");
+        }
+        let unlimited = Ledger::dollars(None);
+        assert_eq!(unlimited.remaining_usd(), None);
+        let _huge = unlimited.reserve_usd(1e300).unwrap();
+        assert!(
+            unlimited.reserve_usd(1e300).is_err(),
+            "the counters would wrap"
+        );
+        // Rounding cannot overshoot: a cap of $0.0000015 holds one micro-dollar, not two.
+        let tiny = Ledger::dollars(Some(0.0000015));
+        let _one = tiny.reserve_usd(0.000001).unwrap();
+        assert!(tiny.reserve_usd(0.0000001).is_err());
     }
 
     #[test]

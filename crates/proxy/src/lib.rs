@@ -6,7 +6,6 @@
 //! each client has its own key (stored hashed), dollar budget and request rate.
 //!
 //! - [`config`]: the `robustify.toml` file.
-//! - [`wallet`]: reserve-then-settle dollar budgets (never overshot under concurrency).
 //! - `state`: the providers, clients and shared limits ([`ProxyState`]); `auth`: client
 //!   and operator keys; `routes`: certify, predict, providers; `metrics`: `/metrics`;
 //!   [`ApiError`]: every error answer as one JSON shape.
@@ -37,7 +36,6 @@ mod metrics;
 mod routes;
 mod serve;
 mod state;
-pub mod wallet;
 
 pub use api_error::ApiError;
 pub use config::{Config, hash_key};

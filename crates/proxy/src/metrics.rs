@@ -87,7 +87,7 @@ pub(crate) async fn metrics(
     let clients: Vec<(String, f64)> = state
         .clients
         .iter()
-        .map(|c| (format!("client=\"{}\"", c.name), c.wallet.spent()))
+        .map(|c| (format!("client=\"{}\"", c.name), c.wallet.spent_usd()))
         .collect();
     family(
         "robustify_client_spend_usd_total",

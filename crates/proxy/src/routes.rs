@@ -16,12 +16,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use robustify_denoiser::Denoised;
-use robustify_providers::{BudgetLimits, DrawContext, Ledger, Provider, ProviderClassifier};
-use robustify_smoothing::{CertifyParams, Image, MemoryBudget, PredictParams, SequentialParams};
+use robustify_pipeline::{
+    CertificateRecord, Mode, Plan, PlanRequest, RecordContext, compose, draw_context, sha256_hex,
+};
+use robustify_providers::{BudgetLimits, LabelRule, Ledger, Provider};
+use robustify_smoothing::{Image, MemoryBudget};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::api_error::ApiError;
 use crate::state::{MB, ProxyState};
@@ -44,78 +45,42 @@ pub(crate) struct Params {
     max_draws: Option<u64>,
     /// A denoiser the provider offers, or `none`; default: the one trained at σ.
     denoiser: Option<String>,
+    /// The image's name in the certificate [default: its SHA-256].
+    name: Option<String>,
 }
 
-/// What a request asks for, validated.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Job {
-    Certify(CertifyParams),
-    Sequential(SequentialParams),
-    Predict(PredictParams),
-}
-
-impl Job {
-    /// Every draw the job may send (checked when built: never wraps).
-    pub(crate) fn draws(&self) -> u64 {
-        match self {
-            Job::Certify(p) => p.draws(),
-            Job::Sequential(p) => p.draws(),
-            Job::Predict(p) => p.draws(),
-        }
-    }
-
-    fn with_batch(self, batch: usize) -> Result<Job, ApiError> {
-        let bad = |e: robustify_smoothing::Error| ApiError::bad("bad_params", e.to_string());
-        Ok(match self {
-            Job::Certify(p) => Job::Certify(p.with_batch_size(batch).map_err(bad)?),
-            Job::Sequential(p) => Job::Sequential(p.with_batch_size(batch).map_err(bad)?),
-            Job::Predict(p) => Job::Predict(p.with_batch_size(batch).map_err(bad)?),
-        })
-    }
-}
-
-/// The job `p` asks of `route`, refused when a value is out of range or the draws exceed
-/// `max_n`.
-pub(crate) fn plan(p: &Params, route: &str, max_n: u64) -> Result<Job, ApiError> {
+/// The plan `p` asks of `route` (`certify` or `predict`), by the pipeline's one rule (a
+/// certification is sequential exactly when a target radius is given), refused when a
+/// value is out of range or the draws exceed `max_n`.
+pub(crate) fn plan(p: &Params, route: &str, max_n: u64) -> Result<Plan, ApiError> {
     let bad = |e: String| ApiError::bad("bad_params", e);
-    let sequential = match p.mode.as_deref() {
-        None => route == "certify" && p.target_radius.is_some(),
-        Some("sequential") => true,
-        Some("fixed") => false,
-        Some(other) => {
-            return Err(bad(format!(
-                "mode must be fixed or sequential, not {other:?}"
-            )));
-        }
+    let mode = if route == "predict" {
+        Some(Mode::Predict)
+    } else {
+        p.mode
+            .as_deref()
+            .map(Mode::parse_certify)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?
     };
-    let (Some(sigma), Some(n)) = (p.sigma, p.n.or(p.max_draws)) else {
-        return Err(bad("sigma and n are required".into()));
+    let sigma = p.sigma.ok_or_else(|| bad("sigma is required".into()))?;
+    let request = PlanRequest {
+        n0: p.n0,
+        n: p.n,
+        mode,
+        target_radius: p.target_radius,
+        max_draws: p.max_draws,
+        ..PlanRequest::new(sigma, p.alpha.unwrap_or(0.001))
     };
-    let alpha = p.alpha.unwrap_or(0.001);
-    let n0 = || p.n0.ok_or_else(|| bad("n0 is required".into()));
-    let job = match route {
-        "certify" if sequential => Job::Sequential(
-            SequentialParams::new(
-                sigma,
-                n0()?,
-                p.max_draws.unwrap_or(n),
-                alpha,
-                p.target_radius,
-            )
-            .map_err(|e| bad(e.to_string()))?,
-        ),
-        "certify" => Job::Certify(
-            CertifyParams::new(sigma, n0()?, n, alpha).map_err(|e| bad(e.to_string()))?,
-        ),
-        _ => Job::Predict(PredictParams::new(sigma, n, alpha).map_err(|e| bad(e.to_string()))?),
-    };
-    if job.draws() > max_n {
+    // The batch is set once the image's size is known.
+    let plan = Plan::new(&request, 1).map_err(|e| bad(e.to_string()))?;
+    if plan.max_draws() > max_n {
         return Err(bad(format!(
             "{} draws asked; at most {max_n} draws per request",
-            job.draws()
+            plan.max_draws()
         )));
     }
-    Ok(job)
+    Ok(plan)
 }
 
 /// The image bytes and parameters of a request: raw body, or multipart with an `image`
@@ -188,7 +153,7 @@ async fn handle(
     headers: &HeaderMap,
     query: Result<Query<Params>, QueryRejection>,
     request: Request,
-) -> Result<Value, ApiError> {
+) -> Result<(CertificateRecord, String), ApiError> {
     let client = state.client(headers)?;
     if let Some(limiter) = &client.limiter
         && let Err(not_until) = limiter.check()
@@ -210,8 +175,8 @@ async fn handle(
             "no such provider here (see /v1/providers)",
         )
     })?;
-    let job = plan(&p, route, state.limits.max_n)?;
-    let sigma = p.sigma.unwrap_or_default();
+    let plan = plan(&p, route, state.limits.max_n)?;
+    let sigma = plan.sigma();
     let denoiser = served
         .denoiser(p.denoiser.as_deref(), sigma)
         .map_err(|m| ApiError::bad("no_denoiser", m))?;
@@ -223,7 +188,9 @@ async fn handle(
     let batch = budget
         .batch_for(w, h, served.http.preferred_batch())
         .map_err(|e| ApiError::TooLarge(e.to_string()))?;
-    let job = job.with_batch(batch)?;
+    let plan = plan
+        .with_batch_size(batch)
+        .map_err(|e| ApiError::bad("bad_params", e.to_string()))?;
     let pixels = u64::from(w) * u64::from(h);
     let megabytes = MemoryBudget::estimate(pixels, batch as u64)
         .div_ceil(MB)
@@ -232,9 +199,9 @@ async fn handle(
     // The client holds its draws plus the slack for billed timeouts; the vendor is asked
     // for no unit beyond that (the request's allowance), so the settlement never exceeds
     // the hold.
-    let units = job
-        .draws()
-        .saturating_add((job.draws() as f64 * state.limits.billed_retry_slack).ceil() as u64);
+    let draws = plan.max_draws();
+    let units =
+        draws.saturating_add((draws as f64 * state.limits.billed_retry_slack).ceil() as u64);
     let allowance = Arc::new(Ledger::new(
         served.def.pricing.clone(),
         BudgetLimits {
@@ -245,10 +212,10 @@ async fn handle(
     let worst = served.def.pricing.cost_usd(units, false);
     let hold = client
         .wallet
-        .reserve(worst)
-        .map_err(|left| ApiError::BudgetExhausted {
+        .reserve_usd(worst)
+        .map_err(|_| ApiError::BudgetExhausted {
             worst_usd: worst,
-            remaining_usd: left,
+            remaining_usd: client.wallet.remaining_usd().unwrap_or(f64::INFINITY),
         })?;
     // Never more than the whole pool (rounding up could ask one megabyte too many, and a
     // request would then wait for ever).
@@ -270,47 +237,37 @@ async fn handle(
     })?;
 
     let seed = p.seed.unwrap_or(0);
-    let mut classifier =
-        ProviderClassifier::new(served.http.clone() as Arc<dyn Provider>).with_allowance(allowance);
-    if let Some(log) = &served.log {
-        classifier = classifier.with_log(
-            log.clone(),
-            DrawContext {
-                image: hex::encode(Sha256::digest(&body)),
-                provider: served.def.name.clone(),
-                denoiser: denoiser_name.clone(),
-                sigma,
-                seed,
-                client: (!state.share_answers).then(|| client.name.clone()),
-            },
-        );
-    }
-    let classifier = Denoised::new(classifier, denoiser);
-    let result = match &job {
-        Job::Certify(params) => robustify_smoothing::certify(&classifier, &image, params, seed)
-            .await
-            .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
-        Job::Sequential(params) => {
-            robustify_smoothing::certify_sequential(&classifier, &image, params, seed)
-                .await
-                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
-        }
-        Job::Predict(params) => robustify_smoothing::predict(&classifier, &image, params, seed)
-            .await
-            .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
-    };
+    let image_sha256 = sha256_hex(&body);
+    let log = served.log.as_ref().map(|log| {
+        let mut context = draw_context(&body, &served.def.name, &denoiser_name, sigma, seed);
+        context.client = (!state.share_answers).then(|| client.name.clone());
+        (log.clone(), context)
+    });
+    let classifier = compose(
+        served.http.clone() as Arc<dyn Provider>,
+        LabelRule::default(),
+        log,
+        Some(allowance),
+        denoiser,
+    );
+    let result = plan.run(&classifier, &image, seed).await;
     // What the vendor billed for this request, answered or not.
     let cost = classifier.inner().spent_usd();
-    hold.settle(cost);
-    let mut v = result.map_err(provider_error)?;
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("provider".into(), served.def.name.clone().into());
-        obj.insert("cost_usd".into(), cost.into());
-        obj.insert("reused".into(), classifier.inner().reused().into());
-        obj.insert("denoiser".into(), denoiser_name.into());
-        obj.insert("client".into(), client.name.clone().into());
-    }
-    Ok(v)
+    hold.settle_usd(cost);
+    let outcome = result.map_err(provider_error)?;
+    let record = CertificateRecord::new(
+        &outcome,
+        RecordContext {
+            image: p.name.clone().unwrap_or_else(|| image_sha256.clone()),
+            image_sha256: Some(image_sha256),
+            provider: served.def.name.clone(),
+            denoiser: denoiser_name,
+            clean_label: None,
+            reused: classifier.inner().reused(),
+            cost_usd: cost,
+        },
+    );
+    Ok((record, client.name.clone()))
 }
 
 async fn run(
@@ -322,10 +279,8 @@ async fn run(
 ) -> Response {
     let started = std::time::Instant::now();
     let (response, client) = match handle(&state, route, &headers, query, request).await {
-        Ok(v) => {
-            let client = v.get("client").and_then(Value::as_str).map(str::to_owned);
-            (Json(v).into_response(), client)
-        }
+        // The certificate document, its fields in the order the CLI writes them.
+        Ok((record, client)) => (Json(record).into_response(), Some(client)),
         Err(e) => (e.into_response(), None),
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -443,13 +398,13 @@ mod tests {
             let p = params(n0, n, max_draws, mode);
             if let Ok(job) = plan(&p, route, max_n) {
                 let asked: u128 = match &job {
-                    Job::Certify(c) => u128::from(c.n0()) + u128::from(c.n()),
-                    Job::Sequential(c) => u128::from(c.n0()) + u128::from(c.max_draws()),
-                    Job::Predict(c) => u128::from(c.n()),
+                    Plan::Fixed(c) => u128::from(c.n0()) + u128::from(c.n()),
+                    Plan::Sequential(c) => u128::from(c.n0()) + u128::from(c.max_draws()),
+                    Plan::Predict(c) => u128::from(c.n()),
                 };
-                prop_assert_eq!(u128::from(job.draws()), asked);
-                prop_assert!(job.draws() <= max_n);
-                prop_assert!(job.draws() >= 1);
+                prop_assert_eq!(u128::from(job.max_draws()), asked);
+                prop_assert!(job.max_draws() <= max_n);
+                prop_assert!(job.max_draws() >= 1);
             }
         }
 
@@ -465,9 +420,9 @@ mod tests {
             agree in 0u64..4,
         ) {
             let p = params(Some(n0), Some(n), None, mode);
-            let job = plan(&p, route, 10_000).unwrap().with_batch(batch).unwrap();
+            let job = plan(&p, route, 10_000).unwrap().with_batch_size(batch).unwrap();
             let sent = counted_draws(&job, agree);
-            prop_assert!(sent <= job.draws(), "{} sent, {} declared", sent, job.draws());
+            prop_assert!(sent <= job.max_draws(), "{} sent, {} declared", sent, job.max_draws());
         }
     }
 
@@ -498,7 +453,7 @@ mod tests {
         }
     }
 
-    fn counted_draws(job: &Job, every: u64) -> u64 {
+    fn counted_draws(job: &Plan, every: u64) -> u64 {
         let c = Counting {
             sent: Default::default(),
             every,
@@ -507,20 +462,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        rt.block_on(async {
-            match job {
-                Job::Certify(p) => robustify_smoothing::certify(&c, &image, p, 0)
-                    .await
-                    .map(drop),
-                Job::Sequential(p) => robustify_smoothing::certify_sequential(&c, &image, p, 0)
-                    .await
-                    .map(drop),
-                Job::Predict(p) => robustify_smoothing::predict(&c, &image, p, 0)
-                    .await
-                    .map(drop),
-            }
-        })
-        .unwrap();
+        rt.block_on(job.run(&c, &image, 0)).unwrap();
         c.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

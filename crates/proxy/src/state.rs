@@ -14,7 +14,6 @@ use robustify_smoothing::MemoryBudget;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, ProviderEntry, RequestLimits, Timeouts};
-use crate::wallet::Wallet;
 use crate::{Error, Result};
 
 /// One provider as served: shared by every client.
@@ -91,7 +90,9 @@ fn load_denoisers(entry: &ProviderEntry, images: &str) -> Result<Vec<Arc<Denoise
 pub(crate) struct Client {
     pub(crate) name: String,
     pub(crate) key_sha256: String,
-    pub(crate) wallet: Wallet,
+    /// Dollars spent and held, under the client's budget (the providers' ledger, in
+    /// micro-dollars).
+    pub(crate) wallet: Ledger,
     pub(crate) limiter: Option<DefaultDirectRateLimiter>,
 }
 
@@ -181,7 +182,7 @@ impl ProxyState {
             .map(|c| Client {
                 name: c.name.clone(),
                 key_sha256: c.key_sha256.to_ascii_lowercase(),
-                wallet: Wallet::new(c.budget_usd),
+                wallet: Ledger::dollars(c.budget_usd),
                 limiter: c
                     .requests_per_minute
                     .and_then(NonZeroU32::new)

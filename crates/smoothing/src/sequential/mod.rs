@@ -151,6 +151,26 @@ impl SequentialParams {
         self.batch_size
     }
 
+    /// σ.
+    pub fn sigma(&self) -> Sigma {
+        self.sigma
+    }
+
+    /// α.
+    pub fn alpha(&self) -> Alpha {
+        self.alpha
+    }
+
+    /// The radius to decide about, if any.
+    pub fn target_radius(&self) -> Option<f64> {
+        self.target_radius
+    }
+
+    /// The confidence sequence.
+    pub fn kind(&self) -> SequenceKind {
+        self.kind
+    }
+
     /// Selection draws.
     pub fn n0(&self) -> u64 {
         self.n0

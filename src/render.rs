@@ -89,13 +89,48 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// A label in at most `width` characters: its start, then `…`.
+pub fn fit_start(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(width - 1).collect();
+    format!("{head}…")
+}
+
+/// `text` in at most `width` characters: kept whole if it fits, else its end after `…`
+/// (paths: the file name matters most).
+pub fn fit(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if n <= width {
+        return text.to_owned();
+    }
+    let tail: String = text.chars().skip(n - (width - 1)).collect();
+    format!("…{tail}")
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{fit, fit_start};
+
     #[test]
     fn thousands_separators() {
         assert_eq!(super::thousands(0), "0");
         assert_eq!(super::thousands(999), "999");
         assert_eq!(super::thousands(12_000), "12,000");
         assert_eq!(super::thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn long_cells_keep_their_end() {
+        assert_eq!(fit("goldfish", 10), "goldfish");
+        assert_eq!(
+            fit("examples/images/golden_retriever.jpg", 22),
+            "…/golden_retriever.jpg"
+        );
+        assert_eq!(
+            fit_start("abstain (Chesapeake Bay retriever?)", 22),
+            "abstain (Chesapeake B…"
+        );
     }
 }

@@ -10,7 +10,7 @@ use robustify_pipeline::{
 
 use super::sequential::SequentialArgs;
 use super::session::{Bar, ProviderArgs, draw_bar};
-use crate::render::outln;
+use crate::render::{fit, fit_start, outln};
 
 /// Arguments of `robustify certify`.
 ///
@@ -181,41 +181,3 @@ const LEGEND: &str =
     "radius: no ℓ2 perturbation smaller than this changes the certified label (probability ≥ 1 − α)
 p_lower: lower bound on the label's probability under noise · n_A/n: draws that agreed with it
 clean label: the provider's answer without noise (1 query; free providers only unless --clean)";
-
-/// A label in at most `width` characters: its start, then `…`.
-pub fn fit_start(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        return text.to_owned();
-    }
-    let head: String = text.chars().take(width - 1).collect();
-    format!("{head}…")
-}
-
-/// `text` in at most `width` characters: kept whole if it fits, else its end after `…`
-/// (paths: the file name matters most).
-pub fn fit(text: &str, width: usize) -> String {
-    let n = text.chars().count();
-    if n <= width {
-        return text.to_owned();
-    }
-    let tail: String = text.chars().skip(n - (width - 1)).collect();
-    format!("…{tail}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{fit, fit_start};
-
-    #[test]
-    fn long_cells_keep_their_end() {
-        assert_eq!(fit("goldfish", 10), "goldfish");
-        assert_eq!(
-            fit("examples/images/golden_retriever.jpg", 22),
-            "…/golden_retriever.jpg"
-        );
-        assert_eq!(
-            fit_start("abstain (Chesapeake Bay retriever?)", 22),
-            "abstain (Chesapeake B…"
-        );
-    }
-}

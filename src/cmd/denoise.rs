@@ -8,7 +8,7 @@ use anyhow::Context;
 use robustify_denoiser::{Denoiser, registry};
 use robustify_smoothing::{DecodeLimits, NoiseSampler, Sigma};
 
-use super::score::{self, psnr};
+use super::score;
 use crate::render;
 use crate::render::outln;
 use robustify_pipeline::input::read_image;
@@ -69,8 +69,8 @@ pub fn denoise(args: DenoiseArgs) -> anyhow::Result<ExitCode> {
         "denoiser {} (σ = {}): PSNR noisy {:.2} dB, denoised {:.2} dB",
         denoiser.name(),
         denoiser.sigma(),
-        psnr(&image, &noisy),
-        psnr(&image, &denoised)
+        image.psnr(&noisy),
+        image.psnr(&denoised)
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,6 @@ mod eval;
 mod noise;
 mod predict;
 mod providers;
-mod recommend;
 mod replay;
 mod score;
 mod sequential;

@@ -71,19 +71,6 @@ struct Score {
     command: String,
 }
 
-/// PSNR (dB) of `other` clipped to [0, 1] against `clean`.
-pub fn psnr(clean: &Image, other: &Image) -> f64 {
-    let n = clean.data().len() as f64;
-    let mse: f64 = clean
-        .data()
-        .iter()
-        .zip(other.data())
-        .map(|(a, b)| f64::from(b.clamp(0.0, 1.0) - a).powi(2))
-        .sum::<f64>()
-        / n;
-    10.0 * (1.0 / mse.max(1e-12)).log10()
-}
-
 /// The class id an image is labelled with: the WordNet id its file name starts with
 /// (`n01443537_goldfish.JPEG`), else the name of its folder.
 fn truth_of(path: &Path) -> Option<String> {
@@ -158,8 +145,8 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<ExitCode> {
             let noisy = sampler.draws(clean, 0..args.draws);
             let denoised = denoiser.denoise(&noisy)?;
             for (n, d) in noisy.iter().zip(&denoised) {
-                psnr_noisy += psnr(clean, n);
-                psnr_denoised += psnr(clean, d);
+                psnr_noisy += clean.psnr(n);
+                psnr_denoised += clean.psnr(d);
             }
             right_noisy += top1(model.as_ref(), &noisy)?
                 .iter()

@@ -46,6 +46,7 @@ mod error;
 pub mod net;
 pub mod registry;
 pub mod train;
+pub mod trained;
 pub mod unet;
 
 pub use arch::Arch;

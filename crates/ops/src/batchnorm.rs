@@ -68,9 +68,9 @@ impl CustomOp3 for BnAct {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = crate::conv::contiguous(xs, xl, "batch norm")?;
-        let gamma = crate::conv::contiguous(gs, gl, "batch norm weight")?;
-        let beta = crate::conv::contiguous(bs, bl, "batch norm bias")?;
+        let x = crate::matrix::contiguous(xs, xl, "batch norm")?;
+        let gamma = crate::matrix::contiguous(gs, gl, "batch norm weight")?;
+        let beta = crate::matrix::contiguous(bs, bl, "batch norm bias")?;
         let (b, c, h, w) = xl.shape().dims4()?;
         if gamma.len() != c || beta.len() != c {
             candle_core::bail!(
@@ -106,7 +106,7 @@ impl CustomOp3 for BnAct {
             inv_std: per_channel.iter().map(|s| s.1).collect(),
             var: per_channel.iter().map(|s| s.2).collect(),
         };
-        let mut y = crate::conv::zeroed(x.len());
+        let mut y = crate::matrix::zeroed(x.len());
         y.par_chunks_mut(hw)
             .zip(x.par_chunks(hw))
             .enumerate()
@@ -185,9 +185,9 @@ impl CustomOp3 for BnActGrad {
         ds: &CpuStorage,
         dl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = crate::conv::contiguous(xs, xl, "batch norm grad")?;
-        let y = crate::conv::contiguous(ys, yl, "batch norm grad")?;
-        let dy = crate::conv::contiguous(ds, dl, "batch norm grad")?;
+        let x = crate::matrix::contiguous(xs, xl, "batch norm grad")?;
+        let y = crate::matrix::contiguous(ys, yl, "batch norm grad")?;
+        let dy = crate::matrix::contiguous(ds, dl, "batch norm grad")?;
         let (b, c, h, w) = xl.shape().dims4()?;
         if y.len() != x.len() || dy.len() != x.len() {
             candle_core::bail!(

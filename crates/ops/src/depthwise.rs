@@ -6,7 +6,7 @@
 //! EfficientNet weights were trained with: for stride 2 the extra row and column go at the
 //! bottom and right).
 
-use crate::conv::zeroed;
+use crate::matrix::zeroed;
 use crate::simd;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;

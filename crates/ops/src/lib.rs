@@ -38,6 +38,7 @@
 mod batchnorm;
 mod conv;
 mod depthwise;
+mod matrix;
 mod simd;
 #[cfg(test)]
 mod test_util;

@@ -30,7 +30,8 @@
 //! vectorises, and writes `V` (reads `M`) in the order the products use it. Where this
 //! pays is measured, not assumed: see [`Plan::worthwhile`].
 
-use crate::conv::{Activation, Mat, matmul};
+use crate::conv::Activation;
+use crate::matrix::{Mat, matmul};
 use crate::simd;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -382,7 +383,7 @@ impl Plan {
         let (oh, ow) = self.out();
         let th = self.tiles().0;
         let (in_len, out_len) = (self.c * self.h * self.w, self.o * oh * ow);
-        let mut y = crate::conv::zeroed(b * out_len);
+        let mut y = crate::matrix::zeroed(b * out_len);
         let threads = rayon::current_num_threads();
         // Small images share a chunk; leave at least one group per thread.
         let group = (self.chunk_rows() / th).clamp(1, b.div_ceil(threads).max(1));

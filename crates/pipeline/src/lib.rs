@@ -12,6 +12,8 @@
 //!   given) and every count checked.
 //! - [`run_images`]: the per-image loop (read within the memory ceiling, clean label,
 //!   draws, budget stop) reporting to an [`Observer`]; [`RunSummary::exit_code`].
+//! - [`eval`]: certified accuracy over a folder, the paper's table.
+//! - [`estimate::fixed`]: the price of a job before it is paid for.
 //! - [`CertificateRecord`]: the one JSON document every command and the proxy write
 //!   (versioned by [`SCHEMA`]; `docs/certificate.md`).
 //!
@@ -45,6 +47,8 @@
 mod certificate;
 mod config;
 mod error;
+pub mod estimate;
+pub mod eval;
 pub mod input;
 mod plan;
 mod run;

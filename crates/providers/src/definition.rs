@@ -166,6 +166,22 @@ impl Limits {
     pub fn min_seconds(&self, requests: u64) -> f64 {
         requests as f64 / self.requests_per_second
     }
+
+    /// Seconds for `requests` requests: at the sustained rate, or, when slower, the
+    /// concurrency at `latency_ms` a request.
+    pub fn seconds_for_requests(&self, latency_ms: f64, requests: f64) -> f64 {
+        let by_rate = requests / self.requests_per_second;
+        let by_latency = requests * latency_ms / 1000.0 / f64::from(self.max_concurrency.max(1));
+        by_rate.max(by_latency)
+    }
+
+    /// Seconds for `queries` images sent `images_per_request` to a request (an estimate
+    /// for a mean number of draws; [`Limits::seconds_for_requests`] when the requests are
+    /// counted).
+    pub fn seconds_for(&self, latency_ms: f64, queries: f64) -> f64 {
+        let requests = (queries / f64::from(self.images_per_request.max(1))).ceil();
+        self.seconds_for_requests(latency_ms, requests)
+    }
 }
 
 /// One provider, as its definition file describes it.

@@ -45,6 +45,20 @@ impl Default for DecodeLimits {
 }
 
 impl Image {
+    /// PSNR (dB) of `other` clipped to [0, 1] against `self` (the clean image); the same
+    /// size is assumed (the pixels beyond the shorter of the two are ignored).
+    pub fn psnr(&self, other: &Image) -> f64 {
+        let n = self.data().len().min(other.data().len()).max(1) as f64;
+        let mse: f64 = self
+            .data()
+            .iter()
+            .zip(other.data())
+            .map(|(a, b)| f64::from(b.clamp(0.0, 1.0) - a).powi(2))
+            .sum::<f64>()
+            / n;
+        10.0 * (1.0 / mse.max(1e-12)).log10()
+    }
+
     /// Wraps planar CHW data; fails unless `data.len() == 3 · width · height` and both
     /// dimensions are non-zero.
     pub fn new(width: u32, height: u32, data: Vec<f32>) -> Result<Image> {
@@ -285,6 +299,22 @@ fn jpeg_complete(bytes: &[u8]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn psnr_of_a_known_error() {
+        let clean = super::Image::filled(4, 4, 0.5).unwrap();
+        let off = super::Image::filled(4, 4, 0.6).unwrap();
+        assert!(
+            (clean.psnr(&off) - 20.0).abs() < 1e-4,
+            "{}",
+            clean.psnr(&off)
+        );
+        // Identical: the floor, not infinity; values outside [0, 1] are clipped first.
+        assert!((clean.psnr(&clean) - 120.0).abs() < 1e-9);
+        let bright = super::Image::filled(4, 4, 1.0).unwrap();
+        let over = super::Image::new(4, 4, vec![1.7; 48]).unwrap();
+        assert!((bright.psnr(&over) - 120.0).abs() < 1e-9);
+    }
+
     use super::*;
 
     fn png_bytes(img: &image::DynamicImage) -> Vec<u8> {

@@ -204,6 +204,25 @@ impl CifarClassifier {
         CifarClassifier::load(&crate::imagenet::repo_root().join(WEIGHTS))
     }
 
+    /// The classifier `name` names: `standin-cifar10` (the shipped weights), or another
+    /// CIFAR-10 ResNet-20's weights — a `.safetensors` file, or the folder
+    /// `robustify train classifier --out` wrote (a surrogate).
+    pub fn load_named(name: &str) -> Result<CifarClassifier> {
+        let path = Path::new(name);
+        match name {
+            "standin-cifar10" => CifarClassifier::load_default(),
+            _ if name.ends_with(".safetensors") => CifarClassifier::load(path),
+            _ if path.is_dir() => CifarClassifier::load(&path.join("model.safetensors")),
+            _ => Err(Error::Weights {
+                path: path.to_path_buf(),
+                message: "expected standin-cifar10 or the weights of a CIFAR-10 ResNet-20 (a \
+                          .safetensors file or its folder); the ImageNet stand-in runs forward \
+                          only"
+                    .into(),
+            }),
+        }
+    }
+
     /// Loads ResNet-20 weights from `path`.
     pub fn load(path: &Path) -> Result<CifarClassifier> {
         if !path.exists() {

@@ -41,6 +41,26 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Refuses settings no training can use (zero epochs, a NaN learning rate, …).
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.epochs > 0
+            && self.batch_size > 0
+            && self.lr > 0.0
+            && self.lr.is_finite()
+            && (0.0..1.0).contains(&self.momentum)
+            && self.weight_decay >= 0.0
+            && self.weight_decay.is_finite();
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Train(robustify_train::Error::Config(format!(
+                "epochs and batch size must be ≥ 1, lr a finite number > 0, momentum in [0, 1), \
+                 weight decay ≥ 0 (got {} epochs, batch {}, lr {}, momentum {}, weight decay {})",
+                self.epochs, self.batch_size, self.lr, self.momentum, self.weight_decay
+            ))))
+        }
+    }
+
     /// Learning rate at `step` of `total`: linear warm-up over the first 2%, then cosine.
     pub fn lr_at(&self, step: u64, total: u64) -> f64 {
         robustify_train::optim::warmup_cosine(self.lr, step, total)
@@ -219,4 +239,36 @@ pub fn train(
         },
     )?;
     Ok(progress)
+}
+
+/// Writes `out/card.json` for a run of `config` on `data` (tested on `test`) that reached
+/// `progress`.
+pub fn write_card(
+    out: &Path,
+    config: &TrainConfig,
+    progress: &Progress,
+    data: &Path,
+    test: Option<&Path>,
+    command: &str,
+) -> Result<()> {
+    let last = progress.history.last().cloned().unwrap_or_default();
+    let card = serde_json::json!({
+        "architecture": "ResNet-20 for CIFAR-10 (He et al. 2016), 1x1 projection shortcuts, crates/standin/src/cifar.rs",
+        "task": "CIFAR-10 classification, no noise (the off-the-shelf classifier of the paper's CIFAR protocol)",
+        "data": data.display().to_string(),
+        "augmentation": "random crop 32 with padding 4, horizontal flip",
+        "training": config,
+        "epochs_done": progress.epoch,
+        "command": command,
+        "test_data": test.map(|t| t.display().to_string()),
+        "test_accuracy": last.get("test_accuracy").cloned(),
+        "history": progress.history,
+    });
+    let path = out.join("card.json");
+    let weights = |message: String| Error::Weights {
+        path: path.clone(),
+        message,
+    };
+    let text = serde_json::to_string_pretty(&card).map_err(|e| weights(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| weights(e.to_string()))
 }

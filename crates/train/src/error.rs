@@ -25,6 +25,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Settings no training can use.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// `Result` with this crate's [`Error`].

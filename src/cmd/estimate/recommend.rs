@@ -11,7 +11,7 @@ use robustify_smoothing::stats::{draws_for_power, normal_cdf};
 use robustify_smoothing::{Alpha, SequenceKind, SequentialParams, Sigma, forecast};
 use serde::Serialize;
 
-use super::estimate::{duration, seconds_for, seconds_for_requests};
+use super::duration;
 use crate::render::{self, outln, thousands};
 
 /// Selection draws recommended: enough to pick the top label when it is a clear majority
@@ -77,7 +77,7 @@ pub fn run(a: &Asked, def: &ProviderDef) -> anyhow::Result<ExitCode> {
         cost_usd: def
             .pricing
             .cost_usd((per_image * k).ceil() as u64, a.free_tier),
-        seconds: seconds_for(def, a.latency_ms, per_image * k),
+        seconds: def.limits.seconds_for(a.latency_ms, per_image * k),
     };
     let mut rows = Vec::new();
     for &p_a in &a.p_a {
@@ -98,8 +98,7 @@ pub fn run(a: &Asked, def: &ProviderDef) -> anyhow::Result<ExitCode> {
                     // Fixed: its requests counted as `estimate` counts them (selection
                     // and estimation batched apart), not estimated from the queries.
                     Some(Plan {
-                        seconds: seconds_for_requests(
-                            def,
+                        seconds: def.limits.seconds_for_requests(
                             a.latency_ms,
                             k * (def.limits.requests_for(N0) + def.limits.requests_for(n)) as f64,
                         ),

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api_error::ApiError;
-use crate::state::{MB, ProxyState};
+use crate::state::{Client, MB, ProxyState, Served};
 
 /// Parameters, from the query string or a multipart `params` part (JSON).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -155,46 +155,15 @@ async fn handle(
     request: Request,
 ) -> Result<(CertificateRecord, String), ApiError> {
     let client = state.client(headers)?;
-    if let Some(limiter) = &client.limiter
-        && let Err(not_until) = limiter.check()
-    {
-        use governor::clock::{Clock, DefaultClock};
-        return Err(ApiError::RateLimited {
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-        });
-    }
+    check_rate(client)?;
     let Query(query) = query.map_err(|e| ApiError::bad("bad_params", e.body_text()))?;
     let (body, p) = read_request(request, query, state.body_timeout()).await?;
-    let served = match &p.provider {
-        Some(name) => state.providers.iter().find(|s| &s.def.name == name),
-        None => state.providers.first(),
-    }
-    .ok_or_else(|| {
-        ApiError::bad(
-            "unknown_provider",
-            "no such provider here (see /v1/providers)",
-        )
-    })?;
+    let served = served(state, p.provider.as_deref())?;
     let plan = plan(&p, route, state.limits.max_n)?;
-    let sigma = plan.sigma();
     let denoiser = served
-        .denoiser(p.denoiser.as_deref(), sigma)
+        .denoiser(p.denoiser.as_deref(), plan.sigma())
         .map_err(|m| ApiError::bad("no_denoiser", m))?;
-    let denoiser_name = denoiser.as_ref().map_or("none", |d| d.name()).to_owned();
-
-    // Memory, from the header alone: the batch that fits, or a refusal before any work.
-    let (w, h) = Image::dimensions(&body).map_err(|e| ApiError::bad("bad_image", e.to_string()))?;
-    let budget = state.request_memory();
-    let batch = budget
-        .batch_for(w, h, served.http.preferred_batch())
-        .map_err(|e| ApiError::TooLarge(e.to_string()))?;
-    let plan = plan
-        .with_batch_size(batch)
-        .map_err(|e| ApiError::bad("bad_params", e.to_string()))?;
-    let pixels = u64::from(w) * u64::from(h);
-    let megabytes = MemoryBudget::estimate(pixels, batch as u64)
-        .div_ceil(MB)
-        .max(1);
+    let (plan, megabytes) = fit_memory(state, served, &body, plan)?;
 
     // The client holds its draws plus the slack for billed timeouts; the vendor is asked
     // for no unit beyond that (the request's allowance), so the settlement never exceeds
@@ -217,29 +186,17 @@ async fn handle(
             worst_usd: worst,
             remaining_usd: client.wallet.remaining_usd().unwrap_or(f64::INFINITY),
         })?;
-    // Never more than the whole pool (rounding up could ask one megabyte too many, and a
-    // request would then wait for ever).
-    let permits = u32::try_from(megabytes)
-        .unwrap_or(u32::MAX)
-        .min(state.memory_mb);
-    let _memory = tokio::time::timeout(state.body_timeout(), state.memory.acquire_many(permits))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            ApiError::Busy(format!(
-                "the proxy's memory for requests is taken ({megabytes} MB asked); try again"
-            ))
+    let _memory = memory_permit(state, megabytes).await?;
+    let image =
+        Image::decode(&body, &state.request_memory().decode_limits()).map_err(|e| match e {
+            robustify_smoothing::Error::TooLarge(m) => ApiError::TooLarge(m),
+            e => ApiError::bad("bad_image", e.to_string()),
         })?;
-    let image = Image::decode(&body, &budget.decode_limits()).map_err(|e| match e {
-        robustify_smoothing::Error::TooLarge(m) => ApiError::TooLarge(m),
-        e => ApiError::bad("bad_image", e.to_string()),
-    })?;
 
     let seed = p.seed.unwrap_or(0);
-    let image_sha256 = sha256_hex(&body);
+    let denoiser_name = denoiser.as_ref().map_or("none", |d| d.name()).to_owned();
     let log = served.log.as_ref().map(|log| {
-        let mut context = draw_context(&body, &served.def.name, &denoiser_name, sigma, seed);
+        let mut context = draw_context(&body, &served.def.name, &denoiser_name, plan.sigma(), seed);
         context.client = (!state.share_answers).then(|| client.name.clone());
         (log.clone(), context)
     });
@@ -255,6 +212,7 @@ async fn handle(
     let cost = classifier.inner().spent_usd();
     hold.settle_usd(cost);
     let outcome = result.map_err(provider_error)?;
+    let image_sha256 = sha256_hex(&body);
     let record = CertificateRecord::new(
         &outcome,
         RecordContext {
@@ -268,6 +226,77 @@ async fn handle(
         },
     );
     Ok((record, client.name.clone()))
+}
+
+/// 429 when the client is over its request rate.
+fn check_rate(client: &Client) -> Result<(), ApiError> {
+    if let Some(limiter) = &client.limiter
+        && let Err(not_until) = limiter.check()
+    {
+        use governor::clock::{Clock, DefaultClock};
+        return Err(ApiError::RateLimited {
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        });
+    }
+    Ok(())
+}
+
+/// The provider asked for (default: the first served).
+fn served<'a>(state: &'a ProxyState, name: Option<&str>) -> Result<&'a Served, ApiError> {
+    match name {
+        Some(name) => state.providers.iter().find(|s| s.def.name == name),
+        None => state.providers.first(),
+    }
+    .ok_or_else(|| {
+        ApiError::bad(
+            "unknown_provider",
+            "no such provider here (see /v1/providers)",
+        )
+    })
+}
+
+/// Memory, from the image's header alone: the plan with the batch that fits the request's
+/// ceiling and the megabytes it will hold, or a refusal before any work.
+fn fit_memory(
+    state: &ProxyState,
+    served: &Served,
+    body: &[u8],
+    plan: Plan,
+) -> Result<(Plan, u64), ApiError> {
+    let (w, h) = Image::dimensions(body).map_err(|e| ApiError::bad("bad_image", e.to_string()))?;
+    let batch = state
+        .request_memory()
+        .batch_for(w, h, served.http.preferred_batch())
+        .map_err(|e| ApiError::TooLarge(e.to_string()))?;
+    let plan = plan
+        .with_batch_size(batch)
+        .map_err(|e| ApiError::bad("bad_params", e.to_string()))?;
+    let pixels = u64::from(w) * u64::from(h);
+    let megabytes = MemoryBudget::estimate(pixels, batch as u64)
+        .div_ceil(MB)
+        .max(1);
+    Ok((plan, megabytes))
+}
+
+/// The request's share of the proxy's memory, waited for at most the body timeout (503).
+async fn memory_permit(
+    state: &ProxyState,
+    megabytes: u64,
+) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    // Never more than the whole pool (rounding up could ask one megabyte too many, and a
+    // request would then wait for ever).
+    let permits = u32::try_from(megabytes)
+        .unwrap_or(u32::MAX)
+        .min(state.memory_mb);
+    tokio::time::timeout(state.body_timeout(), state.memory.acquire_many(permits))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::Busy(format!(
+                "the proxy's memory for requests is taken ({megabytes} MB asked); try again"
+            ))
+        })
 }
 
 async fn run(

@@ -1,10 +1,9 @@
 //! The CLI and the proxy write one certificate: same image, settings and seed, the same
 //! bytes (both go through `robustify-pipeline`).
 
-use std::io::{BufRead, Read, Write};
-use std::process::Stdio;
+use std::io::{Read, Write};
 
-use crate::util::{Standin, command, fixture, run, temp_dir};
+use crate::util::{Standin, command, fixture, run, spawn_listening, temp_dir};
 
 const VENDOR_KEY: &str = "vendor-key-pipeline";
 const CLIENT_KEY: &str = "client-key-pipeline";
@@ -17,22 +16,10 @@ struct Proxy {
 
 impl Proxy {
     fn start(config: &std::path::Path) -> Proxy {
-        let mut child = command(["serve", "--addr", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .env("GOOGLE_API_KEY", VENDOR_KEY)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the proxy");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the address");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let mut cmd = command(["serve", "--addr", "127.0.0.1:0", "--config"]);
+        cmd.arg(config).env("GOOGLE_API_KEY", VENDOR_KEY);
+        let (child, url) = spawn_listening(cmd);
+        let addr = url.trim_start_matches("http://").to_owned();
         Proxy { child, addr }
     }
 

@@ -103,23 +103,9 @@ impl Standin {
     /// Starts the stand-in with `args` after `standin serve --addr 127.0.0.1:0`, and waits
     /// for the address it prints.
     pub fn start(args: &[&str]) -> Standin {
-        use std::io::BufRead;
-        let mut child = command(["standin", "serve", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("start the stand-in");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the address");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let mut cmd = command(["standin", "serve", "--addr", "127.0.0.1:0"]);
+        cmd.args(args);
+        let (child, url) = spawn_listening(cmd);
         Standin { child, url }
     }
 
@@ -145,6 +131,28 @@ impl Drop for Standin {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawns a server command and waits for the address its first line prints
+/// (`listening on http://127.0.0.1:PORT`); the child and that URL.
+pub fn spawn_listening(mut cmd: Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start the server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, url)
 }
 
 /// `tests/fixtures/NAME`.

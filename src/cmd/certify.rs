@@ -2,14 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use robustify_pipeline::{
-    CertificateRecord, CleanLabel, Observer, Plan, RunSettings, Session, Status, run_images,
+    CertificateRecord, CleanLabel, Plan, RunSettings, Session, Status, run_images,
 };
 
 use super::sequential::SequentialArgs;
-use super::session::{Bar, ProviderArgs, draw_bar};
+use super::session::{Lines, ProviderArgs};
 use crate::render::{fit, fit_start, outln};
 
 /// Arguments of `robustify certify`.
@@ -81,7 +80,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         clean,
         memory: args.provider.config().memory(),
     };
-    let mut table = Table { json: args.json };
+    let mut table = Lines {
+        json: args.json,
+        row,
+    };
     let summary = runtime.block_on(run_images(&session, &settings, &args.images, &mut table))?;
     if !args.json {
         outln!("\n{LEGEND}")?;
@@ -125,51 +127,32 @@ fn header(args: &Args, session: &Session, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints each image as a table row, or as its certificate (JSON Lines).
-struct Table {
-    json: bool,
-}
-
-impl Observer for Table {
-    type Progress = Bar;
-    type Error = anyhow::Error;
-
-    fn start(&mut self, image: &str, max_draws: u64) -> Bar {
-        Bar(draw_bar(max_draws, image.to_owned()))
+/// One image's table row.
+fn row(r: &CertificateRecord) -> anyhow::Result<()> {
+    let image = fit(&r.image, IMAGE_W);
+    if !r.finished() {
+        return outln!(
+            "{image:<IMAGE_W$} {:<LABEL_W$} {}",
+            "",
+            r.status.as_str().replace('_', " ")
+        );
     }
-
-    fn finish(&mut self, r: CertificateRecord, _: Duration) -> anyhow::Result<()> {
-        if let Some(e) = r.error.as_deref().filter(|_| !r.finished()) {
-            eprintln!("{} {}: {e}", crate::render::label("error"), r.image);
-        }
-        if self.json {
-            return outln!("{}", r.to_json_line());
-        }
-        let image = fit(&r.image, IMAGE_W);
-        if !r.finished() {
-            return outln!(
-                "{image:<IMAGE_W$} {:<LABEL_W$} {}",
-                "",
-                r.status.as_str().replace('_', " ")
-            );
-        }
-        let label = match (&r.label, &r.candidate, r.status) {
-            (Some(l), _, _) => l.clone(),
-            (None, Some(c), Status::Abstained) => format!("abstain ({c}?)"),
-            (None, Some(c), s) => format!("{} ({c}?)", s.as_str().replace('_', " ")),
-            (None, None, Status::Abstained) => "abstain".into(),
-            (None, None, s) => s.as_str().replace('_', " "),
-        };
-        outln!(
-            "{image:<IMAGE_W$} {:<LABEL_W$} {:<LABEL_W$} {:>7.4} {:>7.4} {:>8} {:>8.4}",
-            fit_start(r.clean_label.as_deref().unwrap_or("–"), LABEL_W),
-            fit_start(&label, LABEL_W),
-            r.radius,
-            r.p_lower.unwrap_or(0.0),
-            format!("{}/{}", r.n_a.unwrap_or(0), r.n),
-            r.cost_usd
-        )
-    }
+    let label = match (&r.label, &r.candidate, r.status) {
+        (Some(l), _, _) => l.clone(),
+        (None, Some(c), Status::Abstained) => format!("abstain ({c}?)"),
+        (None, Some(c), s) => format!("{} ({c}?)", s.as_str().replace('_', " ")),
+        (None, None, Status::Abstained) => "abstain".into(),
+        (None, None, s) => s.as_str().replace('_', " "),
+    };
+    outln!(
+        "{image:<IMAGE_W$} {:<LABEL_W$} {:<LABEL_W$} {:>7.4} {:>7.4} {:>8} {:>8.4}",
+        fit_start(r.clean_label.as_deref().unwrap_or("–"), LABEL_W),
+        fit_start(&label, LABEL_W),
+        r.radius,
+        r.p_lower.unwrap_or(0.0),
+        format!("{}/{}", r.n_a.unwrap_or(0), r.n),
+        r.cost_usd
+    )
 }
 
 /// Column widths of the table (the labels elided to fit, the image path from its end).

@@ -3,14 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use robustify_pipeline::{
-    CertificateRecord, CleanLabel, Mode, Observer, Plan, PlanRequest, RunSettings, Status,
-    run_images,
+    CertificateRecord, CleanLabel, Mode, Plan, PlanRequest, RunSettings, Status, run_images,
 };
 
-use super::session::{Bar, ProviderArgs, draw_bar};
+use super::session::{Lines, ProviderArgs};
 use crate::render::outln;
 
 /// Arguments of `robustify predict`. Exit status as for `certify`.
@@ -79,46 +77,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         clean: CleanLabel::Never,
         memory: args.provider.config().memory(),
     };
-    let mut table = Table { json: args.json };
+    let mut table = Lines {
+        json: args.json,
+        row,
+    };
     let summary = runtime.block_on(run_images(&session, &settings, &args.images, &mut table))?;
     super::session::close(&session, args.json, summary.budget_hit)?;
     Ok(ExitCode::from(summary.exit_code()))
 }
 
-/// Prints each image as a table row, or as its record (JSON Lines).
-struct Table {
-    json: bool,
-}
-
-impl Observer for Table {
-    type Progress = Bar;
-    type Error = anyhow::Error;
-
-    fn start(&mut self, image: &str, max_draws: u64) -> Bar {
-        Bar(draw_bar(max_draws, image.to_owned()))
-    }
-
-    fn finish(&mut self, r: CertificateRecord, _: Duration) -> anyhow::Result<()> {
-        if let Some(e) = r.error.as_deref().filter(|_| !r.finished()) {
-            eprintln!("{} {}: {e}", crate::render::label("error"), r.image);
+/// One image's table row.
+fn row(r: &CertificateRecord) -> anyhow::Result<()> {
+    let label = match (&r.label, r.status, r.top_two.as_deref()) {
+        (Some(l), _, _) => l.clone(),
+        // An abstention names the two labels it could not tell apart.
+        (None, Status::Abstained, Some([(a, na), (b, nb), ..])) => {
+            format!("abstain ({a} {na} vs {b} {nb})")
         }
-        if self.json {
-            return outln!("{}", r.to_json_line());
-        }
-        let label = match (&r.label, r.status, r.top_two.as_deref()) {
-            (Some(l), _, _) => l.clone(),
-            // An abstention names the two labels it could not tell apart.
-            (None, Status::Abstained, Some([(a, na), (b, nb), ..])) => {
-                format!("abstain ({a} {na} vs {b} {nb})")
-            }
-            (None, s, _) => s.as_str().replace('_', " "),
-        };
-        outln!(
-            "{:<36} {:<24} {:>10} {:>9.4}",
-            r.image,
-            label,
-            r.p_value.map_or("-".into(), |p| format!("{p:.3e}")),
-            r.cost_usd
-        )
-    }
+        (None, s, _) => s.as_str().replace('_', " "),
+    };
+    outln!(
+        "{:<36} {:<24} {:>10} {:>9.4}",
+        r.image,
+        label,
+        r.p_value.map_or("-".into(), |p| format!("{p:.3e}")),
+        r.cost_usd
+    )
 }

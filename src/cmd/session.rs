@@ -198,3 +198,38 @@ impl robustify_pipeline::Progress for Bar {
         self.0.finish_and_clear();
     }
 }
+
+/// The observer `certify` and `predict` share: a draw bar per image, each failure on
+/// stderr, then each record as a JSON line (`--json`) or as the row `row` prints.
+pub struct Lines<F> {
+    /// `--json`.
+    pub json: bool,
+    /// Prints a record as a table row.
+    pub row: F,
+}
+
+impl<F: FnMut(&robustify_pipeline::CertificateRecord) -> anyhow::Result<()>>
+    robustify_pipeline::Observer for Lines<F>
+{
+    type Progress = Bar;
+    type Error = anyhow::Error;
+
+    fn start(&mut self, image: &str, max_draws: u64) -> Bar {
+        Bar(draw_bar(max_draws, image.to_owned()))
+    }
+
+    fn finish(
+        &mut self,
+        r: robustify_pipeline::CertificateRecord,
+        _: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        if let Some(e) = r.error.as_deref().filter(|_| !r.finished()) {
+            eprintln!("{} {}: {e}", crate::render::label("error"), r.image);
+        }
+        if self.json {
+            outln!("{}", r.to_json_line())
+        } else {
+            (self.row)(&r)
+        }
+    }
+}

@@ -8,7 +8,7 @@ use robustify_standin::cifar::Config;
 use robustify_standin::cifar_train::{Hooks, TrainConfig, train, write_card};
 use robustify_train::dataset::ImageFolder;
 
-use super::{Driver, command_line, with_bar};
+use super::{Driver, RunArgs, command_line, with_bar};
 
 #[derive(clap::Args)]
 pub(super) struct ClassifierArgs {
@@ -33,18 +33,8 @@ pub(super) struct ClassifierArgs {
     /// Seed of initialisation, data order and augmentation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Checkpoint folder; the trained model is `OUT/model.safetensors`.
-    #[arg(long)]
-    out: PathBuf,
-    /// Continue the checkpoint in --out.
-    #[arg(long)]
-    resume: bool,
-    /// Stop (with a checkpoint) after this many minutes; continue later with --resume.
-    #[arg(long)]
-    max_minutes: Option<f64>,
-    /// Seconds between checkpoints within an epoch.
-    #[arg(long, default_value_t = 300)]
-    save_every: u64,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 pub(super) fn run(a: ClassifierArgs) -> anyhow::Result<ExitCode> {
@@ -61,14 +51,14 @@ pub(super) fn run(a: ClassifierArgs) -> anyhow::Result<ExitCode> {
     let load = |dir: &PathBuf| with_bar(dir, |p| Ok(ImageFolder::load(dir, p)?));
     let data = load(&a.data)?;
     let test = a.test.as_ref().map(load).transpose()?;
-    let driver = Driver::new(a.max_minutes, cfg.epochs);
+    let driver = Driver::new(a.run.max_minutes, cfg.epochs);
     let progress = train(
         &data,
         test.as_ref(),
         &cfg,
-        &a.out,
-        a.resume,
-        Duration::from_secs(a.save_every),
+        &a.run.out,
+        a.run.resume,
+        Duration::from_secs(a.run.save_every),
         Hooks {
             on_batch: &mut |r| {
                 let msg = format!("loss {:.3} acc {:.3}", r.loss, r.accuracy);
@@ -79,7 +69,7 @@ pub(super) fn run(a: ClassifierArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     write_card(
-        &a.out,
+        &a.run.out,
         &cfg,
         &progress,
         &a.data,

@@ -9,7 +9,7 @@ use robustify_denoiser::data::Photos;
 use robustify_denoiser::train::{Hooks, Objective, TestSet, TrainConfig, train};
 use robustify_denoiser::trained::{TrainedFacts, data_kind, init_weights, write_card};
 
-use super::{Driver, command_line, with_bar};
+use super::{Driver, RunArgs, command_line, with_bar};
 
 #[derive(clap::Args)]
 pub(super) struct DenoiserArgs {
@@ -79,18 +79,8 @@ pub(super) struct DenoiserArgs {
     /// at most 32×32].
     #[arg(long)]
     kind: Option<String>,
-    /// Checkpoint folder; the model is `OUT/model.safetensors`, its card `OUT/card.json`.
-    #[arg(long)]
-    out: PathBuf,
-    /// Continue the checkpoint in --out.
-    #[arg(long)]
-    resume: bool,
-    /// Stop (with a checkpoint) after this many minutes; continue later with --resume.
-    #[arg(long)]
-    max_minutes: Option<f64>,
-    /// Seconds between checkpoints within an epoch.
-    #[arg(long, default_value_t = 300)]
-    save_every: u64,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// `--objective`: a closed choice.
@@ -180,14 +170,14 @@ pub(super) fn run(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
     let logits = guide
         .as_ref()
         .map(|model| move |x: &candle_core::Tensor| model.network().forward_t(x, false));
-    let driver = Driver::new(a.max_minutes, cfg.epochs);
+    let driver = Driver::new(a.run.max_minutes, cfg.epochs);
     let progress = train(
         &data,
         test_set.as_ref(),
         &cfg,
-        &a.out,
-        a.resume,
-        Duration::from_secs(a.save_every),
+        &a.run.out,
+        a.run.resume,
+        Duration::from_secs(a.run.save_every),
         Hooks {
             on_batch: &mut |r| {
                 let mut msg = format!("mse {:.5} psnr {:.2} dB", r.loss, r.psnr);
@@ -218,6 +208,7 @@ pub(super) fn run(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
     };
     let facts = TrainedFacts {
         name: a
+            .run
             .out
             .file_name()
             .map_or_else(|| "denoiser".into(), |n| n.to_string_lossy().into_owned()),
@@ -227,7 +218,7 @@ pub(super) fn run(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
         init: a.init.clone(),
         command: command_line(),
     };
-    write_card(&a.out, &cfg, &progress, facts)?;
+    write_card(&a.run.out, &cfg, &progress, facts)?;
     driver.finish(&progress)?;
     Ok(ExitCode::SUCCESS)
 }

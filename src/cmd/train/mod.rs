@@ -35,6 +35,24 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
+/// Where a training writes, and when it stops.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Checkpoint folder: `OUT/model.safetensors`, `OUT/card.json`, the optimiser state
+    /// and `OUT/progress.json`.
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// Continue the checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Stop (with a checkpoint) after this many minutes; continue later with --resume.
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Seconds between checkpoints within an epoch.
+    #[arg(long, default_value_t = 300)]
+    save_every: u64,
+}
+
 /// The command line, for the card.
 fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")

@@ -16,3 +16,4 @@ mod noise;
 mod pipeline;
 mod providers;
 mod replay;
+mod store;

@@ -62,6 +62,17 @@ where
 {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_robustify"));
     cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Each run its own answer store (a test that wants one shared sets it again), so no
+    // run reuses another test's paid answers, and nothing is written into the repository.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    cmd.env(
+        "ROBUSTIFY_STORE",
+        std::env::temp_dir().join(format!(
+            "robustify-test-{}-{n}/answers.sqlite",
+            std::process::id()
+        )),
+    );
     for var in [
         "AZURE_VISION_KEY",
         "GOOGLE_API_KEY",

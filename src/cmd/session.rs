@@ -32,10 +32,18 @@ pub struct ProviderArgs {
     /// Compare labels case-insensitively.
     #[arg(long)]
     pub case_fold: bool,
-    /// Query log (JSON Lines) every paid answer is appended to
-    /// [default for paid providers: robustify-queries.jsonl].
+    /// Also append every paid answer to this query log (JSON Lines: what `replay` and
+    /// `--resume` read).
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// The answer store of paid providers (SQLite): every paid answer is kept there and
+    /// reused whenever the same draw (image, provider, denoiser, σ, seed, draw) is asked
+    /// again; new draws come from a new --seed.
+    #[arg(long, env = "ROBUSTIFY_STORE", default_value = robustify_pipeline::DEFAULT_STORE)]
+    pub store: PathBuf,
+    /// Pay again: reuse nothing from the store (the new answers replace the stored ones).
+    #[arg(long)]
+    pub fresh: bool,
     /// Reuse the answers in this query log (a crashed or stopped run) and send only the
     /// missing draws; new answers are appended to it unless --log names another file.
     #[arg(long)]
@@ -79,6 +87,8 @@ impl ProviderArgs {
             label_map: self.label_map.clone(),
             case_fold: self.case_fold,
             log: self.log.clone(),
+            store: Some(self.store.clone()),
+            fresh: self.fresh,
             resume: self.resume.clone(),
             budget: BudgetLimits {
                 max_usd: self.budget_usd,
@@ -115,7 +125,7 @@ pub fn notice(n: &Notice) {
 /// Flushes the log, then the spend and traffic: after the table, or on stderr under
 /// `--json` (never mixed into JSON); and the budget's closing line when it stopped the run.
 pub fn close(session: &Session, json: bool, budget_hit: bool) -> anyhow::Result<()> {
-    if let Some(n) = session.close()? {
+    for n in session.close()? {
         notice(&n);
     }
     if let Some(t) = session.traffic() {

@@ -32,9 +32,13 @@ pub struct SessionConfig {
     pub label_map: Option<PathBuf>,
     /// Compare labels case-insensitively.
     pub case_fold: bool,
-    /// The answer log paid answers are appended to (default for paid providers:
-    /// [`DEFAULT_LOG`]).
+    /// A JSON Lines log every paid answer is also appended to (an export `replay` reads).
     pub log: Option<PathBuf>,
+    /// The answer store of a paid provider ([`DEFAULT_STORE`]): every paid answer kept,
+    /// and reused when the same draw is asked again; `None`: no store.
+    pub store: Option<PathBuf>,
+    /// Pay again: reuse nothing from the store (new answers replace the stored ones).
+    pub fresh: bool,
     /// A log whose answers are reused.
     pub resume: Option<PathBuf>,
     /// Spending limits.
@@ -51,8 +55,8 @@ pub struct SessionConfig {
     pub max_memory_bytes: u64,
 }
 
-/// The log a paid provider writes to when none is named.
-pub const DEFAULT_LOG: &str = "robustify-queries.jsonl";
+/// The answer store of paid providers when none is named (in the current folder).
+pub const DEFAULT_STORE: &str = "robustify-answers.sqlite";
 
 /// The default memory ceiling of one image's certification: 2,048 MB.
 pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 2_048_000_000;
@@ -67,6 +71,8 @@ impl SessionConfig {
             label_map: None,
             case_fold: false,
             log: None,
+            store: Some(PathBuf::from(DEFAULT_STORE)),
+            fresh: false,
             resume: None,
             budget: BudgetLimits::default(),
             rate: None,

@@ -55,12 +55,12 @@ mod run;
 mod session;
 
 pub use certificate::{CertificateRecord, RecordContext, SCHEMA, Status, top_two};
-pub use config::{DEFAULT_LOG, DEFAULT_MAX_MEMORY_BYTES, DenoiserChoice, SessionConfig};
+pub use config::{DEFAULT_MAX_MEMORY_BYTES, DEFAULT_STORE, DenoiserChoice, SessionConfig};
 pub use error::{Error, Result};
 pub use plan::{DEFAULT_MAX_DRAWS, Mode, Outcome, Plan, PlanRequest};
 pub use run::{
     CleanLabel, EXIT_BUDGET, EXIT_FAILED, Observer, Progress, RunSettings, RunSummary, run_images,
 };
 pub use session::{
-    Notice, Opened, Session, compose, draw_context, open_provider, sha256_hex, unfit,
+    Answers, Notice, Opened, Session, compose, draw_context, open_provider, sha256_hex, unfit,
 };

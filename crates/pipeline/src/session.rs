@@ -1,19 +1,18 @@
 //! [`Session`]: an open provider (with its traffic gate, budget and answer log), the label
 //! rule and the denoiser — everything one run sends its draws through.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use robustify_denoiser::{Denoised, Denoiser, registry};
 use robustify_providers::traffic::TrafficSnapshot;
 use robustify_providers::{
-    Adapter, BudgetLimits, DrawContext, HttpProvider, LabelRule, Ledger, Provider,
+    Adapter, AnswerStore, BudgetLimits, DrawContext, HttpProvider, LabelRule, Ledger, Provider,
     ProviderClassifier, ProviderDef, QueryLog,
 };
 use robustify_smoothing::{BaseClassifier, Image};
 use sha2::{Digest, Sha256};
 
-use crate::config::{DEFAULT_LOG, DenoiserChoice, SessionConfig};
+use crate::config::{DenoiserChoice, SessionConfig};
 use crate::{Error, Result};
 
 /// Something a caller should tell the user about the session (where answers are logged,
@@ -34,6 +33,8 @@ pub struct Session {
     http: Option<Arc<HttpProvider>>,
     /// The answer log, when one is written.
     pub log: Option<Arc<QueryLog>>,
+    /// The answer store, for a paid provider.
+    pub store: Option<Arc<AnswerStore>>,
     rule: LabelRule,
     denoiser: Option<Arc<Denoiser>>,
     notices: Vec<Notice>,
@@ -63,21 +64,34 @@ impl Session {
             open_provider(&def, config.endpoint.as_deref(), config.budget.clone())?;
         let mut notices = Vec::new();
         let paid = !def.pricing.is_free();
-        let log_path = config
-            .log
-            .clone()
-            .or_else(|| config.resume.clone())
-            .or_else(|| paid.then(|| PathBuf::from(DEFAULT_LOG)));
+        let store = match &config.store {
+            Some(path) if paid => {
+                let mut store = AnswerStore::open(path)?;
+                let held = store.len()?;
+                if config.fresh {
+                    store = store.fresh();
+                }
+                notices.push(Notice {
+                    warning: false,
+                    text: format!(
+                        "paid answers are kept in {} ({held} from earlier runs{})",
+                        path.display(),
+                        if config.fresh {
+                            "; --fresh: none reused"
+                        } else {
+                            ", reused where the same draw is asked; --fresh pays again"
+                        }
+                    ),
+                });
+                Some(Arc::new(store))
+            }
+            _ => None,
+        };
+        let log_path = config.log.clone().or_else(|| config.resume.clone());
         let log = match log_path {
             Some(path) => {
                 let log = Arc::new(QueryLog::open(&path, config.resume.as_deref())?);
                 log.spawn_syncer();
-                if config.log.is_none() && config.resume.is_none() {
-                    notices.push(Notice {
-                        warning: false,
-                        text: format!("paid answers are logged to {}", path.display()),
-                    });
-                }
                 if let Some(from) = &config.resume {
                     notices.push(Notice {
                         warning: false,
@@ -111,6 +125,7 @@ impl Session {
             provider,
             http,
             log,
+            store,
             rule,
             denoiser,
             notices,
@@ -134,22 +149,22 @@ impl Session {
         sigma: f64,
         seed: u64,
     ) -> Denoised<ProviderClassifier> {
-        let log = self.log.as_ref().map(|log| {
-            (
-                log.clone(),
-                draw_context(
-                    image_bytes,
-                    &self.def.name,
-                    self.denoiser_name(),
-                    sigma,
-                    seed,
-                ),
-            )
-        });
+        let context = draw_context(
+            image_bytes,
+            &self.def.name,
+            self.denoiser_name(),
+            sigma,
+            seed,
+        );
         compose(
             self.provider.clone(),
             self.rule.clone(),
-            log,
+            Answers {
+                log: self.log.clone(),
+                store: self.store.clone(),
+                context,
+                payer: String::new(),
+            },
             None,
             self.denoiser.clone(),
         )
@@ -188,16 +203,31 @@ impl Session {
         self.http.as_ref().map(|h| h.traffic().stats().snapshot())
     }
 
-    /// Flushes the log to disk; says how much of a resumed log was reused.
-    pub fn close(&self) -> Result<Option<Notice>> {
-        let Some(log) = &self.log else {
-            return Ok(None);
-        };
-        log.sync()?;
-        Ok((log.resumed() > 0).then(|| Notice {
-            warning: false,
-            text: format!("resume: {}", log.reuse_report()),
-        }))
+    /// Flushes the log to disk; says how much of a resumed log and of the store was
+    /// reused.
+    pub fn close(&self) -> Result<Vec<Notice>> {
+        let mut out = Vec::new();
+        if let Some(log) = &self.log {
+            log.sync()?;
+            if log.resumed() > 0 {
+                out.push(Notice {
+                    warning: false,
+                    text: format!("resume: {}", log.reuse_report()),
+                });
+            }
+        }
+        if let Some(store) = &self.store {
+            out.push(Notice {
+                warning: false,
+                text: format!(
+                    "{}: {} answers reused (not paid again), {} new answers stored",
+                    store.path().display(),
+                    store.reused(),
+                    store.stored()
+                ),
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -225,19 +255,37 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The base classifier `f ∘ D`: the provider under a label rule, its answers logged (and
-/// reused) under `log`'s context, each unit reserved in `allowance` when given, behind
-/// `denoiser`. The CLI and the proxy build theirs here.
+/// Where a classifier's answers are kept and found again, and under which key.
+pub struct Answers {
+    /// The JSON Lines log (and the answers of a resumed one).
+    pub log: Option<Arc<QueryLog>>,
+    /// The answer store.
+    pub store: Option<Arc<AnswerStore>>,
+    /// The key of the draws, but the draw index.
+    pub context: DrawContext,
+    /// Who the store charges what the vendor bills (a proxy client; `""` from the
+    /// command line).
+    pub payer: String,
+}
+
+/// The base classifier `f ∘ D`: the provider under a label rule, its answers kept (and
+/// reused) in `answers`, each unit reserved in `allowance` when given, behind `denoiser`.
+/// The CLI and the proxy build theirs here.
 pub fn compose(
     provider: Arc<dyn Provider>,
     rule: LabelRule,
-    log: Option<(Arc<QueryLog>, DrawContext)>,
+    answers: Answers,
     allowance: Option<Arc<Ledger>>,
     denoiser: Option<Arc<Denoiser>>,
 ) -> Denoised<ProviderClassifier> {
     let mut c = ProviderClassifier::new(provider).with_rule(rule);
-    if let Some((log, context)) = log {
-        c = c.with_log(log, context);
+    if let Some(log) = answers.log {
+        c = c.with_log(log, answers.context.clone());
+    }
+    if let Some(store) = answers.store {
+        c = c
+            .with_store(store, answers.context)
+            .with_payer(answers.payer);
     }
     if let Some(a) = allowance {
         c = c.with_allowance(a);

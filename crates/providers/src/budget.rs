@@ -94,6 +94,24 @@ impl Ledger {
         }
     }
 
+    /// A [`Ledger::dollars`] ledger that has already spent `spent_usd` (read back from a
+    /// store after a restart).
+    pub fn dollars_spent(cap: Option<f64>, spent_usd: f64) -> Ledger {
+        let ledger = Ledger::dollars(cap);
+        ledger.lock().spent = if spent_usd.is_finite() && spent_usd > 0.0 {
+            micro_up(spent_usd)
+        } else {
+            0
+        };
+        ledger
+    }
+
+    /// Starts a new period: what was spent no longer counts (holds in flight still do,
+    /// and what they settle counts in the new period).
+    pub fn reset_spent(&self) {
+        self.lock().spent = 0;
+    }
+
     /// Holds `usd` in a [`Ledger::dollars`] ledger. A hold that is not a finite,
     /// non-negative number (a NaN from hostile arithmetic) never fits.
     pub fn reserve_usd(&self, usd: f64) -> Result<Reservation<'_>> {

@@ -22,6 +22,14 @@ pub enum Error {
         /// The built-in names, comma-separated.
         known: String,
     },
+    /// The answer store could not be opened, read or written.
+    #[error("answer store {path}: {message}")]
+    Store {
+        /// The SQLite file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// A log line is malformed or incomplete.
     #[error("{path}:{line}: {message}")]
     Log {

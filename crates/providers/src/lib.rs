@@ -14,7 +14,8 @@
 //! - [`HttpProvider`]: a wire format behind [`Traffic`] (GCRA rate limit, bounded
 //!   concurrency, throttling pause, jittered retries under a retry budget) and a [`Ledger`]
 //!   (reserve before sending, settle after: a budget is never overshot).
-//! - [`QueryLog`]: every paid answer, keyed by draw, fsync'd each second; `--resume`.
+//! - [`AnswerStore`]: every paid answer in SQLite, reused whenever the same draw is asked
+//!   again; [`QueryLog`]: the same answers as JSON Lines, fsync'd each second; `--resume`.
 //! - [`replay`]: reading logged label sequences (`robustify replay`).
 //!
 //! What a certification on Google costs, 100 images of 20 + 100 draws each:
@@ -39,6 +40,7 @@ pub mod http;
 pub mod provider;
 pub mod querylog;
 pub mod replay;
+pub mod store;
 pub mod traffic;
 
 pub use budget::{BudgetLimits, Ledger};
@@ -51,4 +53,5 @@ pub use provider::{
     Answer, Delivered, LabelRule, Provider, ProviderClassifier, Receipt, ScoredLabel,
 };
 pub use querylog::{DrawContext, LoadReport, LogEntry, QueryLog, ReuseReport};
+pub use store::{AnswerStore, Charge};
 pub use traffic::{RetryPolicy, Traffic};

@@ -12,6 +12,7 @@ use robustify_smoothing::{BaseClassifier, Image, NO_LABEL};
 
 use crate::budget::Ledger;
 use crate::querylog::{DrawContext, LogEntry, QueryLog};
+use crate::store::{AnswerStore, Charge};
 use crate::{Error, Result};
 
 /// One label as the vendor returned it.
@@ -149,12 +150,17 @@ impl LabelRule {
 
 /// Adapts a provider to the smoothing crate's [`BaseClassifier`]: the top-1 label of each
 /// answer under a [`LabelRule`], `(none)` for an empty one. With a [`QueryLog`], every
-/// answer is logged under its draw, and draws already in the resumed log are not sent.
+/// answer is logged under its draw, and draws already in the resumed log are not sent;
+/// with an [`AnswerStore`], every answer is stored, and draws already stored (by this run
+/// or any before it) are not sent.
 #[derive(Clone)]
 pub struct ProviderClassifier {
     provider: Arc<dyn Provider>,
     rule: LabelRule,
     log: Option<(Arc<QueryLog>, DrawContext)>,
+    store: Option<(Arc<AnswerStore>, DrawContext)>,
+    /// Who the store charges (a proxy client; `""` from the command line).
+    payer: String,
     reused: Arc<AtomicU64>,
     /// Dollars of the answers this classifier received, in micro-dollars.
     spent_micro_usd: Arc<AtomicU64>,
@@ -168,6 +174,8 @@ impl ProviderClassifier {
             provider,
             rule: LabelRule::default(),
             log: None,
+            store: None,
+            payer: String::new(),
             reused: Arc::default(),
             spent_micro_usd: Arc::default(),
             allowance: None,
@@ -192,7 +200,23 @@ impl ProviderClassifier {
         self
     }
 
-    /// Draws answered from the resumed log instead of the provider.
+    /// Stores every answer in `store` and reuses what it holds, keying draws by `context`.
+    pub fn with_store(
+        mut self,
+        store: Arc<AnswerStore>,
+        context: DrawContext,
+    ) -> ProviderClassifier {
+        self.store = Some((store, context));
+        self
+    }
+
+    /// Charges what the vendor bills to `payer` in the store.
+    pub fn with_payer(mut self, payer: impl Into<String>) -> ProviderClassifier {
+        self.payer = payer.into();
+        self
+    }
+
+    /// Draws answered from the resumed log or the store instead of the provider.
     pub fn reused(&self) -> u64 {
         self.reused.load(Ordering::Relaxed)
     }
@@ -208,6 +232,15 @@ impl ProviderClassifier {
         if let Some((log, ctx)) = &self.log {
             for (slot, draw) in out.iter_mut().zip(draws.clone()) {
                 *slot = log.lookup(ctx, draw);
+            }
+        }
+        if let Some((store, ctx)) = &self.store
+            && out.iter().any(Option::is_none)
+        {
+            for (slot, stored) in out.iter_mut().zip(store.lookup(ctx, draws.clone())?) {
+                if slot.is_none() {
+                    *slot = stored;
+                }
             }
         }
         let missing: Vec<usize> = (0..batch.len()).filter(|&i| out[i].is_none()).collect();
@@ -228,18 +261,23 @@ impl ProviderClassifier {
             });
         }
         let mut first_error = None;
+        let mut received = Vec::new();
+        let mut billed_usd = 0.0;
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         for (&i, result) in missing.iter().zip(results) {
             match result {
                 Ok(delivered) => {
+                    billed_usd += delivered.receipt.cost_usd;
                     self.spent_micro_usd.fetch_add(
                         (delivered.receipt.cost_usd * 1e6).round() as u64,
                         Ordering::Relaxed,
                     );
-                    if let Some((log, ctx)) = &self.log {
-                        log.append(&LogEntry {
+                    let context =
+                        (self.log.as_ref().map(|(_, c)| c)).or(self.store.as_ref().map(|(_, c)| c));
+                    if let Some(ctx) = context {
+                        received.push(LogEntry {
                             context: ctx.clone(),
                             draw: draws.start + i as u64,
                             labels: delivered.answer.labels.clone(),
@@ -248,17 +286,34 @@ impl ProviderClassifier {
                             cost_usd: delivered.receipt.cost_usd,
                             attempts: delivered.receipt.attempts,
                             unix_ms,
-                        })?;
+                        });
                     }
                     out[i] = Some(delivered.answer);
                 }
                 Err(err) => {
                     // A timed-out request the vendor billed: whoever pays for this
                     // classifier's queries pays for it too.
+                    billed_usd += err.billed_usd();
                     self.spent_micro_usd
                         .fetch_add((err.billed_usd() * 1e6).round() as u64, Ordering::Relaxed);
                     first_error.get_or_insert(err);
                 }
+            }
+        }
+        // Kept before anything counts them: one transaction for the store, a line each
+        // for the log.
+        if let Some((store, _)) = &self.store {
+            let charge = Charge {
+                payer: self.payer.clone(),
+                provider: self.provider.name().to_owned(),
+                usd: billed_usd,
+                unix_ms,
+            };
+            store.insert(&received, Some(&charge))?;
+        }
+        if let Some((log, _)) = &self.log {
+            for entry in &received {
+                log.append(entry)?;
             }
         }
         match first_error {

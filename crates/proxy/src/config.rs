@@ -1,8 +1,11 @@
 //! `robustify.toml`: what the proxy serves, to whom, and within which limits.
 //!
 //! ```toml
-//! # Query logs (one per provider), reused after a restart.
+//! # Query logs (one per provider, JSON Lines), reused after a restart.
 //! log_dir = "robustify-proxy-logs"
+//! # The answer store (SQLite): every paid answer kept and reused for the same draw of
+//! # the same client; it survives restarts. Without it answers live in memory only.
+//! store = "robustify-proxy.sqlite"
 //! max_body_bytes = 10_000_000
 //! # /metrics answers only this key (hex SHA-256); without it /metrics is off.
 //! # operator_key_sha256 = "…"
@@ -29,7 +32,9 @@
 //! [[clients]]
 //! name = "team-a"
 //! key_sha256 = "…"                   # hex SHA-256 of the client's key (never the key)
-//! budget_usd = 20.0
+//! budget_usd = 20.0                  # ever (kept across restarts with a store)
+//! budget_usd_per_day = 2.0           # each UTC day
+//! budget_usd_per_month = 10.0        # each UTC calendar month
 //! requests_per_minute = 60
 //! ```
 
@@ -47,6 +52,9 @@ pub struct Config {
     /// Where each provider's query log goes (`<log_dir>/<provider>.jsonl`); none when absent.
     #[serde(default)]
     pub log_dir: Option<PathBuf>,
+    /// The SQLite file of paid answers (and, with them, what survives a restart).
+    #[serde(default)]
+    pub store: Option<PathBuf>,
     /// Largest request body.
     #[serde(default = "default_body")]
     pub max_body_bytes: usize,
@@ -186,9 +194,15 @@ pub struct ClientEntry {
     pub name: String,
     /// Hex SHA-256 of the client's API key.
     pub key_sha256: String,
-    /// Most dollars this client may spend.
+    /// Most dollars this client may spend, ever (with a store: across restarts).
     #[serde(default)]
     pub budget_usd: Option<f64>,
+    /// Most dollars a UTC day.
+    #[serde(default)]
+    pub budget_usd_per_day: Option<f64>,
+    /// Most dollars a UTC calendar month.
+    #[serde(default)]
+    pub budget_usd_per_month: Option<f64>,
     /// Most requests a minute.
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
@@ -267,10 +281,16 @@ impl Config {
             }
         }
         for c in &config.clients {
-            if let Some(b) = c.budget_usd
-                && !(b.is_finite() && b >= 0.0)
-            {
-                return Err(err(format!("client {:?}: budget_usd must be ≥ 0", c.name)));
+            for (what, b) in [
+                ("budget_usd", c.budget_usd),
+                ("budget_usd_per_day", c.budget_usd_per_day),
+                ("budget_usd_per_month", c.budget_usd_per_month),
+            ] {
+                if let Some(b) = b
+                    && !(b.is_finite() && b >= 0.0)
+                {
+                    return Err(err(format!("client {:?}: {what} must be ≥ 0", c.name)));
+                }
             }
             if c.key_sha256.len() != 64 || hex::decode(&c.key_sha256).is_err() {
                 return Err(err(format!(

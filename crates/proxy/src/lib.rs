@@ -35,7 +35,9 @@ mod error;
 mod metrics;
 mod routes;
 mod serve;
+mod spend;
 mod state;
+mod wallets;
 
 pub use api_error::ApiError;
 pub use config::{Config, hash_key};

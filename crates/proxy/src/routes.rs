@@ -17,7 +17,8 @@ use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use robustify_pipeline::{
-    CertificateRecord, Mode, Plan, PlanRequest, RecordContext, compose, draw_context, sha256_hex,
+    Answers, CertificateRecord, Mode, Plan, PlanRequest, RecordContext, compose, draw_context,
+    sha256_hex,
 };
 use robustify_providers::{BudgetLimits, LabelRule, Ledger, Provider};
 use robustify_smoothing::{Image, MemoryBudget};
@@ -195,15 +196,18 @@ async fn handle(
 
     let seed = p.seed.unwrap_or(0);
     let denoiser_name = denoiser.as_ref().map_or("none", |d| d.name()).to_owned();
-    let log = served.log.as_ref().map(|log| {
-        let mut context = draw_context(&body, &served.def.name, &denoiser_name, plan.sigma(), seed);
-        context.client = (!state.share_answers).then(|| client.name.clone());
-        (log.clone(), context)
-    });
+    let mut context = draw_context(&body, &served.def.name, &denoiser_name, plan.sigma(), seed);
+    context.client = (!state.share_answers).then(|| client.name.clone());
+    let answers = Answers {
+        log: served.log.clone(),
+        store: state.store.clone(),
+        context,
+        payer: client.name.clone(),
+    };
     let classifier = compose(
         served.http.clone() as Arc<dyn Provider>,
         LabelRule::default(),
-        log,
+        answers,
         Some(allowance),
         denoiser,
     );

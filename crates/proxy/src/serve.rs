@@ -14,6 +14,7 @@ use hyper_util::service::TowerToHyperService;
 use robustify_providers::QueryLog;
 
 use crate::api_error::ApiError;
+use crate::spend;
 use crate::state::ProxyState;
 use crate::{metrics, routes};
 
@@ -24,6 +25,7 @@ pub fn router(state: Arc<ProxyState>) -> Router {
         .route("/v1/certify", post(routes::certify))
         .route("/v1/predict", post(routes::predict))
         .route("/v1/providers", get(routes::providers))
+        .route("/v1/spend", get(spend::spend))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NotFound })

@@ -9,11 +9,14 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use robustify_denoiser::{Denoiser, registry};
-use robustify_providers::{BudgetLimits, Credentials, HttpProvider, Ledger, QueryLog, Traffic};
+use robustify_providers::{
+    AnswerStore, BudgetLimits, Credentials, HttpProvider, Ledger, QueryLog, Traffic,
+};
 use robustify_smoothing::MemoryBudget;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, ProviderEntry, RequestLimits, Timeouts};
+use crate::wallets::Wallets;
 use crate::{Error, Result};
 
 /// One provider as served: shared by every client.
@@ -90,15 +93,18 @@ fn load_denoisers(entry: &ProviderEntry, images: &str) -> Result<Vec<Arc<Denoise
 pub(crate) struct Client {
     pub(crate) name: String,
     pub(crate) key_sha256: String,
-    /// Dollars spent and held, under the client's budget (the providers' ledger, in
-    /// micro-dollars).
-    pub(crate) wallet: Ledger,
+    /// Dollars spent and held, under the client's budgets (ever, per day, per month).
+    pub(crate) wallet: Wallets,
+    /// The budget ever, as configured.
+    pub(crate) budget_usd: Option<f64>,
     pub(crate) limiter: Option<DefaultDirectRateLimiter>,
 }
 
 /// Everything the handlers share.
 pub struct ProxyState {
     pub(crate) providers: Vec<Served>,
+    /// Paid answers of every provider and client, kept across restarts.
+    pub(crate) store: Option<Arc<AnswerStore>>,
     pub(crate) clients: Vec<Client>,
     pub(crate) operator_key_sha256: Option<String>,
     pub(crate) share_answers: bool,
@@ -132,6 +138,10 @@ pub(crate) struct Latency {
 impl ProxyState {
     /// Sets up every provider (credentials from `env`, failing on a missing one) and client.
     pub fn new(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Arc<ProxyState>> {
+        let store = match &config.store {
+            Some(path) => Some(Arc::new(AnswerStore::open(path)?)),
+            None => None,
+        };
         let mut providers = Vec::new();
         for entry in &config.providers {
             let mut def = robustify_providers::ProviderDef::load(&entry.name)?;
@@ -179,20 +189,24 @@ impl ProxyState {
         let clients = config
             .clients
             .iter()
-            .map(|c| Client {
-                name: c.name.clone(),
-                key_sha256: c.key_sha256.to_ascii_lowercase(),
-                wallet: Ledger::dollars(c.budget_usd),
-                limiter: c
-                    .requests_per_minute
-                    .and_then(NonZeroU32::new)
-                    .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm).allow_burst(rpm))),
+            .map(|c| {
+                Ok(Client {
+                    name: c.name.clone(),
+                    key_sha256: c.key_sha256.to_ascii_lowercase(),
+                    wallet: Wallets::open(c, store.as_deref())?,
+                    budget_usd: c.budget_usd,
+                    limiter: c
+                        .requests_per_minute
+                        .and_then(NonZeroU32::new)
+                        .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm).allow_burst(rpm))),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let megabytes =
             (config.limits.max_memory_bytes / MB).clamp(1, Semaphore::MAX_PERMITS as u64);
         Ok(Arc::new(ProxyState {
             providers,
+            store,
             clients,
             operator_key_sha256: config
                 .operator_key_sha256

@@ -1,0 +1,128 @@
+//! The answer store: a paid answer is paid once — reused by the next run that asks for the
+//! same draw, kept through `kill -9`.
+
+use crate::util::{Standin, command, fixture, run, temp_dir};
+
+const KEY: &str = "store-test-key";
+
+fn certify(
+    standin: &Standin,
+    store: &std::path::Path,
+    n: &str,
+    extra: &[&str],
+) -> std::process::Command {
+    let image = fixture("cifar10/ship/0000.jpg").display().to_string();
+    let mut cmd = command([
+        "certify",
+        "--no-denoiser",
+        &image,
+        "--provider",
+        "google",
+        "--endpoint",
+        &standin.url,
+        "--sigma",
+        "0.25",
+        "--n0",
+        "4",
+        "--n",
+        n,
+        "--json",
+    ]);
+    cmd.args(extra)
+        .env("GOOGLE_API_KEY", KEY)
+        .env("ROBUSTIFY_STORE", store);
+    cmd
+}
+
+fn images_served(standin: &Standin) -> u64 {
+    standin.stats()["images"].as_u64().unwrap()
+}
+
+#[test]
+fn the_same_draws_are_paid_once() {
+    let standin = Standin::start(&["--model", "cifar10", "--key", KEY]);
+    let store = temp_dir("store-reuse").join("answers.sqlite");
+    let first = run(certify(&standin, &store, "28", &["--seed", "5"]));
+    let a: serde_json::Value = serde_json::from_str(first.ok().trim()).unwrap();
+    assert_eq!(
+        (a["queries"].as_u64(), a["reused"].as_u64()),
+        (Some(32), Some(0))
+    );
+    assert_eq!(images_served(&standin), 32);
+    assert!(
+        first.stderr().contains("0 answers reused"),
+        "{}",
+        first.stderr()
+    );
+
+    // Run again: every draw is in the store; nothing sent, nothing paid, same certificate.
+    let second = run(certify(&standin, &store, "28", &["--seed", "5"]));
+    let b: serde_json::Value = serde_json::from_str(second.ok().trim()).unwrap();
+    assert_eq!(images_served(&standin), 32, "the second run sent nothing");
+    assert_eq!(b["reused"], 32);
+    assert_eq!(b["cost_usd"], 0.0);
+    for field in ["label", "candidate", "radius", "counts", "image_sha256"] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+    let err = second.stderr();
+    assert!(
+        err.contains("32 answers reused (not paid again), 0 new"),
+        "{err}"
+    );
+    assert!(err.contains("$0.0000 spent"), "{err}");
+
+    // New draws come from a new seed; --fresh pays again for the same ones.
+    let third = run(certify(&standin, &store, "28", &["--seed", "6"]));
+    assert_eq!(third.json()["reused"], 0);
+    assert_eq!(images_served(&standin), 64);
+    let fresh = run(certify(&standin, &store, "28", &["--seed", "5", "--fresh"]));
+    let f = fresh.json();
+    assert_eq!(f["reused"], 0);
+    assert!(f["cost_usd"].as_f64().unwrap() > 0.0);
+    assert_eq!(images_served(&standin), 96);
+}
+
+#[test]
+fn kill_9_loses_no_stored_answer_and_the_rerun_pays_only_the_rest() {
+    // A slow vendor (200 ms a request, one request of 16 images in flight at a time), so
+    // the kill lands mid-run.
+    let standin = Standin::start(&["--model", "cifar10", "--key", KEY, "--latency-ms", "200"]);
+    let store = temp_dir("store-kill").join("answers.sqlite");
+    // 4 + 300 draws: 20 requests at 200 ms.
+    let mut cmd = certify(
+        &standin,
+        &store,
+        "300",
+        &["--seed", "9", "--concurrency", "1"],
+    );
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until some answers are stored, then kill -9.
+    let started = std::time::Instant::now();
+    while images_served(&standin) < 64 {
+        assert!(started.elapsed().as_secs() < 60, "the run never got going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let served = images_served(&standin);
+    assert!(
+        served < 304,
+        "killed too late to test anything ({served} served)"
+    );
+
+    // The store opens cleanly and holds every answer but those of the one request in
+    // flight at the kill (16 images at most); the rerun pays for exactly the rest.
+    let rerun = run(certify(&standin, &store, "300", &["--seed", "9"]));
+    let v: serde_json::Value = serde_json::from_str(rerun.ok().trim()).unwrap();
+    let reused = v["reused"].as_u64().unwrap();
+    assert!(
+        reused + 16 >= served && reused <= served,
+        "{reused} reused of {served} served before the kill"
+    );
+    assert_eq!(v["queries"], 304);
+    assert_eq!(images_served(&standin), served + (304 - reused));
+}

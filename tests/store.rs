@@ -74,12 +74,45 @@ fn the_same_draws_are_paid_once() {
     // New draws come from a new seed; --fresh pays again for the same ones.
     let third = run(certify(&standin, &store, "28", &["--seed", "6"]));
     assert_eq!(third.json()["reused"], 0);
+    let third = third.json();
     assert_eq!(images_served(&standin), 64);
     let fresh = run(certify(&standin, &store, "28", &["--seed", "5", "--fresh"]));
     let f = fresh.json();
     assert_eq!(f["reused"], 0);
     assert!(f["cost_usd"].as_f64().unwrap() > 0.0);
     assert_eq!(images_served(&standin), 96);
+
+    // The store exports as a query log, which replay reads: the same certificate.
+    let log = store.with_file_name("export.jsonl");
+    let mut export = command(["answers", "--export", log.to_str().unwrap()]);
+    export.env("ROBUSTIFY_STORE", &store);
+    run(export).ok();
+    let replayed = crate::util::robustify([
+        "replay",
+        log.to_str().unwrap(),
+        "--sigma",
+        "0.25",
+        "--n0",
+        "4",
+        "--n",
+        "28",
+        "--seed",
+        "6",
+        "--json",
+    ])
+    .json();
+    assert_eq!(
+        replayed["images"].as_array().unwrap().len(),
+        1,
+        "{replayed}"
+    );
+    assert_eq!(replayed["images"][0]["radius"], third["radius"]);
+    let mut summary = command(["answers"]);
+    summary.env("ROBUSTIFY_STORE", &store);
+    let text = run(summary).ok();
+    // 64 draws (seeds 5 and 6; --fresh replaced seed 5's), 96 paid for.
+    assert!(text.contains(": 64 paid answers"), "{text}");
+    assert!(text.contains("google: $0.1440 spent"), "{text}");
 }
 
 #[test]

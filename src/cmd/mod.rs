@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+mod answers;
 mod bench;
 mod certify;
 mod classify;
@@ -50,11 +51,14 @@ pub enum Command {
     Train(train::Args),
     /// List the built-in provider definitions.
     Providers(providers::Args),
+    /// The answer store: paid answers kept for reuse, their spend, their export.
+    Answers(answers::Args),
 }
 
 /// Runs one subcommand; `Err` is reported by `main` with exit code 2.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Answers(args) => answers::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Certify(args) => certify::run(args),
         Command::Classify(args) => classify::run(args),

@@ -159,7 +159,7 @@ async fn one_image<O: Observer>(
     ctx.image_sha256 = Some(sha256_hex(&bytes));
     let before = session.spent_usd();
     if settings.clean == CleanLabel::Always {
-        match session.clean_label(&image).await {
+        match session.clean_label(&bytes, &image).await {
             Ok(label) => ctx.clean_label = Some(label),
             Err(e) => {
                 ctx.cost_usd = session.spent_usd() - before;

@@ -170,10 +170,16 @@ impl Session {
         )
     }
 
-    /// The provider's label for the clean image (no noise, no denoiser): one query, not
-    /// logged.
-    pub async fn clean_label(&self, image: &Image) -> Result<String> {
-        let c = ProviderClassifier::new(self.provider.clone()).with_rule(self.rule.clone());
+    /// The provider's label for the clean image (no noise, no denoiser): one query, kept in
+    /// the store under σ = 0 (so a rerun does not pay for it again), not in the log.
+    pub async fn clean_label(&self, image_bytes: &[u8], image: &Image) -> Result<String> {
+        let mut c = ProviderClassifier::new(self.provider.clone()).with_rule(self.rule.clone());
+        if let Some(store) = &self.store {
+            c = c.with_store(
+                store.clone(),
+                draw_context(image_bytes, &self.def.name, "none", 0.0, 0),
+            );
+        }
         let labels = c
             .classify(0..1, std::slice::from_ref(image))
             .await

@@ -1,0 +1,164 @@
+//! Against a real `redis-server` on loopback, started here (`.ci/run` installs it; without
+//! it these tests say so and pass, except on CI where they fail).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use robustify_redis::Redis;
+
+/// A `redis-server` on a free port, killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts one, or `None` (said on stderr) where `redis-server` is not installed.
+pub async fn server() -> Option<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = match std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is missing on CI ({e}): .ci/run installs it"
+            );
+            eprintln!("SKIPPED: redis-server is not installed ({e}); apt-get install redis-server");
+            return None;
+        }
+    };
+    let server = Server {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    };
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = Redis::connect(&server.url, "t").await
+            && r.ping().await.is_ok()
+        {
+            return Some(server);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_one_rate() {
+    let Some(server) = server().await else { return };
+    // Three replicas, each its own connection, 8 workers each, asking as fast as they can
+    // for 2 s of a 25/s limit with a burst of 5.
+    let admitted = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let redis = Redis::connect(&server.url, "rate-test").await.unwrap();
+        let rate = redis.rate("vendor", 25.0, 5);
+        for _ in 0..8 {
+            let (rate, admitted) = (rate.clone(), admitted.clone());
+            tasks.push(tokio::spawn(async move {
+                while started.elapsed() < Duration::from_secs(2) {
+                    rate.acquire().await.unwrap();
+                    if started.elapsed() < Duration::from_secs(2) {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = admitted.load(Ordering::Relaxed);
+    // At most the burst plus 2 s at 25/s (55); at least 90% of it.
+    assert!(
+        n <= 55,
+        "{n} admitted: the replicas together passed the limit"
+    );
+    assert!(
+        n >= 45,
+        "{n} admitted: under 90% of the limit while there was work"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_holds_never_overshoot_and_a_dead_replicas_lapse() {
+    let Some(server) = server().await else { return };
+    let mut ledgers = Vec::new();
+    for _ in 0..3 {
+        let redis = Redis::connect(&server.url, "ledger-test").await.unwrap();
+        ledgers.push(redis.ledger("wallet", Some(100), Duration::from_secs(30)));
+    }
+    // 100 requests of 7 units against 100 from three replicas: 14 fit.
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let ledger = ledgers[i % 3].clone();
+            tokio::spawn(async move { ledger.reserve(7).await.unwrap() })
+        })
+        .collect();
+    let mut holds = Vec::new();
+    for t in tasks {
+        if let Some(h) = t.await.unwrap() {
+            holds.push(h);
+        }
+    }
+    assert_eq!(holds.len(), 14);
+    assert_eq!(ledgers[0].held().await.unwrap(), 98);
+    for h in &holds {
+        // Billed at most what was held: 9 asked, 7 billed.
+        assert_eq!(ledgers[1].settle(h, 9).await.unwrap(), 7);
+    }
+    assert_eq!(ledgers[2].spent().await.unwrap(), 98);
+    assert!(ledgers[0].reserve(3).await.unwrap().is_none());
+    assert!(ledgers[0].reserve(2).await.unwrap().is_some());
+
+    // A replica that dies holding units: they count until its lease runs out, then not.
+    let redis = Redis::connect(&server.url, "ledger-test").await.unwrap();
+    let short = redis.ledger("lapse", Some(10), Duration::from_millis(300));
+    let dead = short.reserve(10).await.unwrap().unwrap();
+    assert!(short.reserve(1).await.unwrap().is_none());
+    // A live replica renews: still held after the first lease.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(short.renew(&dead).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        short.reserve(1).await.unwrap().is_none(),
+        "renewed: still held"
+    );
+    // Then it dies: nothing renews, and the hold lapses.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let after = short.reserve(10).await.unwrap();
+    assert!(after.is_some(), "the dead replica's hold lapsed");
+    assert!(!short.renew(&dead).await.unwrap());
+    // Settling a lapsed hold still bills what the vendor billed.
+    assert_eq!(short.settle(&dead, 4).await.unwrap(), 4);
+    assert_eq!(short.spent().await.unwrap(), 4);
+}

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use robustify_redis::Redis;
 
 /// A `redis-server` on a free port, killed when dropped.
-pub struct Server {
+struct Server {
     child: std::process::Child,
-    pub url: String,
+    url: String,
 }
 
 impl Drop for Server {
@@ -23,7 +23,7 @@ impl Drop for Server {
 }
 
 /// Starts one, or `None` (said on stderr) where `redis-server` is not installed.
-pub async fn server() -> Option<Server> {
+async fn server() -> Option<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -31,7 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&path)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let state = ProxyState::new(&config, |var| std::env::var(var).ok())?;
+        let state = ProxyState::connect(&config, |var| std::env::var(var).ok()).await?;
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .with_context(|| format!("cannot listen on {}", args.addr))?;

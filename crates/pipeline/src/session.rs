@@ -6,8 +6,8 @@ use std::sync::Arc;
 use robustify_denoiser::{Denoised, Denoiser, registry};
 use robustify_providers::traffic::TrafficSnapshot;
 use robustify_providers::{
-    Adapter, AnswerStore, BudgetLimits, DrawContext, HttpProvider, LabelRule, Ledger, Provider,
-    ProviderClassifier, ProviderDef, QueryLog,
+    Adapter, AnswerBackend, AnswerStore, BudgetLimits, DrawContext, HttpProvider, LabelRule,
+    Ledger, Provider, ProviderClassifier, ProviderDef, QueryLog,
 };
 use robustify_smoothing::{BaseClassifier, Image};
 use sha2::{Digest, Sha256};
@@ -161,7 +161,7 @@ impl Session {
             self.rule.clone(),
             Answers {
                 log: self.log.clone(),
-                store: self.store.clone(),
+                store: self.store.clone().map(|s| s as Arc<dyn AnswerBackend>),
                 context,
                 payer: String::new(),
             },
@@ -176,7 +176,7 @@ impl Session {
         let mut c = ProviderClassifier::new(self.provider.clone()).with_rule(self.rule.clone());
         if let Some(store) = &self.store {
             c = c.with_store(
-                store.clone(),
+                store.clone() as Arc<dyn AnswerBackend>,
                 draw_context(image_bytes, &self.def.name, "none", 0.0, 0),
             );
         }
@@ -266,7 +266,7 @@ pub struct Answers {
     /// The JSON Lines log (and the answers of a resumed one).
     pub log: Option<Arc<QueryLog>>,
     /// The answer store.
-    pub store: Option<Arc<AnswerStore>>,
+    pub store: Option<Arc<dyn AnswerBackend>>,
     /// The key of the draws, but the draw index.
     pub context: DrawContext,
     /// Who the store charges what the vendor bills (a proxy client; `""` from the

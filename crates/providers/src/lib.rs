@@ -53,5 +53,5 @@ pub use provider::{
     Answer, Delivered, LabelRule, Provider, ProviderClassifier, Receipt, ScoredLabel,
 };
 pub use querylog::{DrawContext, LoadReport, LogEntry, QueryLog, ReuseReport};
-pub use store::{AnswerStore, Charge};
+pub use store::{AnswerBackend, AnswerStore, Charge};
 pub use traffic::{RetryPolicy, Traffic};

@@ -12,7 +12,7 @@ use robustify_smoothing::{BaseClassifier, Image, NO_LABEL};
 
 use crate::budget::Ledger;
 use crate::querylog::{DrawContext, LogEntry, QueryLog};
-use crate::store::{AnswerStore, Charge};
+use crate::store::{AnswerBackend, Charge};
 use crate::{Error, Result};
 
 /// One label as the vendor returned it.
@@ -158,7 +158,7 @@ pub struct ProviderClassifier {
     provider: Arc<dyn Provider>,
     rule: LabelRule,
     log: Option<(Arc<QueryLog>, DrawContext)>,
-    store: Option<(Arc<AnswerStore>, DrawContext)>,
+    store: Option<(Arc<dyn AnswerBackend>, DrawContext)>,
     /// Who the store charges (a proxy client; `""` from the command line).
     payer: String,
     reused: Arc<AtomicU64>,
@@ -203,7 +203,7 @@ impl ProviderClassifier {
     /// Stores every answer in `store` and reuses what it holds, keying draws by `context`.
     pub fn with_store(
         mut self,
-        store: Arc<AnswerStore>,
+        store: Arc<dyn AnswerBackend>,
         context: DrawContext,
     ) -> ProviderClassifier {
         self.store = Some((store, context));
@@ -237,7 +237,7 @@ impl ProviderClassifier {
         if let Some((store, ctx)) = &self.store
             && out.iter().any(Option::is_none)
         {
-            for (slot, stored) in out.iter_mut().zip(store.lookup(ctx, draws.clone())?) {
+            for (slot, stored) in out.iter_mut().zip(store.lookup(ctx, draws.clone()).await?) {
                 if slot.is_none() {
                     *slot = stored;
                 }
@@ -309,7 +309,7 @@ impl ProviderClassifier {
                 usd: billed_usd,
                 unix_ms,
             };
-            store.insert(&received, Some(&charge))?;
+            store.insert(&received, Some(&charge)).await?;
         }
         if let Some((log, _)) = &self.log {
             for entry in &received {

@@ -62,6 +62,45 @@ pub struct Charge {
     pub unix_ms: u64,
 }
 
+/// Where paid answers are kept and found again: the SQLite [`AnswerStore`] on one machine,
+/// or a store shared by replicas (Redis, in `robustify-redis`).
+pub trait AnswerBackend: Send + Sync {
+    /// The stored answers to draws `draws` of `context`, in order (`None`: not stored).
+    fn lookup<'a>(
+        &'a self,
+        context: &'a DrawContext,
+        draws: Range<u64>,
+    ) -> BoxFuture<'a, Result<Vec<Option<Answer>>>>;
+    /// Keeps `entries` (votes only; a stored draw keeps its first answer) and what they
+    /// cost, durably, before returning.
+    fn insert<'a>(
+        &'a self,
+        entries: &'a [LogEntry],
+        charge: Option<&'a Charge>,
+    ) -> BoxFuture<'a, Result<()>>;
+}
+
+/// A boxed future (the backends' methods are async and object-safe).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+impl AnswerBackend for AnswerStore {
+    fn lookup<'a>(
+        &'a self,
+        context: &'a DrawContext,
+        draws: Range<u64>,
+    ) -> BoxFuture<'a, Result<Vec<Option<Answer>>>> {
+        Box::pin(async move { AnswerStore::lookup(self, context, draws) })
+    }
+
+    fn insert<'a>(
+        &'a self,
+        entries: &'a [LogEntry],
+        charge: Option<&'a Charge>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { AnswerStore::insert(self, entries, charge) })
+    }
+}
+
 /// Paid answers in a SQLite file, shared by every classifier of a process (and by
 /// processes: SQLite locks the file; a writer waits up to 10 s for another).
 pub struct AnswerStore {

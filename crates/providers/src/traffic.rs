@@ -203,10 +203,24 @@ impl Pace {
     }
 }
 
+/// A rate limit shared with other processes (the replicas of a proxy), asked after the
+/// local gate: `Duration::ZERO` when a turn was taken, else how long to wait before asking
+/// again; an error (the shared store unreachable) is waited out, never ignored, so a
+/// replica never sends past the shared limit.
+pub trait SharedGate: Send + Sync {
+    /// Takes a turn if one is free.
+    fn try_acquire(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<Duration, String>> + Send + '_>,
+    >;
+}
+
 /// The admission gate every request of one provider passes: shared by all images, commands
 /// and proxy clients using that provider, so the vendor sees one client.
 pub struct Traffic {
     limiter: Limiter,
+    shared: Option<std::sync::Arc<dyn SharedGate>>,
     clock: TokioClock,
     slots: Semaphore,
     pace: Mutex<Pace>,
@@ -225,6 +239,7 @@ impl Traffic {
         let clock = TokioClock::default();
         Traffic {
             limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
+            shared: None,
             clock,
             slots: Semaphore::new(concurrency.max(1) as usize),
             pace: Mutex::new(Pace {
@@ -246,6 +261,12 @@ impl Traffic {
             limits.max_concurrency,
             RetryPolicy::from_limits(limits),
         )
+    }
+
+    /// Also waits for `gate` (the limit shared by every replica) before each request.
+    pub fn with_shared_gate(mut self, gate: std::sync::Arc<dyn SharedGate>) -> Traffic {
+        self.shared = Some(gate);
+        self
     }
 
     /// The retry policy.
@@ -273,6 +294,18 @@ impl Traffic {
         }
         while let Err(not_until) = self.limiter.check() {
             tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+        }
+        if let Some(gate) = &self.shared {
+            loop {
+                match gate.try_acquire().await {
+                    Ok(wait) if wait.is_zero() => break,
+                    Ok(wait) => tokio::time::sleep(wait).await,
+                    Err(e) => {
+                        tracing::warn!("shared rate limit unreachable, waiting: {e}");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            }
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         permit

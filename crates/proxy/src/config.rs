@@ -6,6 +6,8 @@
 //! # The answer store (SQLite): every paid answer kept and reused for the same draw of
 //! # the same client; it survives restarts. Without it answers live in memory only.
 //! store = "robustify-proxy.sqlite"
+//! # Replicas behind a load balancer share one Redis instead (rate limits, budgets,
+//! # answers): store = "redis://127.0.0.1:6379/"; hold_lease_s = 60
 //! max_body_bytes = 10_000_000
 //! # /metrics answers only this key (hex SHA-256); without it /metrics is off.
 //! # operator_key_sha256 = "…"
@@ -28,6 +30,8 @@
 //! # endpoint = "https://…"           # override the definition's
 //! # budget_usd = 500.0               # cap over all clients
 //! # timeout_s = 30                   # per vendor request [default: the definition's]
+//! # requests_per_second = 10.0       # this account's quota [default: the definition's]
+//! # burst = 10
 //!
 //! [[clients]]
 //! name = "team-a"
@@ -52,9 +56,17 @@ pub struct Config {
     /// Where each provider's query log goes (`<log_dir>/<provider>.jsonl`); none when absent.
     #[serde(default)]
     pub log_dir: Option<PathBuf>,
-    /// The SQLite file of paid answers (and, with them, what survives a restart).
+    /// The SQLite file of paid answers and charges (what survives a restart), or
+    /// `redis://…`: the Redis replicas share (rate limits, budgets, answers).
     #[serde(default)]
     pub store: Option<PathBuf>,
+    /// With a Redis store: the prefix of every key (one per deployment).
+    #[serde(default = "default_prefix")]
+    pub redis_prefix: String,
+    /// With a Redis store: seconds a request's budget hold outlives a replica that stopped
+    /// renewing it (killed); live replicas renew every third of it.
+    #[serde(default = "default_lease")]
+    pub hold_lease_s: f64,
     /// Largest request body.
     #[serde(default = "default_body")]
     pub max_body_bytes: usize,
@@ -178,6 +190,13 @@ pub struct ProviderEntry {
     /// Seconds a vendor request may take [default: the definition's].
     #[serde(default)]
     pub timeout_s: Option<f64>,
+    /// Requests per second, instead of the definition's (a quota of this account); with
+    /// replicas, the limit they share.
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
+    /// Requests allowed at once after an idle period, instead of the definition's.
+    #[serde(default)]
+    pub burst: Option<u32>,
     /// Denoisers clients may put in front of this provider (shipped names or folders);
     /// by default every shipped denoiser for the provider's kind of images. A request
     /// picks one with `denoiser=NAME` (or `none`); without it, the one trained at the
@@ -206,6 +225,14 @@ pub struct ClientEntry {
     /// Most requests a minute.
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
+}
+
+fn default_prefix() -> String {
+    "robustify".into()
+}
+
+fn default_lease() -> f64 {
+    60.0
 }
 
 /// Hex SHA-256 of a key, as stored in the config.
@@ -244,6 +271,7 @@ impl Config {
         };
         seconds("timeouts.header_s", config.timeouts.header_s)?;
         seconds("timeouts.body_s", config.timeouts.body_s)?;
+        seconds("hold_lease_s", config.hold_lease_s)?;
         let l = &config.limits;
         if l.max_n == 0 || l.max_n > robustify_smoothing::MAX_DRAWS {
             return Err(err(format!(
@@ -278,6 +306,17 @@ impl Config {
             }
             if let Some(t) = p.timeout_s {
                 seconds(&format!("provider {:?}: timeout_s", p.name), t)?;
+            }
+            if let Some(r) = p.requests_per_second
+                && !(r.is_finite() && r > 0.0 && r <= 1e6)
+            {
+                return Err(err(format!(
+                    "provider {:?}: requests_per_second must be in (0, 1e6], got {r}",
+                    p.name
+                )));
+            }
+            if p.burst == Some(0) {
+                return Err(err(format!("provider {:?}: burst must be ≥ 1", p.name)));
             }
         }
         for c in &config.clients {

@@ -17,6 +17,9 @@ pub enum Error {
     /// A provider could not be set up.
     #[error(transparent)]
     Provider(#[from] robustify_providers::Error),
+    /// The Redis that replicas share could not be reached.
+    #[error(transparent)]
+    Redis(#[from] robustify_redis::Error),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -32,6 +32,7 @@ mod api_error;
 mod auth;
 pub mod config;
 mod error;
+mod hold;
 mod metrics;
 mod routes;
 mod serve;

@@ -180,13 +180,7 @@ async fn handle(
         },
     ));
     let worst = served.def.pricing.cost_usd(units, false);
-    let hold = client
-        .wallet
-        .reserve_usd(worst)
-        .map_err(|_| ApiError::BudgetExhausted {
-            worst_usd: worst,
-            remaining_usd: client.wallet.remaining_usd().unwrap_or(f64::INFINITY),
-        })?;
+    let hold = crate::hold::hold(state, client, served, worst).await?;
     let _memory = memory_permit(state, megabytes).await?;
     let image =
         Image::decode(&body, &state.request_memory().decode_limits()).map_err(|e| match e {
@@ -200,7 +194,7 @@ async fn handle(
     context.client = (!state.share_answers).then(|| client.name.clone());
     let answers = Answers {
         log: served.log.clone(),
-        store: state.store.clone(),
+        store: state.answers(),
         context,
         payer: client.name.clone(),
     };
@@ -214,7 +208,7 @@ async fn handle(
     let result = plan.run(&classifier, &image, seed).await;
     // What the vendor billed for this request, answered or not.
     let cost = classifier.inner().spent_usd();
-    hold.settle_usd(cost);
+    hold.settle_usd(cost).await;
     let outcome = result.map_err(provider_error)?;
     let image_sha256 = sha256_hex(&body);
     let record = CertificateRecord::new(

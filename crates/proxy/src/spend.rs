@@ -17,38 +17,79 @@ pub(crate) async fn spend(
     State(state): State<Arc<ProxyState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let view = |c: &Client| -> Result<Value, ApiError> {
-        let by_provider = match &state.store {
-            Some(store) => store
-                .spent(&c.name, 0)
-                .map_err(|e| ApiError::ProviderFailed(e.to_string()))?
-                .into_iter()
-                .map(|(p, usd)| json!({"provider": p, "spent_usd": usd}))
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok(json!({
-            "client": c.name,
-            "spent_usd": c.wallet.spent_usd(),
-            "remaining_usd": c.wallet.remaining_usd(),
-            "wallets": c.wallet.views(c.budget_usd),
-            "by_provider": by_provider,
-            "persistent": state.store.is_some(),
-        }))
-    };
     if let Ok(client) = state.client(&headers) {
-        return Ok(Json(view(client)?));
+        return Ok(Json(view(&state, client).await?));
     }
     state.operator(&headers)?;
-    let clients = state
-        .clients
-        .iter()
-        .map(view)
-        .collect::<Result<Vec<_>, _>>()?;
-    let providers: Vec<Value> = state
-        .providers
-        .iter()
-        .map(|s| json!({"provider": s.def.name, "spent_usd": s.http.ledger().spent_usd()}))
-        .collect();
+    let mut clients = Vec::new();
+    for c in &state.clients {
+        clients.push(view(&state, c).await?);
+    }
+    let mut providers = Vec::new();
+    for s in &state.providers {
+        let spent = match &state.shared {
+            Some(sh) => {
+                let ledger = sh
+                    .redis
+                    .ledger(&format!("provider:{}", s.def.name), None, sh.lease);
+                ledger.spent().await.map_err(redis_down)? as f64 / 1e6
+            }
+            None => s.http.ledger().spent_usd(),
+        };
+        providers.push(json!({"provider": s.def.name, "spent_usd": spent}));
+    }
     Ok(Json(json!({"clients": clients, "providers": providers})))
+}
+
+fn redis_down(e: robustify_redis::Error) -> ApiError {
+    ApiError::Busy(format!("shared budgets: {e}"))
+}
+
+/// One client's spend: from the replicas' Redis, or this process's wallets (read back
+/// from the SQLite store at start).
+async fn view(state: &ProxyState, c: &Client) -> Result<Value, ApiError> {
+    if let Some(sh) = &state.shared {
+        let mut wallets = Vec::new();
+        let mut total = 0.0;
+        for (period, name, ledger) in crate::hold::client_ledgers(sh, c) {
+            let spent = ledger.spent().await.map_err(redis_down)? as f64 / 1e6;
+            let held = ledger.held().await.map_err(redis_down)? as f64 / 1e6;
+            if period == "total" {
+                total = spent;
+            }
+            let budget = ledger.cap().map(|m| m as f64 / 1e6);
+            wallets.push(json!({
+                "period": period,
+                "name": name,
+                "spent_usd": spent,
+                "budget_usd": budget,
+                "remaining_usd": budget.map(|b| (b - spent - held).max(0.0)),
+            }));
+        }
+        return Ok(json!({
+            "client": c.name,
+            "spent_usd": total,
+            "remaining_usd": crate::hold::remaining(sh, c).await,
+            "wallets": wallets,
+            "by_provider": [],
+            "persistent": true,
+        }));
+    }
+    let by_provider: Vec<Value> = match &state.store {
+        Some(store) => store
+            .spent(&c.name, 0)
+            .map_err(|e| ApiError::ProviderFailed(e.to_string()))?
+            .into_iter()
+            .map(|(p, usd)| json!({"provider": p, "spent_usd": usd}))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(json!({
+        "client": c.name,
+        "spent_usd": c.wallet.spent_usd(),
+        "remaining_usd": c.wallet.remaining_usd(),
+        "wallets": c.wallet.views(c.budget_usd),
+        "by_provider": by_provider,
+        "persistent": state.store.is_some(),
+    }))
 }

@@ -25,6 +25,8 @@ pub(crate) struct Served {
     pub(crate) http: Arc<HttpProvider>,
     pub(crate) log: Option<Arc<QueryLog>>,
     pub(crate) denoisers: Vec<Arc<Denoiser>>,
+    /// The cap over all clients, as configured.
+    pub(crate) budget_usd: Option<f64>,
 }
 
 impl Served {
@@ -95,16 +97,20 @@ pub(crate) struct Client {
     pub(crate) key_sha256: String,
     /// Dollars spent and held, under the client's budgets (ever, per day, per month).
     pub(crate) wallet: Wallets,
-    /// The budget ever, as configured.
+    /// The budgets, as configured: ever, per UTC day, per UTC month.
     pub(crate) budget_usd: Option<f64>,
+    pub(crate) budget_usd_per_day: Option<f64>,
+    pub(crate) budget_usd_per_month: Option<f64>,
     pub(crate) limiter: Option<DefaultDirectRateLimiter>,
 }
 
 /// Everything the handlers share.
 pub struct ProxyState {
     pub(crate) providers: Vec<Served>,
-    /// Paid answers of every provider and client, kept across restarts.
+    /// Paid answers of every provider and client, kept across restarts (SQLite).
     pub(crate) store: Option<Arc<AnswerStore>>,
+    /// What replicas share (Redis).
+    pub(crate) shared: Option<Shared>,
     pub(crate) clients: Vec<Client>,
     pub(crate) operator_key_sha256: Option<String>,
     pub(crate) share_answers: bool,
@@ -135,12 +141,57 @@ pub(crate) struct Latency {
     pub(crate) sum_seconds: f64,
 }
 
+/// What replicas share through Redis (`store = "redis://…"`).
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) redis: robustify_redis::Redis,
+    /// How long a hold outlives a replica that stopped renewing it.
+    pub(crate) lease: Duration,
+}
+
+/// Whether the configured store is a Redis URL.
+fn redis_url(config: &Config) -> Option<String> {
+    let s = config.store.as_ref()?.to_str()?;
+    (s.starts_with("redis://") || s.starts_with("rediss://")).then(|| s.to_owned())
+}
+
 impl ProxyState {
     /// Sets up every provider (credentials from `env`, failing on a missing one) and client.
+    /// A Redis store needs [`ProxyState::connect`].
     pub fn new(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Arc<ProxyState>> {
-        let store = match &config.store {
-            Some(path) => Some(Arc::new(AnswerStore::open(path)?)),
+        if redis_url(config).is_some() {
+            return Err(Error::Config {
+                path: "store".into(),
+                message: "a Redis store is connected to: use ProxyState::connect".into(),
+            });
+        }
+        ProxyState::build(config, env, None)
+    }
+
+    /// As [`ProxyState::new`], connecting first to the Redis a `store = "redis://…"` names
+    /// (the replicas' shared rate limits, budgets and answers).
+    pub async fn connect(
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Arc<ProxyState>> {
+        let shared = match redis_url(config) {
+            Some(url) => Some(Shared {
+                redis: robustify_redis::Redis::connect(&url, &config.redis_prefix).await?,
+                lease: Duration::from_secs_f64(config.hold_lease_s),
+            }),
             None => None,
+        };
+        ProxyState::build(config, env, shared)
+    }
+
+    fn build(
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+        shared: Option<Shared>,
+    ) -> Result<Arc<ProxyState>> {
+        let store = match (&config.store, &shared) {
+            (Some(path), None) => Some(Arc::new(AnswerStore::open(path)?)),
+            _ => None,
         };
         let mut providers = Vec::new();
         for entry in &config.providers {
@@ -148,16 +199,32 @@ impl ProxyState {
             if let Some(t) = entry.timeout_s {
                 def.limits.timeout_s = t;
             }
+            if let Some(r) = entry.requests_per_second {
+                def.limits.requests_per_second = r;
+            }
+            if let Some(b) = entry.burst {
+                def.limits.burst = b;
+            }
             let creds = Credentials::from_lookup(&def, &env)?;
+            let mut traffic = Traffic::from_limits(&def.limits);
+            if let Some(sh) = &shared {
+                // Every replica waits for the one shared limit too; the provider's budget
+                // is then held per request in Redis (routes), not in this replica alone.
+                traffic = traffic.with_shared_gate(Arc::new(sh.redis.rate(
+                    &def.name,
+                    def.limits.requests_per_second,
+                    def.limits.burst,
+                )));
+            }
             let http = HttpProvider::new(
                 &def,
                 entry.endpoint.as_deref(),
                 creds,
-                Arc::new(Traffic::from_limits(&def.limits)),
+                Arc::new(traffic),
                 Arc::new(Ledger::new(
                     def.pricing.clone(),
                     BudgetLimits {
-                        max_usd: entry.budget_usd,
+                        max_usd: entry.budget_usd.filter(|_| shared.is_none()),
                         max_queries: None,
                     },
                 )),
@@ -184,6 +251,7 @@ impl ProxyState {
                 http: Arc::new(http),
                 log,
                 denoisers,
+                budget_usd: entry.budget_usd,
             });
         }
         let clients = config
@@ -195,6 +263,8 @@ impl ProxyState {
                     key_sha256: c.key_sha256.to_ascii_lowercase(),
                     wallet: Wallets::open(c, store.as_deref())?,
                     budget_usd: c.budget_usd,
+                    budget_usd_per_day: c.budget_usd_per_day,
+                    budget_usd_per_month: c.budget_usd_per_month,
                     limiter: c
                         .requests_per_minute
                         .and_then(NonZeroU32::new)
@@ -207,6 +277,7 @@ impl ProxyState {
         Ok(Arc::new(ProxyState {
             providers,
             store,
+            shared,
             clients,
             operator_key_sha256: config
                 .operator_key_sha256
@@ -221,6 +292,16 @@ impl ProxyState {
             responses: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(BTreeMap::new()),
         }))
+    }
+
+    /// Where answers are kept and found again: the replicas' Redis, the SQLite store, or
+    /// nowhere.
+    pub(crate) fn answers(&self) -> Option<Arc<dyn robustify_providers::AnswerBackend>> {
+        match (&self.shared, &self.store) {
+            (Some(sh), _) => Some(Arc::new(sh.redis.answers())),
+            (None, Some(store)) => Some(store.clone()),
+            (None, None) => None,
+        }
     }
 
     /// Syncs every query log to disk.

@@ -76,3 +76,17 @@ impl SharedRate {
         }
     }
 }
+
+impl robustify_providers::traffic::SharedGate for SharedRate {
+    fn try_acquire(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<Duration, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            SharedRate::try_acquire(self)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -68,7 +68,7 @@ pub struct SharedLedger {
 }
 
 /// One hold: settle or release it (an abandoned hold lapses with its lease).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Hold {
     id: String,
     /// Units held.

@@ -10,6 +10,8 @@
 //!   a reservation counts against the cap until it is settled, released, or its lease runs
 //!   out — so a replica killed mid-request leaks nothing past its lease, and the live ones
 //!   renew theirs ([`SharedLedger::renew`]).
+//! - [`SharedAnswers`]: paid answers, so a draw one replica paid for is not paid again by
+//!   another.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), robustify_redis::Error> {
@@ -23,11 +25,13 @@
 //! # Ok(()) }
 //! ```
 
+mod answers;
 mod gcra;
 mod ledger;
 
 use redis::aio::MultiplexedConnection;
 
+pub use answers::SharedAnswers;
 pub use gcra::SharedRate;
 pub use ledger::{Hold, SharedLedger};
 
@@ -61,7 +65,7 @@ impl Redis {
         })
     }
 
-    fn key(&self, name: &str) -> String {
+    pub(crate) fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.prefix)
     }
 
@@ -84,6 +88,11 @@ impl Redis {
             cap,
             lease,
         )
+    }
+
+    /// The answer store every replica shares.
+    pub fn answers(&self) -> SharedAnswers {
+        SharedAnswers::new(self.clone())
     }
 
     /// Answers `PING` (for a health check, and for tests waiting for a server).

@@ -96,3 +96,66 @@ pub async fn proxy(config: &str) -> (Arc<ProxyState>, String, tokio::sync::onesh
     let _ = rustls::crypto::ring::default_provider().install_default();
     (state, url, stop)
 }
+
+/// A `redis-server` on a free loopback port, killed when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts one, or `None` (said on stderr) where `redis-server` is not installed; on CI
+/// (`CI` set) its absence fails the test: `.ci/run` installs it.
+pub async fn redis_server() -> Option<RedisServer> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = match std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is missing on CI ({e}): .ci/run installs it"
+            );
+            eprintln!("SKIPPED: redis-server is not installed ({e})");
+            return None;
+        }
+    };
+    let server = RedisServer {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    };
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(r) = robustify_redis::Redis::connect(&server.url, "t").await
+            && r.ping().await.is_ok()
+        {
+            return Some(server);
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "redis-server did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

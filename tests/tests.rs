@@ -16,4 +16,5 @@ mod noise;
 mod pipeline;
 mod providers;
 mod replay;
+mod replicas;
 mod store;

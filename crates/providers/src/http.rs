@@ -523,6 +523,10 @@ impl Provider for HttpProvider {
         (self.limits.images_per_request as usize) * (self.limits.max_concurrency as usize)
     }
 
+    fn images_per_request(&self) -> usize {
+        self.limits.images_per_request as usize
+    }
+
     fn classify_within<'a>(
         &'a self,
         images: &'a [Image],

@@ -75,6 +75,12 @@ pub trait Provider: Send + Sync {
         32
     }
 
+    /// Images one vendor request carries: a batch is sent (and its answers kept) in
+    /// pieces this large [default: the whole batch at once].
+    fn images_per_request(&self) -> usize {
+        usize::MAX
+    }
+
     /// Labels each image of `images`: one result per image, in order. Images answered
     /// before another failed keep their answers (they are paid for).
     fn classify<'a>(&'a self, images: &'a [Image]) -> BoxFuture<'a, Vec<Result<Delivered>>> {
@@ -227,46 +233,25 @@ impl ProviderClassifier {
         self.spent_micro_usd.load(Ordering::Relaxed) as f64 / 1e6
     }
 
-    async fn answers(&self, draws: Range<u64>, batch: &[Image]) -> Result<Vec<Answer>> {
-        let mut out: Vec<Option<Answer>> = vec![None; batch.len()];
-        if let Some((log, ctx)) = &self.log {
-            for (slot, draw) in out.iter_mut().zip(draws.clone()) {
-                *slot = log.lookup(ctx, draw);
-            }
-        }
-        if let Some((store, ctx)) = &self.store
-            && out.iter().any(Option::is_none)
-        {
-            for (slot, stored) in out.iter_mut().zip(store.lookup(ctx, draws.clone()).await?) {
-                if slot.is_none() {
-                    *slot = stored;
-                }
-            }
-        }
-        let missing: Vec<usize> = (0..batch.len()).filter(|&i| out[i].is_none()).collect();
-        self.reused
-            .fetch_add((batch.len() - missing.len()) as u64, Ordering::Relaxed);
-        if missing.is_empty() {
-            return Ok(out.into_iter().flatten().collect());
-        }
-        let images: Vec<Image> = missing.iter().map(|&i| batch[i].clone()).collect();
-        let results = self
-            .provider
-            .classify_within(&images, self.allowance.as_deref())
-            .await;
-        if results.len() != images.len() {
-            return Err(Error::Provider {
-                provider: self.provider.name().to_owned(),
-                message: format!("{} answers for {} images", results.len(), images.len()),
-            });
-        }
+    /// One vendor request's results for the images at `idx` of the batch: counted, kept in
+    /// the store (one transaction, with what they cost) and the log, then put in `out`;
+    /// the first failure is returned after the rest are kept.
+    async fn keep(
+        &self,
+        draws: &Range<u64>,
+        idx: &[usize],
+        results: Vec<Result<Delivered>>,
+        out: &mut [Option<Answer>],
+    ) -> Result<()> {
         let mut first_error = None;
         let mut received = Vec::new();
         let mut billed_usd = 0.0;
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        for (&i, result) in missing.iter().zip(results) {
+        let context = (self.log.as_ref().map(|(_, c)| c)).or(self.store.as_ref().map(|(_, c)| c));
+        let mut answered = Vec::new();
+        for (&i, result) in idx.iter().zip(results) {
             match result {
                 Ok(delivered) => {
                     billed_usd += delivered.receipt.cost_usd;
@@ -274,8 +259,6 @@ impl ProviderClassifier {
                         (delivered.receipt.cost_usd * 1e6).round() as u64,
                         Ordering::Relaxed,
                     );
-                    let context =
-                        (self.log.as_ref().map(|(_, c)| c)).or(self.store.as_ref().map(|(_, c)| c));
                     if let Some(ctx) = context {
                         received.push(LogEntry {
                             context: ctx.clone(),
@@ -288,7 +271,7 @@ impl ProviderClassifier {
                             unix_ms,
                         });
                     }
-                    out[i] = Some(delivered.answer);
+                    answered.push((i, delivered.answer));
                 }
                 Err(err) => {
                     // A timed-out request the vendor billed: whoever pays for this
@@ -314,6 +297,64 @@ impl ProviderClassifier {
         if let Some((log, _)) = &self.log {
             for entry in &received {
                 log.append(entry)?;
+            }
+        }
+        for (i, answer) in answered {
+            out[i] = Some(answer);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn answers(&self, draws: Range<u64>, batch: &[Image]) -> Result<Vec<Answer>> {
+        let mut out: Vec<Option<Answer>> = vec![None; batch.len()];
+        if let Some((log, ctx)) = &self.log {
+            for (slot, draw) in out.iter_mut().zip(draws.clone()) {
+                *slot = log.lookup(ctx, draw);
+            }
+        }
+        if let Some((store, ctx)) = &self.store
+            && out.iter().any(Option::is_none)
+        {
+            for (slot, stored) in out.iter_mut().zip(store.lookup(ctx, draws.clone()).await?) {
+                if slot.is_none() {
+                    *slot = stored;
+                }
+            }
+        }
+        let missing: Vec<usize> = (0..batch.len()).filter(|&i| out[i].is_none()).collect();
+        self.reused
+            .fetch_add((batch.len() - missing.len()) as u64, Ordering::Relaxed);
+        if missing.is_empty() {
+            return Ok(out.into_iter().flatten().collect());
+        }
+        // One vendor request's worth at a time, all in flight together: each chunk's
+        // answers are kept (store, log) as soon as they arrive, so a process killed while
+        // the others are still out loses only those in flight.
+        let chunk = self.provider.images_per_request().max(1);
+        let mut pending: futures_util::stream::FuturesUnordered<_> = missing
+            .chunks(chunk)
+            .map(|idx| {
+                let images: Vec<Image> = idx.iter().map(|&i| batch[i].clone()).collect();
+                async move {
+                    let results = self
+                        .provider
+                        .classify_within(&images, self.allowance.as_deref())
+                        .await;
+                    (idx, results)
+                }
+            })
+            .collect();
+        let mut first_error = None;
+        while let Some((idx, results)) = futures_util::StreamExt::next(&mut pending).await {
+            if results.len() != idx.len() {
+                first_error.get_or_insert(Error::Provider {
+                    provider: self.provider.name().to_owned(),
+                    message: format!("{} answers for {} images", results.len(), idx.len()),
+                });
+                continue;
+            }
+            if let Err(e) = self.keep(&draws, idx, results, &mut out).await {
+                first_error.get_or_insert(e);
             }
         }
         match first_error {

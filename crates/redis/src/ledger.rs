@@ -58,6 +58,20 @@ end
 return 0
 ";
 
+/// Drops lapsed holds and returns the units still held.
+const HELD: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+for _, id in ipairs(lapsed) do
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+local held = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do held = held + tonumber(v) end
+return held
+";
+
 /// A ledger in Redis.
 #[derive(Clone)]
 pub struct SharedLedger {
@@ -171,14 +185,11 @@ impl SharedLedger {
         Ok(spent.unwrap_or(0))
     }
 
-    /// Units held now (lapsed holds included until the next reservation drops them).
+    /// Units held now (lapsed holds dropped first).
     pub async fn held(&self) -> Result<u64> {
+        let script = Script::new(HELD);
         let mut conn = self.redis.conn.clone();
-        let values: Vec<u64> = redis::cmd("HVALS")
-            .arg(&self.keys[1])
-            .query_async(&mut conn)
-            .await?;
-        Ok(values.iter().sum())
+        Ok(self.invoke(&script).invoke_async(&mut conn).await?)
     }
 
     /// The cap.

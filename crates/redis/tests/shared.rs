@@ -153,8 +153,9 @@ async fn concurrent_holds_never_overshoot_and_a_dead_replicas_lapse() {
         short.reserve(1).await.unwrap().is_none(),
         "renewed: still held"
     );
-    // Then it dies: nothing renews, and the hold lapses.
+    // Then it dies: nothing renews, and the hold lapses (what is held says so at once).
     tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(short.held().await.unwrap(), 0);
     let after = short.reserve(10).await.unwrap();
     assert!(after.is_some(), "the dead replica's hold lapsed");
     assert!(!short.renew(&dead).await.unwrap());

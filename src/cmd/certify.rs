@@ -7,8 +7,9 @@ use robustify_pipeline::{
     CertificateRecord, CleanLabel, Plan, RunSettings, Session, Status, run_images,
 };
 
+use super::progress::Lines;
 use super::sequential::SequentialArgs;
-use super::session::{Lines, ProviderArgs};
+use super::session::ProviderArgs;
 use crate::render::{fit, fit_start, outln};
 
 /// Arguments of `robustify certify`.

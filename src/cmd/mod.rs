@@ -11,6 +11,7 @@ mod estimate;
 mod eval;
 mod noise;
 mod predict;
+mod progress;
 mod providers;
 mod replay;
 mod score;

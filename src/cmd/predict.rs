@@ -8,7 +8,8 @@ use robustify_pipeline::{
     CertificateRecord, CleanLabel, Mode, Plan, PlanRequest, RunSettings, Status, run_images,
 };
 
-use super::session::{Lines, ProviderArgs};
+use super::progress::Lines;
+use super::session::ProviderArgs;
 use crate::render::outln;
 
 /// Arguments of `robustify predict`. Exit status as for `certify`.

@@ -10,7 +10,7 @@ use robustify_pipeline::eval::{Tally, Truth};
 use robustify_pipeline::{CertificateRecord, Observer, Status};
 use robustify_smoothing::Decision;
 
-use crate::cmd::session::{Bar, draw_bar};
+use crate::cmd::progress::{Bar, draw_bar};
 
 /// Writes each image's TSV row and keeps the tally for the table.
 pub(super) struct Rows<'a> {

@@ -170,7 +170,7 @@ fn epoch_bar() -> ProgressBar {
             s.with_key(
                 "rate",
                 |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{}", super::session::rate(state.per_sec(), "batches"));
+                    let _ = write!(w, "{}", super::progress::rate(state.per_sec(), "batches"));
                 },
             )
         })

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Standin, command, fixture, http, redis_server, spawn_listening, temp_dir};
+use crate::util::{Standin, command, fixture, http, spawn_listening, temp_dir};
 
 const VENDOR_KEY: &str = "replica-kill-vendor";
 
@@ -17,7 +17,9 @@ fn remaining(addr: &str) -> f64 {
 
 #[test]
 fn a_killed_replica_leaks_no_hold_past_its_lease_and_no_paid_answer() {
-    let Some(redis) = redis_server() else { return };
+    let Some(redis) = robustify_redis::server::LocalServer::start() else {
+        return;
+    };
     // A slow vendor: 300 ms a request.
     let standin = Standin::start(&[
         "--model",

@@ -204,65 +204,6 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A `redis-server` on a free loopback port (killed when dropped), or `None`, said on
-/// stderr, where it is not installed; on CI (`CI` set) its absence fails: `.ci/run`
-/// installs it.
-pub struct RedisServer {
-    child: std::process::Child,
-    pub url: String,
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn redis_server() -> Option<RedisServer> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = match Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is missing on CI ({e}): .ci/run installs it"
-            );
-            eprintln!("SKIPPED: redis-server is not installed ({e})");
-            return None;
-        }
-    };
-    let server = RedisServer {
-        child,
-        url: format!("redis://127.0.0.1:{port}/"),
-    };
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed().as_secs() < 10,
-            "redis-server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Some(server)
-}
-
 /// An HTTP/1.1 request on loopback (`Connection: close`): the status and the body.
 pub fn http(addr: &str, method: &str, path: &str, key: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};

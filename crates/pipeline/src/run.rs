@@ -156,10 +156,13 @@ async fn one_image<O: Observer>(
         Ok(x) => x,
         Err(e) => return unfinished(ctx, false, e.detail()),
     };
-    ctx.image_sha256 = Some(sha256_hex(&bytes));
+    let image_sha256 = sha256_hex(&bytes);
+    ctx.image_sha256 = Some(image_sha256.clone());
+    // The file's bytes served only for the hash: not held through the draws.
+    drop(bytes);
     let before = session.spent_usd();
     if settings.clean == CleanLabel::Always {
-        match session.clean_label(&bytes, &image).await {
+        match session.clean_label(&image_sha256, &image).await {
             Ok(label) => ctx.clean_label = Some(label),
             Err(e) => {
                 ctx.cost_usd = session.spent_usd() - before;
@@ -167,7 +170,7 @@ async fn one_image<O: Observer>(
             }
         }
     }
-    let classifier = session.classifier(&bytes, plan.sigma(), settings.seed);
+    let classifier = session.classifier(&image_sha256, plan.sigma(), settings.seed);
     let progress = observer.start(&ctx.image, plan.max_draws());
     let result = {
         let counted = Counted {

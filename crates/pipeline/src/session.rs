@@ -142,15 +142,16 @@ impl Session {
         !self.def.pricing.is_free()
     }
 
-    /// The base classifier `f ∘ D` for the draws of `image_bytes` at `sigma` under `seed`.
+    /// The base classifier `f ∘ D` for the draws at `sigma` under `seed` of the image whose
+    /// bytes hash to `image_sha256` ([`sha256_hex`]).
     pub fn classifier(
         &self,
-        image_bytes: &[u8],
+        image_sha256: &str,
         sigma: f64,
         seed: u64,
     ) -> Denoised<ProviderClassifier> {
         let context = draw_context(
-            image_bytes,
+            image_sha256,
             &self.def.name,
             self.denoiser_name(),
             sigma,
@@ -172,12 +173,12 @@ impl Session {
 
     /// The provider's label for the clean image (no noise, no denoiser): one query, kept in
     /// the store under σ = 0 (so a rerun does not pay for it again), not in the log.
-    pub async fn clean_label(&self, image_bytes: &[u8], image: &Image) -> Result<String> {
+    pub async fn clean_label(&self, image_sha256: &str, image: &Image) -> Result<String> {
         let mut c = ProviderClassifier::new(self.provider.clone()).with_rule(self.rule.clone());
         if let Some(store) = &self.store {
             c = c.with_store(
                 store.clone() as Arc<dyn AnswerBackend>,
-                draw_context(image_bytes, &self.def.name, "none", 0.0, 0),
+                draw_context(image_sha256, &self.def.name, "none", 0.0, 0),
             );
         }
         let labels = c
@@ -237,17 +238,17 @@ impl Session {
     }
 }
 
-/// What keys a draw in the answer log: the image's SHA-256, provider, denoiser, σ, seed
-/// (and, in the proxy, the client that paid).
+/// What keys a draw in the answer log: the image's SHA-256 (hex, [`sha256_hex`]),
+/// provider, denoiser, σ, seed (and, in the proxy, the client that paid).
 pub fn draw_context(
-    image_bytes: &[u8],
+    image_sha256: &str,
     provider: &str,
     denoiser: &str,
     sigma: f64,
     seed: u64,
 ) -> DrawContext {
     DrawContext {
-        image: sha256_hex(image_bytes),
+        image: image_sha256.to_owned(),
         provider: provider.to_owned(),
         denoiser: denoiser.to_owned(),
         sigma,

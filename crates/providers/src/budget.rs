@@ -38,10 +38,15 @@ enum Unit {
 const MICRO: f64 = 1e6;
 
 /// `usd` in micro-dollars, rounded up — except for the float dust of a product that is
-/// meant to be whole ($0.0015 × 10⁶ = 1500.0000000000002, one micro-dollar too many).
-/// `as` saturates: an astronomical amount becomes `u64::MAX`, never a wrap.
-fn micro_up(usd: f64) -> u64 {
-    (usd * MICRO - 1e-6).ceil().max(0.0) as u64
+/// meant to be whole ($0.0015 × 10⁶ = 1500.0000000000002, one micro-dollar too many); 0 for
+/// what is not a finite amount > 0. `as` saturates: an astronomical amount becomes
+/// `u64::MAX`, never a wrap.
+pub fn micro_usd_up(usd: f64) -> u64 {
+    if usd.is_finite() && usd > 0.0 {
+        (usd * MICRO - 1e-6).ceil().max(0.0) as u64
+    } else {
+        0
+    }
 }
 
 /// Billed units and their price, with reservations.
@@ -98,11 +103,7 @@ impl Ledger {
     /// store after a restart).
     pub fn dollars_spent(cap: Option<f64>, spent_usd: f64) -> Ledger {
         let ledger = Ledger::dollars(cap);
-        ledger.lock().spent = if spent_usd.is_finite() && spent_usd > 0.0 {
-            micro_up(spent_usd)
-        } else {
-            0
-        };
+        ledger.lock().spent = micro_usd_up(spent_usd);
         ledger
     }
 
@@ -120,7 +121,7 @@ impl Ledger {
                 message: format!("a hold of {usd} dollars is not a finite amount ≥ 0"),
             });
         }
-        self.reserve(micro_up(usd))
+        self.reserve(micro_usd_up(usd))
     }
 
     /// Dollars left under the cap (spent and held subtracted); `None` without a cap.
@@ -226,12 +227,7 @@ impl Reservation<'_> {
     /// most the hold (what is not a finite amount > 0 bills nothing), and releases the
     /// rest; returns the dollars spent.
     pub fn settle_usd(self, usd: f64) -> f64 {
-        let micro = if usd.is_finite() && usd > 0.0 {
-            micro_up(usd)
-        } else {
-            0
-        };
-        self.settle(micro)
+        self.settle(micro_usd_up(usd))
     }
 
     /// Bills `used` of the reserved units (at most all of them) and releases the rest;

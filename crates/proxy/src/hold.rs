@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
+use robustify_providers::budget::micro_usd_up as micro;
 use robustify_redis::{Hold, SharedLedger};
 
 use crate::api_error::ApiError;
 use crate::state::{Client, ProxyState, Served, Shared};
-use crate::wallets::{Holds, Period};
+use crate::wallets::{Holds, Period, now_ms};
 
 /// A request's holds.
 pub(crate) enum RequestHold<'a> {
@@ -30,21 +31,6 @@ impl Drop for SharedHolds {
     fn drop(&mut self) {
         self.renewer.abort();
     }
-}
-
-/// Dollars as whole micro-dollars, rounded up (the float dust of a whole product aside).
-fn micro(usd: f64) -> u64 {
-    if usd.is_finite() && usd > 0.0 {
-        (usd * 1e6 - 1e-6).ceil().max(0.0) as u64
-    } else {
-        0
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The client's wallets in Redis, now: `(period, its name, ledger)`.
@@ -79,6 +65,15 @@ pub(crate) fn client_ledgers(
     out
 }
 
+/// The provider's budget over all clients and replicas, in Redis.
+pub(crate) fn provider_ledger(shared: &Shared, served: &Served) -> SharedLedger {
+    shared.redis.ledger(
+        &format!("provider:{}", served.def.name),
+        served.budget_usd.map(micro),
+        shared.lease,
+    )
+}
+
 /// Holds `worst` dollars for a request of `client` to `served`; 402 when a budget cannot.
 pub(crate) async fn hold<'a>(
     state: &ProxyState,
@@ -103,14 +98,7 @@ pub(crate) async fn hold<'a>(
         .into_iter()
         .map(|(_, _, l)| (true, l))
         .collect();
-    ledgers.push((
-        false,
-        shared.redis.ledger(
-            &format!("provider:{}", served.def.name),
-            served.budget_usd.map(micro),
-            shared.lease,
-        ),
-    ));
+    ledgers.push((false, provider_ledger(shared, served)));
     for (is_client, ledger) in ledgers {
         match ledger.reserve(units).await {
             Ok(Some(h)) => held.push((ledger, h)),

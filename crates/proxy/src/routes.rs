@@ -190,7 +190,14 @@ async fn handle(
 
     let seed = p.seed.unwrap_or(0);
     let denoiser_name = denoiser.as_ref().map_or("none", |d| d.name()).to_owned();
-    let mut context = draw_context(&body, &served.def.name, &denoiser_name, plan.sigma(), seed);
+    let image_sha256 = sha256_hex(&body);
+    let mut context = draw_context(
+        &image_sha256,
+        &served.def.name,
+        &denoiser_name,
+        plan.sigma(),
+        seed,
+    );
     context.client = (!state.share_answers).then(|| client.name.clone());
     let answers = Answers {
         log: served.log.clone(),
@@ -210,7 +217,6 @@ async fn handle(
     let cost = classifier.inner().spent_usd();
     hold.settle_usd(cost).await;
     let outcome = result.map_err(provider_error)?;
-    let image_sha256 = sha256_hex(&body);
     let record = CertificateRecord::new(
         &outcome,
         RecordContext {

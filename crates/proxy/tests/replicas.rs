@@ -18,7 +18,7 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_keep_one_rate_and_one_budget() {
-    let Some(redis) = common::redis_server().await else {
+    let Some(redis) = robustify_redis::server::LocalServer::start() else {
         return;
     };
     // The vendor allows 20 requests a second (burst 2) and throttles the rest.

@@ -9,10 +9,12 @@ use redis::Script;
 
 use crate::{Redis, Result};
 
-/// Drops lapsed holds, then holds ARGV[1] units under id ARGV[4] until now + ARGV[3] ms if
-/// spent + held + amount ≤ cap (ARGV[2], negative: none). Returns {1, 0} or {0, left}.
-/// KEYS[1]: spent (a counter); KEYS[2]: hash id → units; KEYS[3]: zset id → lapse time.
-const RESERVE: &str = r"
+/// RESERVE and HELD start here: the server's time in ms as `now`, lapsed holds dropped,
+/// the units still held as `held`. KEYS[1]: spent (a counter); KEYS[2]: hash id → units;
+/// KEYS[3]: zset id → lapse time.
+macro_rules! held_now {
+    () => {
+        r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
@@ -22,7 +24,15 @@ for _, id in ipairs(lapsed) do
 end
 local held = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[2])) do held = held + tonumber(v) end
-local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+"
+    };
+}
+
+/// Holds ARGV[1] units under id ARGV[4] until now + ARGV[3] ms if spent + held + amount ≤
+/// cap (ARGV[2], negative: none). Returns {1, 0} or {0, left}.
+const RESERVE: &str = concat!(
+    held_now!(),
+    r"local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 local amount = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 if cap >= 0 and spent + held + amount > cap then
@@ -33,7 +43,8 @@ end
 redis.call('HSET', KEYS[2], ARGV[4], amount)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[4])
 return {1, 0}
-";
+"
+);
 
 /// Bills min(ARGV[2], the hold) for hold ARGV[1] and drops it; a hold that lapsed bills
 /// ARGV[2] all the same (the vendor billed it). Returns what was billed.
@@ -59,18 +70,17 @@ return 0
 ";
 
 /// Drops lapsed holds and returns the units still held.
-const HELD: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
-for _, id in ipairs(lapsed) do
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-end
-local held = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[2])) do held = held + tonumber(v) end
-return held
-";
+const HELD: &str = concat!(held_now!(), "return held\n");
+
+/// The scripts, each hashed once (`EVALSHA` by that hash, loaded on first use).
+static SCRIPTS: std::sync::LazyLock<[Script; 4]> = std::sync::LazyLock::new(|| {
+    [
+        Script::new(RESERVE),
+        Script::new(SETTLE),
+        Script::new(RENEW),
+        Script::new(HELD),
+    ]
+});
 
 /// A ledger in Redis.
 #[derive(Clone)]
@@ -129,13 +139,13 @@ impl SharedLedger {
                 .map_or(0, |d| d.as_nanos()),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let script = Script::new(RESERVE);
+        let script = &SCRIPTS[0];
         let mut conn = self.redis.conn.clone();
         let cap = self
             .cap
             .map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX));
         let (ok, _left): (i64, i64) = self
-            .invoke(&script)
+            .invoke(script)
             .arg(units)
             .arg(cap)
             .arg(self.lease.as_millis() as u64)
@@ -147,10 +157,10 @@ impl SharedLedger {
 
     /// Bills `used` units (at most the hold) and drops the hold; returns what was billed.
     pub async fn settle(&self, hold: &Hold, used: u64) -> Result<u64> {
-        let script = Script::new(SETTLE);
+        let script = &SCRIPTS[1];
         let mut conn = self.redis.conn.clone();
         Ok(self
-            .invoke(&script)
+            .invoke(script)
             .arg(&hold.id)
             .arg(used.min(hold.units))
             .invoke_async(&mut conn)
@@ -164,10 +174,10 @@ impl SharedLedger {
 
     /// Keeps a hold alive for another lease (a request still running).
     pub async fn renew(&self, hold: &Hold) -> Result<bool> {
-        let script = Script::new(RENEW);
+        let script = &SCRIPTS[2];
         let mut conn = self.redis.conn.clone();
         let alive: i64 = self
-            .invoke(&script)
+            .invoke(script)
             .arg(&hold.id)
             .arg(self.lease.as_millis() as u64)
             .invoke_async(&mut conn)
@@ -187,9 +197,9 @@ impl SharedLedger {
 
     /// Units held now (lapsed holds dropped first).
     pub async fn held(&self) -> Result<u64> {
-        let script = Script::new(HELD);
+        let script = &SCRIPTS[3];
         let mut conn = self.redis.conn.clone();
-        Ok(self.invoke(&script).invoke_async(&mut conn).await?)
+        Ok(self.invoke(script).invoke_async(&mut conn).await?)
     }
 
     /// The cap.

@@ -28,6 +28,7 @@
 mod answers;
 mod gcra;
 mod ledger;
+pub mod server;
 
 use redis::aio::MultiplexedConnection;
 

@@ -8,72 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use robustify_redis::Redis;
-
-/// A `redis-server` on a free port, killed when dropped.
-struct Server {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts one, or `None` (said on stderr) where `redis-server` is not installed.
-async fn server() -> Option<Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = match std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is missing on CI ({e}): .ci/run installs it"
-            );
-            eprintln!("SKIPPED: redis-server is not installed ({e}); apt-get install redis-server");
-            return None;
-        }
-    };
-    let server = Server {
-        child,
-        url: format!("redis://127.0.0.1:{port}/"),
-    };
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = Redis::connect(&server.url, "t").await
-            && r.ping().await.is_ok()
-        {
-            return Some(server);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "redis-server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use robustify_redis::server::LocalServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_one_rate() {
-    let Some(server) = server().await else { return };
+    let Some(server) = LocalServer::start() else {
+        return;
+    };
     // Three replicas, each its own connection, 8 workers each, asking as fast as they can
     // for 2 s of a 25/s limit with a burst of 5.
     let admitted = Arc::new(AtomicU64::new(0));
@@ -111,7 +52,9 @@ async fn three_replicas_share_one_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_holds_never_overshoot_and_a_dead_replicas_lapse() {
-    let Some(server) = server().await else { return };
+    let Some(server) = LocalServer::start() else {
+        return;
+    };
     let mut ledgers = Vec::new();
     for _ in 0..3 {
         let redis = Redis::connect(&server.url, "ledger-test").await.unwrap();

@@ -1,0 +1,73 @@
+//! A throwaway `redis-server` on a free loopback port, for tests and benchmarks of the
+//! replicas (the one launcher the workspace's tests share).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `redis-server`, killed when dropped.
+pub struct LocalServer {
+    child: Child,
+    /// `redis://127.0.0.1:PORT/`.
+    pub url: String,
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LocalServer {
+    /// Starts one without persistence and waits until it accepts connections; `None`,
+    /// said on stderr, where `redis-server` is not installed — except on CI (`CI` set),
+    /// where that panics: `.ci/run` installs it.
+    ///
+    /// # Panics
+    /// On CI without `redis-server`, or when it does not start within 10 s.
+    pub fn start() -> Option<LocalServer> {
+        #[allow(clippy::expect_used)]
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = match Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "redis-server is missing on CI ({e}): .ci/run installs it"
+                );
+                eprintln!(
+                    "SKIPPED: redis-server is not installed ({e}); apt-get install redis-server"
+                );
+                return None;
+            }
+        };
+        let server = LocalServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(server)
+    }
+}

@@ -49,27 +49,29 @@ fn redis_down(e: robustify_redis::Error) -> ApiError {
 /// from the SQLite store at start).
 async fn view(state: &ProxyState, c: &Client) -> Result<Value, ApiError> {
     if let Some(sh) = &state.shared {
-        let mut wallets = Vec::new();
-        let mut total = 0.0;
+        // Each wallet read once; the client's remaining is the least of theirs.
+        let usd = |micro: u64| micro as f64 / 1e6;
+        let (mut wallets, mut total, mut least) = (Vec::new(), 0, None::<u64>);
         for (period, name, ledger) in crate::hold::client_ledgers(sh, c) {
-            let spent = ledger.spent().await.map_err(redis_down)? as f64 / 1e6;
-            let held = ledger.held().await.map_err(redis_down)? as f64 / 1e6;
+            let spent = ledger.spent().await.map_err(redis_down)?;
+            let held = ledger.held().await.map_err(redis_down)?;
             if period == "total" {
                 total = spent;
             }
-            let budget = ledger.cap().map(|m| m as f64 / 1e6);
+            let left = ledger.cap().map(|cap| cap.saturating_sub(spent.saturating_add(held)));
+            least = left.map_or(least, |l| Some(least.map_or(l, |x| x.min(l))));
             wallets.push(json!({
                 "period": period,
                 "name": name,
-                "spent_usd": spent,
-                "budget_usd": budget,
-                "remaining_usd": budget.map(|b| (b - spent - held).max(0.0)),
+                "spent_usd": usd(spent),
+                "budget_usd": ledger.cap().map(usd),
+                "remaining_usd": left.map(usd),
             }));
         }
         return Ok(json!({
             "client": c.name,
-            "spent_usd": total,
-            "remaining_usd": crate::hold::remaining(sh, c).await,
+            "spent_usd": usd(total),
+            "remaining_usd": least.map(usd),
             "wallets": wallets,
             "by_provider": [],
             "persistent": true,

@@ -58,7 +58,9 @@ async fn view(state: &ProxyState, c: &Client) -> Result<Value, ApiError> {
             if period == "total" {
                 total = spent;
             }
-            let left = ledger.cap().map(|cap| cap.saturating_sub(spent.saturating_add(held)));
+            let left = ledger
+                .cap()
+                .map(|cap| cap.saturating_sub(spent.saturating_add(held)));
             least = left.map_or(least, |l| Some(least.map_or(l, |x| x.min(l))));
             wallets.push(json!({
                 "period": period,

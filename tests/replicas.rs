@@ -1,6 +1,6 @@
 //! `kill -9` of one proxy replica mid-request: its hold on the shared budget lapses after
-//! its lease (and not before), and the answers it paid for are not paid again by another
-//! replica.
+//! its lease (and not before), what it was billed for the answers it stored stays billed,
+//! and those answers are not paid again by another replica.
 
 use std::time::{Duration, Instant};
 
@@ -79,10 +79,10 @@ fn a_killed_replica_leaks_no_hold_past_its_lease_and_no_paid_answer() {
         "the hold vanished before its lease: {left}"
     );
     std::thread::sleep(Duration::from_millis(3_500));
-    let left = remaining(&b_url);
+    let lapsed = remaining(&b_url);
     assert!(
-        (left - 1.0).abs() < 1e-6,
-        "the hold leaked past its lease: {left}"
+        lapsed > 1.0 - hold + 1e-6,
+        "the hold leaked past its lease: {lapsed}"
     );
 
     // The answers it received are in Redis: the same request on B pays only the rest.
@@ -95,6 +95,19 @@ fn a_killed_replica_leaks_no_hold_past_its_lease_and_no_paid_answer() {
         "{reused} reused of {paid_before} paid before the kill"
     );
     assert_eq!(served(), paid_before + (160 - reused));
+    // What the dead replica was billed for the answers it stored stays billed after its
+    // hold lapsed (charged per response, with the answers), and nothing else: the client
+    // pays each of the 160 answers once.
+    let billed_dead = 1.0 - lapsed;
+    assert!(
+        (billed_dead - reused as f64 * 0.0015).abs() < 1e-6,
+        "the dead replica billed ${billed_dead:.6} for {reused} stored answers"
+    );
+    let left = remaining(&b_url);
+    assert!(
+        (left - (1.0 - 160.0 * 0.0015)).abs() < 1e-6,
+        "after both: {left} left"
+    );
 }
 
 /// A child process killed (SIGKILL) when dropped, a failed assertion included.

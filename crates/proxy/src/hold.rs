@@ -3,10 +3,13 @@
 //! budget — in this process ([`Wallets`]) or in the Redis every replica shares, where a
 //! hold is renewed while the request runs and lapses if this replica dies.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use robustify_providers::AnswerBackend;
+
 use robustify_providers::budget::micro_usd_up as micro;
-use robustify_redis::{Hold, SharedLedger};
+use robustify_redis::{ChargedAnswers, Hold, SharedLedger};
 
 use crate::api_error::ApiError;
 use crate::state::{Client, ProxyState, Served, Shared};
@@ -25,6 +28,8 @@ pub(crate) enum RequestHold<'a> {
 pub(crate) struct SharedHolds {
     held: Vec<(SharedLedger, Hold)>,
     renewer: tokio::task::JoinHandle<()>,
+    /// The request's answer store, billing these holds per vendor response.
+    answers: Arc<ChargedAnswers>,
 }
 
 impl Drop for SharedHolds {
@@ -132,7 +137,12 @@ pub(crate) async fn hold<'a>(
             }
         }
     });
-    Ok(RequestHold::Shared(SharedHolds { held, renewer }))
+    let answers = Arc::new(shared.redis.answers().charging(held.clone()));
+    Ok(RequestHold::Shared(SharedHolds {
+        held,
+        renewer,
+        answers,
+    }))
 }
 
 /// The least any of the client's shared wallets has left; `None` when none has a cap.
@@ -149,14 +159,26 @@ pub(crate) async fn remaining(shared: &Shared, client: &Client) -> Option<f64> {
 }
 
 impl RequestHold<'_> {
-    /// Bills `usd` (what the vendor billed, at most what was held) in every budget.
+    /// Where the request keeps and finds answers: with shared holds, the replicas' store
+    /// billing the holds as each response arrives; else the process's store (its charges
+    /// are written with the answers, and the wallets settle at the end).
+    pub(crate) fn answers(&self, state: &ProxyState) -> Option<Arc<dyn AnswerBackend>> {
+        match self {
+            RequestHold::Local(_) => state.answers(),
+            RequestHold::Shared(s) => Some(s.answers.clone()),
+        }
+    }
+
+    /// Bills `usd` (what the vendor billed, at most what was held) in every budget: with
+    /// shared holds, what the responses have not billed already.
     pub(crate) async fn settle_usd(self, usd: f64) {
         match self {
             RequestHold::Local(h) => h.settle_usd(usd),
             RequestHold::Shared(s) => {
                 s.renewer.abort();
+                let rest = micro(usd).saturating_sub(s.answers.drawn());
                 for (l, h) in &s.held {
-                    if let Err(e) = l.settle(h, micro(usd)).await {
+                    if let Err(e) = l.settle(h, rest).await {
                         tracing::error!("settling a shared budget: {e}");
                     }
                 }

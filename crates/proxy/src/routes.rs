@@ -201,7 +201,7 @@ async fn handle(
     context.client = (!state.share_answers).then(|| client.name.clone());
     let answers = Answers {
         log: served.log.clone(),
-        store: state.answers(),
+        store: hold.answers(state),
         context,
         payer: client.name.clone(),
     };

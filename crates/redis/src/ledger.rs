@@ -58,6 +58,22 @@ if used > 0 then redis.call('INCRBY', KEYS[1], used) end
 return used
 ";
 
+/// Bills ARGV[2] units of hold ARGV[1] now (a vendor response arrived): the hold shrinks by
+/// as much, so spent + held stays put and a replica that dies later has billed what it was
+/// billed; at most what is left of the hold, or all of it when the hold lapsed (the vendor
+/// billed it). Returns what was billed.
+const DRAW: &str = r"
+local left = redis.call('HGET', KEYS[2], ARGV[1])
+local used = tonumber(ARGV[2])
+if left then
+  left = tonumber(left)
+  if used > left then used = left end
+  redis.call('HSET', KEYS[2], ARGV[1], left - used)
+end
+if used > 0 then redis.call('INCRBY', KEYS[1], used) end
+return used
+";
+
 /// Moves the lapse time of hold ARGV[1] to now + ARGV[2] ms, if it still exists.
 const RENEW: &str = r"
 local t = redis.call('TIME')
@@ -165,6 +181,16 @@ impl SharedLedger {
             .arg(used.min(hold.units))
             .invoke_async(&mut conn)
             .await?)
+    }
+
+    /// Adds to `pipe` the billing of `units` of `hold` now, the hold shrinking by as much
+    /// (the script's text, not its hash: a transaction cannot load a missing script).
+    pub(crate) fn draw_in(&self, pipe: &mut redis::Pipeline, hold: &Hold, units: u64) {
+        pipe.cmd("EVAL").arg(DRAW).arg(self.keys.len());
+        for k in &self.keys {
+            pipe.arg(k);
+        }
+        pipe.arg(&hold.id).arg(units).ignore();
     }
 
     /// Drops the hold without billing.

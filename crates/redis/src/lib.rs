@@ -32,7 +32,7 @@ pub mod server;
 
 use redis::aio::MultiplexedConnection;
 
-pub use answers::SharedAnswers;
+pub use answers::{ChargedAnswers, SharedAnswers};
 pub use gcra::SharedRate;
 pub use ledger::{Hold, SharedLedger};
 

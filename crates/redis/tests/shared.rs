@@ -106,3 +106,67 @@ async fn concurrent_holds_never_overshoot_and_a_dead_replicas_lapse() {
     assert_eq!(short.settle(&dead, 4).await.unwrap(), 4);
     assert_eq!(short.spent().await.unwrap(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_response_is_billed_with_its_answers_and_survives_a_lapse() {
+    use robustify_providers::{AnswerBackend, Charge, DrawContext, LogEntry, ScoredLabel};
+    let Some(server) = LocalServer::start() else {
+        return;
+    };
+    let redis = Redis::connect(&server.url, "charge-test").await.unwrap();
+    let wallet = redis.ledger("wallet", Some(100_000), Duration::from_millis(300));
+    let vendor = redis.ledger("vendor", None, Duration::from_millis(300));
+    let (w, v) = (
+        wallet.reserve(60_000).await.unwrap().unwrap(),
+        vendor.reserve(60_000).await.unwrap().unwrap(),
+    );
+    let store = redis
+        .answers()
+        .charging(vec![(wallet.clone(), w.clone()), (vendor.clone(), v)]);
+    let context = DrawContext {
+        image: "ab".repeat(32),
+        provider: "google".into(),
+        denoiser: "none".into(),
+        sigma: 0.25,
+        seed: 3,
+        client: None,
+    };
+    let entry = |draw: u64| LogEntry {
+        context: context.clone(),
+        draw,
+        labels: vec![ScoredLabel {
+            label: "cat".into(),
+            score: 0.9,
+        }],
+        status: 200,
+        latency_ms: 1.0,
+        cost_usd: 0.0015,
+        attempts: 1,
+        unix_ms: 0,
+    };
+    // Two vendor responses of 16 answers at $0.0015: each billed from both holds as it
+    // is stored, the holds shrinking by as much (spent + held stays what was reserved).
+    for first in [0, 16] {
+        let entries: Vec<LogEntry> = (first..first + 16).map(entry).collect();
+        let charge = Charge {
+            payer: "a".into(),
+            provider: "google".into(),
+            usd: 0.024,
+            unix_ms: 0,
+        };
+        store.insert(&entries, Some(&charge)).await.unwrap();
+    }
+    assert_eq!(store.drawn(), 48_000);
+    assert_eq!(wallet.spent().await.unwrap(), 48_000);
+    assert_eq!(wallet.held().await.unwrap(), 12_000);
+    assert_eq!(vendor.spent().await.unwrap(), 48_000);
+    let found = store.lookup(&context, 30..34).await.unwrap();
+    assert_eq!(found.iter().filter(|a| a.is_some()).count(), 2);
+    // The replica dies: its hold lapses, what its responses billed stays billed.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(wallet.held().await.unwrap(), 0);
+    assert_eq!(wallet.spent().await.unwrap(), 48_000);
+    // A live request settles only what the responses did not bill (here: nothing more).
+    assert_eq!(wallet.settle(&w, 0).await.unwrap(), 0);
+    assert_eq!(wallet.spent().await.unwrap(), 48_000);
+}

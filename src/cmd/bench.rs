@@ -28,6 +28,11 @@ pub struct Args {
     /// `forward`, `standin`).
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// Instead of the kernels: three proxy replicas over one Redis (started here; needs
+    /// `redis-server`), 100 concurrent clients on one $1.20 wallet, a vendor at 20
+    /// requests/s — its rate, the spend and the overhead of a stored answer.
+    #[arg(long)]
+    replicas: bool,
 }
 
 /// The PyTorch figures, keyed by case name, if `python3` has torch.
@@ -50,6 +55,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "{} a debug build; measure with `cargo run --release -- bench`",
             crate::render::label("warning")
         );
+    }
+    if args.replicas {
+        return replicas(args.json);
     }
     let options = Options {
         quick: args.quick,
@@ -98,5 +106,61 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             c.gflop_s
         )?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `robustify bench --replicas`.
+fn replicas(json: bool) -> anyhow::Result<ExitCode> {
+    let options = robustify_bench::ReplicaOptions::default();
+    eprintln!(
+        "{} replicas over one Redis, {} clients at once, a vendor at {}/s, a ${:.2} wallet …",
+        options.replicas, options.clients, options.vendor_rps, options.budget_usd
+    );
+    let f = robustify_bench::run_replicas(&options)?;
+    if json {
+        render::print_json(&f)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let limit = options.vendor_rps;
+    outln!(
+        "{:<44} {}",
+        "certified / refused (402)",
+        format!("{} / {}", f.certified, f.refused)
+    )?;
+    outln!(
+        "{:<44} ${:.4} of ${:.2} (vendor billed ${:.4}, /v1/spend ${:.4})",
+        "spent",
+        f.spent_usd,
+        options.budget_usd,
+        f.vendor_billed_usd,
+        f.wallet_spent_usd
+    )?;
+    outln!(
+        "{:<44} {} in {:.2} s, {} throttled",
+        "vendor requests",
+        f.vendor_requests,
+        f.busy_seconds,
+        f.vendor_throttled
+    )?;
+    outln!(
+        "{:<44} {:.1}/s ({:.0}% of {limit}/s)",
+        "vendor rate, mean over the busy span",
+        f.mean_rps,
+        100.0 * f.mean_rps / limit
+    )?;
+    outln!(
+        "{:<44} max {} / min {}",
+        "vendor requests in any one-second window",
+        f.max_rps_1s,
+        f.min_rps_1s.map_or("-".into(), |m| m.to_string())
+    )?;
+    outln!(
+        "{:<44} p50 {:.2} ms, p99 {:.2} ms ({} rounds; vendor paid again for {} images)",
+        "a certification from the shared store",
+        f.cached_p50_ms,
+        f.cached_p99_ms,
+        options.cached_rounds,
+        f.cached_vendor_images
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,9 @@
 //! The cases `robustify bench` times, all in one process so that the ratios compare like
 //! with like: DnCNN's 17 convolutions through our kernels (with and without Winograd)
 //! against candle's own, the shipped denoisers' U-Net (inference and a training step),
-//! and the stand-in models as shipped. PyTorch's figures, when the binary finds them,
+//! and the stand-in models as shipped; and the proxy's replicas over one Redis
+//! ([`run_replicas`]: the vendor's rate kept, no budget overshot, the overhead of a stored
+//! answer). PyTorch's figures, when the binary finds them,
 //! are joined by case name ([`Case::with_torch`]).
 //!
 //! ```no_run
@@ -19,9 +21,11 @@
 //! ```
 
 mod cases;
+mod replicas;
 mod timing;
 
 pub use cases::{Case, Options, dncnn_case_names, run};
+pub use replicas::{ReplicaFigures, ReplicaOptions, run_replicas, windows};
 pub use timing::{both, timed};
 
 /// What can stop a benchmark.
@@ -39,6 +43,9 @@ pub enum Error {
     /// An image could not be made.
     #[error(transparent)]
     Smoothing(#[from] robustify_smoothing::Error),
+    /// The replicas' scenario could not run (no redis-server, a replica failed).
+    #[error("replicas: {0}")]
+    Replicas(String),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -76,7 +76,14 @@ pub struct Stats {
     /// SHA-256 of every image classified, to count repeats (the same noisy draw paid twice).
     seen: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
     repeated: AtomicU64,
+    /// When requests arrived: ms after the first, the first [`ARRIVALS_KEPT`] (to measure
+    /// a client's rate in windows, as the vendor sees it).
+    arrivals: std::sync::Mutex<Vec<u64>>,
+    first_arrival: std::sync::OnceLock<std::time::Instant>,
 }
+
+/// Arrival times kept (8 bytes each): the rest are counted, not timed.
+pub const ARRIVALS_KEPT: usize = 1 << 20;
 
 /// Which counter to bump.
 #[derive(Clone, Copy, Debug)]
@@ -105,6 +112,23 @@ impl Stats {
             Event::Rejected => (&c.rejected, 1),
         };
         counter.fetch_add(n, Ordering::Relaxed);
+        if matches!(event, Event::Request) {
+            let first = self.first_arrival.get_or_init(std::time::Instant::now);
+            let ms = first.elapsed().as_millis() as u64;
+            let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+            if arrivals.len() < ARRIVALS_KEPT {
+                arrivals.push(ms);
+            }
+        }
+    }
+
+    /// When requests arrived, ms after the first (in arrival order; at most
+    /// [`ARRIVALS_KEPT`]).
+    pub fn arrivals_ms(&self) -> Vec<u64> {
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Remembers the pixels of classified images; an image seen before counts as repeated.

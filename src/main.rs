@@ -25,6 +25,11 @@ mod render;
 struct Cli {
     #[command(subcommand)]
     command: cmd::Command,
+    /// Where the denoisers, stand-in models and trainings run: cpu, cuda, cuda:N or auto
+    /// (a GPU when this build has CUDA and one is present). Default: $ROBUSTIFY_DEVICE,
+    /// else auto.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -32,6 +37,14 @@ fn main() -> ExitCode {
     // `RUST_LOG=robustify_providers=debug` shows each request (URL, status, latency) and
     // each retry on stderr; credentials are never logged (see `logging`).
     logging::init();
+    let chosen = cli
+        .device
+        .or_else(|| std::env::var("ROBUSTIFY_DEVICE").ok())
+        .map(|name| robustify_ops::parse_device(&name).and_then(robustify_ops::set_device));
+    if let Some(Err(e)) = chosen {
+        eprintln!("{} {e}", crate::render::label("error"));
+        return ExitCode::from(2);
+    }
     match cmd::run(cli.command) {
         Ok(code) => code,
         // `robustify … | head`: the reader has what it wanted.

@@ -201,3 +201,18 @@ fn a_closed_output_ends_the_command_quietly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// A device that cannot be had is an error before any work, never a silent CPU run.
+#[test]
+fn a_device_this_build_or_machine_lacks_is_refused() {
+    let err = robustify(["--device", "tpu", "denoisers", "list"]).fails();
+    assert!(err.contains("unknown device \"tpu\""), "{err}");
+    if !cfg!(feature = "cuda") {
+        let err = robustify(["--device", "cuda", "denoisers", "list"]).fails();
+        assert!(
+            err.contains("no CUDA support") && err.contains("--features cuda"),
+            "{err}"
+        );
+    }
+    robustify(["--device", "cpu", "denoisers", "list"]).ok();
+}

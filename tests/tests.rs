@@ -11,6 +11,8 @@ mod denoise;
 mod errors;
 mod estimate;
 mod firsthour;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod hostile;
 mod noise;
 mod pipeline;

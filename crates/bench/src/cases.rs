@@ -171,10 +171,11 @@ fn dncnn_cases(options: &Options) -> Result<Vec<Case>> {
 }
 
 /// The shipped denoisers' architecture (`unet-32-x2`): inference (BatchNorm folded, as
-/// `--denoiser` runs it) and a training step (MSE, backward), at the benchmark shapes.
+/// `--denoiser` runs it) and a training step (MSE, backward), at the benchmark shapes, on
+/// the process's device (`--device`: a GPU's queue is drained inside each timing).
 fn denoiser_cases(options: &Options) -> Result<Vec<Case>> {
     use robustify_denoiser::{Arch, Net};
-    let dev = Device::Cpu;
+    let dev = robustify_ops::device();
     let arch = Arch::parse("unet-32-x2")?;
     let varmap = VarMap::new();
     let train_net = Net::new(&arch, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
@@ -190,7 +191,8 @@ fn denoiser_cases(options: &Options) -> Result<Vec<Case>> {
     for &(b, hw, reps) in options.shapes() {
         let x = Tensor::rand(0f32, 1.0, (b, 3, hw, hw), &dev)?;
         let fwd = arch.flops_per_pixel() * (hw * hw) as f64;
-        let name = |what: &str| format!("{} {hw}x{hw}-b{b} {what}", arch.name());
+        let on = if dev.is_cpu() { "" } else { " cuda" };
+        let name = |what: &str| format!("{} {hw}x{hw}-b{b} {what}{on}", arch.name());
         for (what, flops) in [("forward", fwd), ("train step", 3.0 * fwd)] {
             if !options.wanted(&name(what)) {
                 continue;
@@ -203,6 +205,7 @@ fn denoiser_cases(options: &Options) -> Result<Vec<Case>> {
                         let loss = (train_net.forward_t(&x, true)? - &x)?.sqr()?.mean_all()?;
                         loss.backward()?;
                     }
+                    dev.synchronize()?;
                     Ok(())
                 })
             })?;

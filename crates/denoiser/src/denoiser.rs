@@ -26,16 +26,11 @@ pub struct Denoiser {
     path: PathBuf,
 }
 
-/// The device denoisers run on: the first CUDA GPU when built with the `cuda` feature and
-/// one is present, else the CPU.
+/// The device denoisers run on: the process's ([`robustify_ops::device`]: `--device`,
+/// else the first CUDA GPU when built with the `cuda` feature and one is present, else the
+/// CPU).
 pub fn default_device() -> Device {
-    #[cfg(feature = "cuda")]
-    {
-        if let Ok(d) = Device::cuda_if_available(0) {
-            return d;
-        }
-    }
-    Device::Cpu
+    robustify_ops::device()
 }
 
 impl Denoiser {

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -150,7 +150,11 @@ impl TestSet {
         for i in 0..photos.len() {
             photos.center_crop(i, crop, &mut data);
         }
-        let clean = Tensor::from_vec(data, (photos.len(), 3, crop, crop), &Device::Cpu)?;
+        let clean = Tensor::from_vec(
+            data,
+            (photos.len(), 3, crop, crop),
+            &robustify_ops::device(),
+        )?;
         TestSet::new(clean, sigma, seed)
     }
 
@@ -248,7 +252,7 @@ pub fn train(
             ),
         });
     }
-    let dev = Device::Cpu;
+    let dev = robustify_ops::device();
     let mut varmap = VarMap::new();
     let net = Net::new(
         &cfg.arch,

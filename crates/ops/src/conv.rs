@@ -182,6 +182,15 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The activation of a whole tensor, by candle's ops (any device, differentiable).
+    pub fn apply_tensor(self, y: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::None => Ok(y.clone()),
+            Activation::Relu => y.relu(),
+            Activation::Relu6 => y.clamp(0f32, 6f32),
+        }
+    }
+
     /// `dx = dy ⊙ act′` given the activation's output `y`: where `y` is on the flat part
     /// (0 for ReLU; 0 or 6 for ReLU6) the gradient stops.
     #[inline(always)]
@@ -627,6 +636,24 @@ impl CustomOp3 for ConvAct {
     }
 }
 
+/// `act(conv2d(x, w) + bias)` from candle's own ops, on any device: what this crate's
+/// convolutions run off the CPU (our kernels are CPU code), differentiable by candle.
+pub fn candle_conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+    act: Activation,
+) -> Result<Tensor> {
+    let y = x.conv2d(w, padding, stride, 1, 1)?;
+    let y = match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
+        None => y,
+    };
+    act.apply_tensor(&y)
+}
+
 /// The convolution of `x` with `w` (square kernel, channels matching).
 fn conv_of(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Conv> {
     let (_, c, _, _) = x.dims4()?;
@@ -643,7 +670,8 @@ fn conv_of(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Conv
 
 /// `act(conv2d(x, w) + bias)` in one pass over the output, on the CPU, `bias: [O]`.
 /// Differentiable: the backward pass stops the output gradient where the activation is
-/// flat (one pass, from the output) and goes on as [`conv2d`]'s.
+/// flat (one pass, from the output) and goes on as [`conv2d`]'s. Off the CPU, candle's
+/// own convolution ([`candle_conv2d`]).
 pub fn conv2d_bias_act(
     x: &Tensor,
     w: &Tensor,
@@ -653,12 +681,15 @@ pub fn conv2d_bias_act(
     act: Activation,
 ) -> Result<Tensor> {
     let conv = conv_of(x, w, padding, stride)?;
+    if !x.device().is_cpu() {
+        return candle_conv2d(x, w, Some(bias), padding, stride, act);
+    }
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &bias.contiguous()?, ConvAct { conv, act })
 }
 
 /// `act(conv2d(x, w))` in one pass over the output, on the CPU; differentiable like
-/// [`conv2d_bias_act`].
+/// [`conv2d_bias_act`], and candle's off the CPU.
 pub fn conv2d_act(
     x: &Tensor,
     w: &Tensor,
@@ -667,6 +698,9 @@ pub fn conv2d_act(
     act: Activation,
 ) -> Result<Tensor> {
     let conv = conv_of(x, w, padding, stride)?;
+    if !x.device().is_cpu() {
+        return candle_conv2d(x, w, None, padding, stride, act);
+    }
     x.contiguous()?
         .apply_op2(&w.contiguous()?, ConvAct { conv, act })
 }
@@ -746,6 +780,12 @@ mod tests {
                 assert!(
                     max_rel(&fused, &want) < 1e-5,
                     "{act:?} {b} {c} {h} {w} {o} {k} s{stride} p{pad}"
+                );
+                // The path off the CPU: candle's convolution, bias and activation.
+                let candle = candle_conv2d(&x, &wt, Some(&bias), pad, stride, act).unwrap();
+                assert!(
+                    max_rel(&fused, &candle) < 1e-4,
+                    "candle's {act:?} {b} {c} {h} {w} {o} {k} s{stride} p{pad}"
                 );
             }
         }

@@ -59,9 +59,34 @@ impl Depthwise {
         })
     }
 
-    /// Applies the layer to an NCHW tensor.
+    /// Applies the layer to an NCHW tensor: this crate's kernel on the CPU, candle's
+    /// grouped convolution elsewhere ([`Depthwise::forward_candle`]).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if !x.device().is_cpu() {
+            return self.forward_candle(x);
+        }
         x.apply_op1_no_bwd(self)
+    }
+
+    /// The same layer from candle's own ops, on any device: "SAME" padding, a grouped
+    /// convolution (one group per channel), the bias and ReLU6.
+    pub fn forward_candle(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, c, h, w) = x.dims4()?;
+        if c != self.channels {
+            candle_core::bail!("depthwise: {} channels, input has {c}", self.channels);
+        }
+        let (k, s) = (self.kernel, self.stride);
+        let (pt, pb) = same_padding(h, k, s);
+        let (pl, pr) = same_padding(w, k, s);
+        let x = x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
+        let weight = Tensor::from_slice(&self.weight, (c, 1, k, k), x.device())?;
+        let bias = Tensor::from_slice(&self.bias, (1, c, 1, 1), x.device())?;
+        let y = x.conv2d(&weight, 0, s, 1, c)?.broadcast_add(&bias)?;
+        if self.relu6 {
+            y.clamp(0f32, 6f32)
+        } else {
+            Ok(y)
+        }
     }
 }
 
@@ -207,23 +232,8 @@ mod tests {
     use crate::test_util::max_abs;
     use candle_core::{Device, Tensor};
 
-    /// Reference: candle's grouped conv2d on an explicitly padded input.
-    fn reference(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize) -> Tensor {
-        let (_, c, h, wd) = x.dims4().unwrap();
-        let k = w.dims4().unwrap().2;
-        let (pt, pb) = same_padding(h, k, stride);
-        let (pl, pr) = same_padding(wd, k, stride);
-        let xp = x
-            .pad_with_zeros(2, pt, pb)
-            .unwrap()
-            .pad_with_zeros(3, pl, pr)
-            .unwrap();
-        xp.conv2d(w, 0, stride, 1, c)
-            .unwrap()
-            .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
-            .unwrap()
-    }
-
+    /// Our kernel against candle's grouped conv2d on an explicitly padded input (the path
+    /// the layer takes off the CPU).
     #[test]
     fn matches_candle_grouped_conv_on_odd_shapes() {
         let dev = Device::Cpu;
@@ -239,19 +249,17 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (2, c, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
-            let ours = Depthwise::new(&wt, &b, s, false)
-                .unwrap()
-                .forward(&x)
-                .unwrap();
-            let want = reference(&x, &wt, &b, s);
+            let layer = Depthwise::new(&wt, &b, s, false).unwrap();
+            let ours = layer.forward(&x).unwrap();
+            let want = layer.forward_candle(&x).unwrap();
             assert_eq!(ours.dims(), want.dims(), "{c} {h} {w} {k} {s}");
             let diff = max_abs(&ours, &want);
             assert!(diff < 1e-4, "{c} {h} {w} {k} {s}: {diff}");
-            let relu = Depthwise::new(&wt, &b, s, true)
-                .unwrap()
-                .forward(&x)
-                .unwrap();
-            let want = want.clamp(0f32, 6f32).unwrap();
+            let layer = Depthwise::new(&wt, &b, s, true).unwrap();
+            let relu = layer.forward(&x).unwrap();
+            let want = layer.forward_candle(&x).unwrap();
+            assert!(want.min_all().unwrap().to_scalar::<f32>().unwrap() >= 0.0);
+            assert!(want.max_all().unwrap().to_scalar::<f32>().unwrap() <= 6.0);
             assert!(max_abs(&relu, &want) < 1e-4);
         }
     }

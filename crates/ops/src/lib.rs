@@ -38,6 +38,7 @@
 mod batchnorm;
 mod conv;
 mod depthwise;
+mod device;
 mod matrix;
 mod simd;
 #[cfg(test)]
@@ -45,7 +46,8 @@ mod test_util;
 mod winograd;
 
 pub use batchnorm::batch_norm_act;
-pub use conv::{Activation, conv2d, conv2d_act, conv2d_bias_act};
+pub use conv::{Activation, candle_conv2d, conv2d, conv2d_act, conv2d_bias_act};
 pub use depthwise::{Depthwise, same_padding};
+pub use device::{DeviceError, device, parse_device, set_device};
 pub use simd::{Simd, set_simd, simd};
 pub use winograd::set_winograd;

@@ -231,7 +231,7 @@ impl CifarClassifier {
                 message: "file not found (train one with `robustify train classifier`)".into(),
             });
         }
-        let device = Device::Cpu;
+        let device = robustify_ops::device();
         let tensors = candle_core::safetensors::load(path, &device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let model = CifarResNet::new(&Config::resnet20(), vb).map_err(|e| Error::Weights {

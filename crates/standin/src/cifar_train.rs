@@ -107,7 +107,7 @@ fn batch_tensor(
 
 /// Accuracy of `model` on `data`.
 pub fn evaluate(model: &CifarResNet, data: &ImageFolder, batch: usize) -> Result<f64> {
-    let dev = Device::Cpu;
+    let dev = robustify_ops::device();
     let mut correct = 0usize;
     let all: Vec<usize> = (0..data.len()).collect();
     for chunk in all.chunks(batch.max(1)) {
@@ -144,7 +144,7 @@ pub fn train(
     save_every: Duration,
     hooks: Hooks<'_>,
 ) -> Result<Progress> {
-    let dev = Device::Cpu;
+    let dev = robustify_ops::device();
     let mut varmap = VarMap::new();
     let model = CifarResNet::new(
         &cfg.arch,

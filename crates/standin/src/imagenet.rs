@@ -69,7 +69,7 @@ impl ImageNetClassifier {
 
     /// Loads weights and class names from the given files.
     pub fn load(weights: &Path, classes: &Path) -> Result<ImageNetClassifier> {
-        let device = Device::Cpu;
+        let device = robustify_ops::device();
         let w = Weights::load(weights, &device)?;
         let model = EfficientNetLite::new(&Config::lite0(), &w)?;
         let classes = read_classes(classes)?;

@@ -79,8 +79,13 @@ impl Checkpoint {
         let text = std::fs::read_to_string(&progress_path).map_err(|e| io(&progress_path, e))?;
         let progress: Progress = serde_json::from_str(&text).map_err(|e| io(&progress_path, e))?;
         varmap.load(self.model_path())?;
+        // The optimiser's state goes where the weights are (a GPU when training on one).
+        let device = varmap
+            .all_vars()
+            .first()
+            .map_or(Device::Cpu, |v| v.device().clone());
         let optimizer =
-            candle_core::safetensors::load(self.dir.join("optimizer.safetensors"), &Device::Cpu)?;
+            candle_core::safetensors::load(self.dir.join("optimizer.safetensors"), &device)?;
         Ok(Some((optimizer, progress)))
     }
 }

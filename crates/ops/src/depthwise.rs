@@ -8,6 +8,8 @@
 
 use crate::matrix::zeroed;
 use crate::simd;
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -17,10 +19,11 @@ pub struct Depthwise {
     channels: usize,
     kernel: usize,
     stride: usize,
-    /// `[channels, kernel, kernel]`.
-    weight: Vec<f32>,
+    /// `[channels, kernel, kernel]` (shared: the op is cloned into every forward pass
+    /// that keeps its graph for a backward pass).
+    weight: Arc<[f32]>,
     /// `[channels]`.
-    bias: Vec<f32>,
+    bias: Arc<[f32]>,
     relu6: bool,
 }
 
@@ -53,19 +56,21 @@ impl Depthwise {
             channels,
             kernel,
             stride,
-            weight: weight.flatten_all()?.to_vec1()?,
-            bias: bias.to_vec1()?,
+            weight: weight.flatten_all()?.to_vec1::<f32>()?.into(),
+            bias: bias.to_vec1::<f32>()?.into(),
             relu6,
         })
     }
 
     /// Applies the layer to an NCHW tensor: this crate's kernel on the CPU, candle's
-    /// grouped convolution elsewhere ([`Depthwise::forward_candle`]).
+    /// grouped convolution elsewhere ([`Depthwise::forward_candle`]). Differentiable in
+    /// the input (the weights are frozen: a classifier a denoiser is tuned through), so a
+    /// loss on the output reaches the image.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if !x.device().is_cpu() {
             return self.forward_candle(x);
         }
-        x.apply_op1_no_bwd(self)
+        x.contiguous()?.apply_op1(self.clone())
     }
 
     /// The same layer from candle's own ops, on any device: "SAME" padding, a grouped
@@ -93,6 +98,24 @@ impl Depthwise {
 impl CustomOp1 for Depthwise {
     fn name(&self) -> &'static str {
         "depthwise-conv2d-same"
+    }
+
+    /// `dx`: the output gradient, stopped where ReLU6 was flat, spread back through every
+    /// tap ([`InputGrad`]).
+    fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let g = if self.relu6 {
+            let live = y.gt(0f32)?.mul(&y.lt(6f32)?)?.to_dtype(dy.dtype())?;
+            (dy * live)?
+        } else {
+            dy.clone()
+        };
+        let (_, _, h, w) = x.dims4()?;
+        let grad = InputGrad {
+            layer: self.clone(),
+            h,
+            w,
+        };
+        Ok(Some(g.contiguous()?.apply_op1_no_bwd(&grad)?))
     }
 
     fn cpu_fwd(
@@ -135,6 +158,58 @@ impl CustomOp1 for Depthwise {
     }
 }
 
+/// The input gradient of a [`Depthwise`] layer with input `h × w`: applied to the output
+/// gradient `g` (after the activation's mask), `dx[iy][ix] = Σ g[oy][ox] · w[ky][kx]` over
+/// the taps with `s·oy + ky = iy + pt` and `s·ox + kx = ix + pl`.
+struct InputGrad {
+    layer: Depthwise,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp1 for InputGrad {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-same-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("depthwise gradient: only f32 is supported");
+        };
+        let (b, c, oh, ow) = layout.shape().dims4()?;
+        let (h, w) = (self.h, self.w);
+        let (k, s) = (self.layer.kernel, self.layer.stride);
+        let (pt, _) = same_padding(h, k, s);
+        let (pl, _) = same_padding(w, k, s);
+        let geometry = Plane { h, w, k, s, pt, pl };
+        if c != self.layer.channels || geometry.out() != (oh, ow) {
+            candle_core::bail!(
+                "depthwise gradient: {:?} does not fit {} channels of {h}×{w}",
+                layout.shape(),
+                self.layer.channels
+            );
+        }
+        let g = match layout.contiguous_offsets() {
+            Some((start, end)) => &data[start..end],
+            None => candle_core::bail!("depthwise gradient: input must be contiguous"),
+        };
+        let mut dx = zeroed(b * c * h * w);
+        dx.par_chunks_exact_mut(h * w)
+            .enumerate()
+            .for_each(|(plane, dx_plane)| {
+                let ch = plane % c;
+                let wk = &self.layer.weight[ch * k * k..(ch + 1) * k * k];
+                let g_plane = &g[plane * oh * ow..(plane + 1) * oh * ow];
+                geometry.spread(g_plane, wk, dx_plane);
+            });
+        Ok((CpuStorage::F32(dx), Shape::from((b, c, h, w))))
+    }
+}
+
 /// One plane's geometry: input `h × w`, kernel `k`, stride `s`, padding before `pt`, `pl`.
 #[derive(Clone, Copy)]
 struct Plane {
@@ -150,6 +225,36 @@ impl Plane {
     /// Output rows and columns.
     fn out(&self) -> (usize, usize) {
         (self.h.div_ceil(self.s), self.w.div_ceil(self.s))
+    }
+
+    /// `dx += g ⊛ᵀ wk` for one plane: each tap adds `w[ky][kx] · g[oy][ox]` to the input
+    /// pixel it read, `(s·oy + ky − pt, s·ox + kx − pl)`, where that pixel is not padding.
+    fn spread(&self, g: &[f32], wk: &[f32], dx: &mut [f32]) {
+        let Plane {
+            h, w, k, s, pt, pl, ..
+        } = *self;
+        let (oh, ow) = self.out();
+        for ky in 0..k {
+            for kx in 0..k {
+                let wv = wk[ky * k + kx];
+                // Output columns whose tap kx lands inside the row: ix = s·ox + kx − pl.
+                let ox0 = pl.saturating_sub(kx).div_ceil(s);
+                let ox1 = ow.min((w + pl).saturating_sub(kx).div_ceil(s));
+                if ox0 >= ox1 {
+                    continue;
+                }
+                for oy in 0..oh {
+                    let Some(iy) = (s * oy + ky).checked_sub(pt).filter(|&iy| iy < h) else {
+                        continue;
+                    };
+                    let g_row = &g[oy * ow..(oy + 1) * ow];
+                    let dx_row = &mut dx[iy * w..(iy + 1) * w];
+                    for ox in ox0..ox1 {
+                        dx_row[s * ox + kx - pl] += wv * g_row[ox];
+                    }
+                }
+            }
+        }
     }
 
     /// Rows and columns of each phase plane: the output's, plus the taps' reach `(k−1)/s`.
@@ -261,6 +366,70 @@ mod tests {
             assert!(want.min_all().unwrap().to_scalar::<f32>().unwrap() >= 0.0);
             assert!(want.max_all().unwrap().to_scalar::<f32>().unwrap() <= 6.0);
             assert!(max_abs(&relu, &want) < 1e-4);
+        }
+    }
+
+    /// The input gradient against stock candle's autograd through the same layer written
+    /// as a dense convolution (a block-diagonal kernel: channel c reads only channel c)
+    /// on the explicitly padded input, then the bias and ReLU6 by candle's ops.
+    #[test]
+    fn input_gradient_matches_stock_candle_on_odd_shapes() {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        for (b, c, h, w, k, s) in [
+            (2, 3, 7, 5, 3, 1),
+            (1, 4, 8, 8, 3, 2),
+            (2, 2, 9, 6, 5, 2),
+            (1, 5, 5, 11, 5, 1),
+            (1, 1, 1, 1, 3, 2),
+            (1, 6, 14, 13, 5, 2),
+            (3, 2, 4, 3, 3, 2),
+        ] {
+            let wt = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
+            // Inputs spread wide enough that ReLU6 is flat in places at both ends.
+            let x = Var::randn(0f32, 2.0, (b, c, h, w), &dev).unwrap();
+            for relu6 in [false, true] {
+                let layer = Depthwise::new(&wt, &bias, s, relu6).unwrap();
+                let ours = layer.forward(&x).unwrap();
+                let r = Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap();
+                let g_ours = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+
+                let eye = Tensor::eye(c, candle_core::DType::F32, &dev).unwrap();
+                let dense = eye
+                    .reshape((c, c, 1, 1))
+                    .unwrap()
+                    .broadcast_mul(&wt.reshape((1, c, k, k)).unwrap())
+                    .unwrap();
+                let (pt, pb) = same_padding(h, k, s);
+                let (pl, pr) = same_padding(w, k, s);
+                let padded = x
+                    .pad_with_zeros(2, pt, pb)
+                    .unwrap()
+                    .pad_with_zeros(3, pl, pr)
+                    .unwrap();
+                let mut stock = padded
+                    .conv2d(&dense, 0, s, 1, 1)
+                    .unwrap()
+                    .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
+                    .unwrap();
+                if relu6 {
+                    stock = stock.clamp(0f32, 6f32).unwrap();
+                }
+                assert!(max_abs(&ours, &stock) < 1e-4);
+                let g_stock = (&stock * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let (a, e) = (g_ours.get(&x).unwrap(), g_stock.get(&x).unwrap());
+                let diff = max_abs(a, e);
+                assert!(
+                    diff < 1e-4,
+                    "{b} {c} {h} {w} k{k} s{s} relu6 {relu6}: {diff}"
+                );
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use robustify_smoothing::Image;
 
 use crate::efficientnet_lite::{Config, EfficientNetLite};
@@ -89,6 +89,18 @@ impl ImageNetClassifier {
     /// The class list.
     pub fn classes(&self) -> &[ClassName] {
         &self.classes
+    }
+
+    /// Logits for a `[N, 3, H, W]` batch in `[0, 1]` (224×224 is what the weights were
+    /// trained at; the global pooling takes any size), normalised as [`Classifier::classify`]
+    /// does. Differentiable with respect to the input (the weights are frozen): the path a
+    /// denoiser is tuned through.
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let Normalization { mean, std } = Normalization::EFFICIENTNET_LITE;
+        let mean = Tensor::from_slice(&mean, (1, 3, 1, 1), x.device())?;
+        let std = Tensor::from_slice(&std, (1, 3, 1, 1), x.device())?;
+        let x = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
+        self.model.forward(&x)
     }
 }
 

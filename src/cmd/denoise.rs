@@ -105,7 +105,28 @@ struct Row {
     /// The stand-in's top-1 accuracy on noisy and on denoised images (`denoisers score`).
     accuracy_noisy: Option<f64>,
     accuracy_denoised: Option<f64>,
+    /// The classifiers a stab denoiser was tuned through (empty: MSE).
+    tuned_through: Vec<String>,
     path: String,
+}
+
+/// The classifiers the card says the denoiser was tuned through (`tuned_through`, or the
+/// training objective's `classifier` in cards written before that field).
+fn tuned_through(card: &robustify_denoiser::Card) -> Vec<String> {
+    let listed = card.extra.get("tuned_through").and_then(|v| v.as_array());
+    if let Some(list) = listed {
+        return list
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+    }
+    card.extra
+        .get("training")
+        .and_then(|t| t.get("objective"))
+        .and_then(|o| o.get("classifier"))
+        .and_then(|c| c.as_str())
+        .map(|c| c.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// A number `denoisers score` wrote into the card.
@@ -125,6 +146,7 @@ pub fn denoisers(args: DenoisersArgs) -> anyhow::Result<ExitCode> {
                 .or_else(|| c.extra.get("test_psnr").and_then(|v| v.as_f64())),
             accuracy_noisy: score_of(&c, "accuracy_noisy"),
             accuracy_denoised: score_of(&c, "accuracy_denoised"),
+            tuned_through: tuned_through(&c),
             name: c.name,
             arch: c.arch.name(),
             sigma: c.sigma,
@@ -137,12 +159,13 @@ pub fn denoisers(args: DenoisersArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     outln!(
-        "{:<24} {:<14} {:>5} {:<8} {:>10}  stand-in top-1 noisy → denoised",
+        "{:<24} {:<14} {:>5} {:<8} {:>10}  {:<32} tuned through",
         "name",
         "arch",
         "σ",
         "data",
-        "test PSNR"
+        "test PSNR",
+        "stand-in top-1 noisy → denoised"
     )?;
     for r in &rows {
         let psnr = r.test_psnr.map_or("-".into(), |p| format!("{p:.2} dB"));
@@ -150,8 +173,13 @@ pub fn denoisers(args: DenoisersArgs) -> anyhow::Result<ExitCode> {
             (Some(n), Some(d)) => format!("{:.1}% → {:.1}%", 100.0 * n, 100.0 * d),
             _ => "-".into(),
         };
+        let tuned = if r.tuned_through.is_empty() {
+            "- (MSE)".to_owned()
+        } else {
+            r.tuned_through.join(", ")
+        };
         outln!(
-            "{:<24} {:<14} {:>5} {:<8} {:>10}  {acc}",
+            "{:<24} {:<14} {:>5} {:<8} {:>10}  {acc:<32} {tuned}",
             r.name,
             r.arch,
             r.sigma,

@@ -256,6 +256,23 @@ fn standin_cases(options: &Options) -> Result<Vec<Case>> {
         let ips = timed(3, b, || Ok(imagenet.classify(&images, 1).map(|_| ())?))?;
         cases.push(Case::ours(name, ips, None, 0.81));
     }
+    // What tuning a photo denoiser through the stand-in costs per image: logits, a
+    // cross-entropy, and its gradient down to the pixels (the weights frozen).
+    let name = format!("standin imagenet efficientnet-lite0 224x224-b{b} input-grad step");
+    if options.wanted(&name) {
+        let imagenet = robustify_standin::imagenet::ImageNetClassifier::load_default()?;
+        let x = candle_core::Var::rand(0f32, 1.0, (b, 3, 224, 224), &dev)?;
+        let labels: Vec<u32> = (0..b as u32).collect();
+        let y = Tensor::from_vec(labels, b, &dev)?;
+        let ips = timed(3, b, || {
+            let loss = candle_nn::loss::cross_entropy(&imagenet.logits(&x)?, &y)?;
+            let grads = loss.backward()?;
+            grads.get(&x).map(|_| ()).ok_or_else(|| {
+                crate::Error::Candle(candle_core::Error::Msg("no input gradient".into()))
+            })
+        })?;
+        cases.push(Case::ours(name, ips, None, 2.0 * 0.81));
+    }
     Ok(cases)
 }
 

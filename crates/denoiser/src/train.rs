@@ -64,10 +64,11 @@ pub enum Objective {
     /// `‖D(x + δ) − x‖²`.
     #[default]
     Mse,
-    /// `CE(F(D(x + δ)), argmax F(x)) + mse_weight · ‖D(x + δ) − x‖²` with F frozen: the
-    /// classifier comes as [`Hooks::guide`]; `classifier` names it in the checkpoint.
+    /// `mean_i CE(F_i(D(x + δ)), argmax F_i(x)) + mse_weight · ‖D(x + δ) − x‖²` with the
+    /// F_i frozen: the classifiers come as [`Hooks::guides`]; `classifier` names them in
+    /// the checkpoint (comma-separated when several).
     Stab {
-        /// Which classifier F is (a resume must use the same).
+        /// Which classifiers F_i are (a resume must use the same).
         classifier: String,
         /// Weight of the MSE term.
         mse_weight: f64,
@@ -110,8 +111,9 @@ pub struct Hooks<'a> {
     pub on_epoch: &'a mut dyn FnMut(&serde_json::Value),
     /// Checked after every batch: `true` saves a checkpoint and returns early.
     pub should_stop: &'a mut dyn FnMut(&Progress) -> bool,
-    /// The frozen classifier F of [`Objective::Stab`] (required by it, unused otherwise).
-    pub guide: Option<Guide<'a>>,
+    /// The frozen classifiers F_i of [`Objective::Stab`] (at least one; unused by MSE):
+    /// the stability term is averaged over them.
+    pub guides: Vec<Guide<'a>>,
 }
 
 /// Fixed test crops with fixed noise, for PSNR that can be compared across runs.
@@ -265,11 +267,11 @@ pub fn train(
         on_batch,
         on_epoch,
         should_stop,
-        guide,
+        guides,
     } = hooks;
-    let stab = match (&cfg.objective, guide) {
+    let stab = match (&cfg.objective, guides.as_slice()) {
         (Objective::Mse, _) => None,
-        (Objective::Stab { mse_weight, .. }, Some(g)) if *mse_weight >= 0.0 => {
+        (Objective::Stab { mse_weight, .. }, g) if !g.is_empty() && *mse_weight >= 0.0 => {
             Some((g, *mse_weight))
         }
         (Objective::Stab { .. }, _) => {
@@ -325,12 +327,23 @@ pub fn train(
                 let mse = (&denoised - &clean)?.sqr()?.mean_all()?;
                 let (loss, ce) = match stab {
                     None => (mse.clone(), None),
-                    Some((guide, mse_weight)) => {
-                        // The classifier sees what it will see at certification: pixels
-                        // in [0, 1]. Its labels for the clean crops are the targets.
-                        let target = guide(&clean)?.detach().argmax(1)?;
-                        let logits = guide(&denoised.clamp(0f32, 1f32)?)?;
-                        let ce = candle_nn::loss::cross_entropy(&logits, &target)?;
+                    Some((guides, mse_weight)) => {
+                        // Each classifier sees what it will see at certification: pixels
+                        // in [0, 1]. Its labels for the clean crops are its targets.
+                        let seen = denoised.clamp(0f32, 1f32)?;
+                        let mut ce_sum: Option<Tensor> = None;
+                        for guide in guides {
+                            let target = guide(&clean)?.detach().argmax(1)?;
+                            let ce = candle_nn::loss::cross_entropy(&guide(&seen)?, &target)?;
+                            ce_sum = Some(match ce_sum {
+                                Some(sum) => (sum + ce)?,
+                                None => ce,
+                            });
+                        }
+                        let ce = match ce_sum {
+                            Some(sum) => (sum / guides.len() as f64)?,
+                            None => mse.zeros_like()?,
+                        };
                         ((&ce + (&mse * mse_weight)?)?, Some(ce))
                     }
                 };
@@ -370,11 +383,18 @@ pub fn train(
                     "test_psnr": scored.map(|s| s.1),
                     "seconds": t.3.elapsed().as_secs_f64(),
                 });
-                if let Some((guide, _)) = stab {
+                if let Some((guides, _)) = stab {
                     entry["train_stab"] = serde_json::json!(ran.then(|| t.1 / crops));
                     if let Some(test) = test {
-                        let agree = test.agreement(64, guide, |x| net.forward_t(x, false))?;
-                        entry["test_agreement"] = serde_json::json!(agree);
+                        let each = guides
+                            .iter()
+                            .map(|g| test.agreement(64, *g, |x| net.forward_t(x, false)))
+                            .collect::<Result<Vec<f64>>>()?;
+                        let mean = each.iter().sum::<f64>() / each.len() as f64;
+                        entry["test_agreement"] = serde_json::json!(mean);
+                        if each.len() > 1 {
+                            entry["test_agreement_each"] = serde_json::json!(each);
+                        }
                     }
                 }
                 *t = (0.0, 0.0, 0, Instant::now());

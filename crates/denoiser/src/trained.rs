@@ -53,6 +53,16 @@ impl TrainConfig {
 }
 
 impl Objective {
+    /// The classifiers a stab denoiser was tuned through (none for MSE).
+    pub fn classifiers(&self) -> Vec<String> {
+        match self {
+            Objective::Mse => Vec::new(),
+            Objective::Stab { classifier, .. } => {
+                classifier.split(',').map(str::to_owned).collect()
+            }
+        }
+    }
+
     /// The card's one-line description; `init` as the user named it.
     pub fn describe(&self, init: Option<&str>) -> String {
         let start = init
@@ -60,6 +70,14 @@ impl Objective {
             .unwrap_or_default();
         match self {
             Objective::Mse => format!("MSE ‖D(x+δ) − x‖², δ ~ N(0, σ²I) unclipped{start}"),
+            Objective::Stab {
+                classifier,
+                mse_weight,
+            } if classifier.contains(',') => format!(
+                "stability: mean over F_i of CE(F_i(clip(D(x+δ))), argmax F_i(x)) + \
+                 {mse_weight}·MSE, F_i = {} (frozen), δ ~ N(0, σ²I){start}",
+                classifier.replace(',', ", ")
+            ),
             Objective::Stab {
                 classifier,
                 mse_weight,
@@ -139,6 +157,10 @@ pub fn write_card(
         (
             "objective",
             serde_json::json!(config.objective.describe(facts.init.as_deref())),
+        ),
+        (
+            "tuned_through",
+            serde_json::json!(config.objective.classifiers()),
         ),
         ("training_data", serde_json::json!(facts.training_data)),
         ("test_data", serde_json::json!(facts.test_data)),

@@ -189,7 +189,7 @@ fn run(
             on_batch: &mut |r| losses.push(r.loss),
             on_epoch: &mut |_| {},
             should_stop: &mut |p| stop_at.is_some_and(|s| p.step >= s),
-            guide: None,
+            guides: Vec::new(),
         },
     )
     .unwrap();
@@ -295,7 +295,7 @@ fn the_stability_objective_fine_tunes_an_mse_denoiser_towards_the_classifier() {
             },
             on_epoch: &mut |e| agreement.push(e["test_agreement"].as_f64().unwrap()),
             should_stop: &mut |_| false,
-            guide: Some(&guide),
+            guides: vec![&guide],
         },
     )
     .unwrap();
@@ -338,7 +338,7 @@ fn train_quietly(
             on_batch: &mut |_| {},
             on_epoch: &mut |_| {},
             should_stop: &mut |_| false,
-            guide: None,
+            guides: Vec::new(),
         },
     )
 }

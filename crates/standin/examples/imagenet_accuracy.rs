@@ -1,6 +1,7 @@
-//! Top-1 accuracy of the ImageNet stand-in on an image folder named `<wnid>_<name>.JPEG`.
+//! Top-1 accuracy of a shipped ImageNet model (default: the stand-in's Lite0) on an image
+//! folder named `<wnid>_<name>.JPEG`.
 //!
-//! cargo run --release -p robustify-standin --example imagenet_accuracy -- ../shared/data/imagenet-samples [LIMIT]
+//! cargo run --release -p robustify-standin --example imagenet_accuracy -- ../shared/data/imagenet-samples [LIMIT] [efficientnet-lite1]
 
 use std::time::Instant;
 
@@ -10,9 +11,17 @@ use robustify_standin::model::Classifier;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().ok_or("usage: imagenet_accuracy DIR [LIMIT]")?;
-    let limit: usize = args.next().map_or(Ok(usize::MAX), |s| s.parse())?;
-    let model = ImageNetClassifier::load_default()?;
+    let dir = args
+        .next()
+        .ok_or("usage: imagenet_accuracy DIR [LIMIT] [MODEL]")?;
+    let limit: usize = args
+        .next()
+        .filter(|s| s != "all")
+        .map_or(Ok(usize::MAX), |s| s.parse())?;
+    let model = match args.next() {
+        Some(name) => ImageNetClassifier::load_named(&name)?,
+        None => ImageNetClassifier::load_default()?,
+    };
     let mut files: Vec<_> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "JPEG"))
@@ -38,7 +47,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let n = files.len();
     println!(
-        "{n} images: top-1 {:.1}% top-5 {:.1}% ({:.1} images/s)",
+        "{}: {n} images: top-1 {:.1}% top-5 {:.1}% ({:.1} images/s)",
+        model.name(),
         100.0 * correct as f64 / n as f64,
         100.0 * top5 as f64 / n as f64,
         n as f64 / start.elapsed().as_secs_f64()

@@ -47,24 +47,54 @@ pub struct Config {
 impl Config {
     /// EfficientNet-Lite0 (width 1.0, depth 1.0, 224×224): 16 blocks, 4.65M parameters.
     pub fn lite0() -> Config {
-        let s = |repeats, kernel, stride, expand, input, output| StageConfig {
-            repeats,
-            kernel,
-            stride,
-            expand,
-            input,
-            output,
+        Config::lite(1.0, 1.0)
+    }
+
+    /// The Lite family member of `width` and `depth` multipliers (TensorFlow's
+    /// `efficientnet_lite_builder`: Lite1 is (1.0, 1.1), Lite2 (1.1, 1.2)). Lite models fix
+    /// the stem (32) and head (1,280) and the first and last stages' repeats; every other
+    /// stage repeats ⌈depth·r⌉ times, and channel counts are width-scaled and rounded to
+    /// multiples of 8 (never more than 10% down).
+    pub fn lite(width: f64, depth: f64) -> Config {
+        let filters = |c: usize| -> usize {
+            let scaled = c as f64 * width;
+            let mut rounded = (((scaled + 4.0) as usize) / 8 * 8).max(8);
+            if (rounded as f64) < 0.9 * scaled {
+                rounded += 8;
+            }
+            rounded
         };
+        // (repeats, kernel, stride, expand, input, output): EfficientNet-B0's stages.
+        let base = [
+            (1, 3, 1, 1, 32, 16),
+            (2, 3, 2, 6, 16, 24),
+            (2, 5, 2, 6, 24, 40),
+            (3, 3, 2, 6, 40, 80),
+            (3, 5, 1, 6, 80, 112),
+            (4, 5, 2, 6, 112, 192),
+            (1, 3, 1, 6, 192, 320),
+        ];
+        let last = base.len() - 1;
+        let stages = base
+            .iter()
+            .enumerate()
+            .map(
+                |(i, &(repeats, kernel, stride, expand, input, output))| StageConfig {
+                    repeats: if i == 0 || i == last {
+                        repeats
+                    } else {
+                        (depth * repeats as f64).ceil() as usize
+                    },
+                    kernel,
+                    stride,
+                    expand,
+                    input: if i == 0 { input } else { filters(input) },
+                    output: filters(output),
+                },
+            )
+            .collect();
         Config {
-            stages: vec![
-                s(1, 3, 1, 1, 32, 16),
-                s(2, 3, 2, 6, 16, 24),
-                s(2, 5, 2, 6, 24, 40),
-                s(3, 3, 2, 6, 40, 80),
-                s(3, 5, 1, 6, 80, 112),
-                s(4, 5, 2, 6, 112, 192),
-                s(1, 3, 1, 6, 192, 320),
-            ],
+            stages,
             stem: 32,
             head: 1280,
             bn_eps: 1e-3,
@@ -200,5 +230,44 @@ impl EfficientNetLite {
         let y = self.head.forward(&y)?;
         let pooled = y.flatten_from(2)?.mean(D::Minus1)?;
         Ok(pooled.matmul(&self.fc_w)?.broadcast_add(&self.fc_b)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    /// The channel counts and repeats of the shipped Lite1 and Lite2 weights (read from
+    /// their files' tensor shapes), and Lite0's.
+    #[test]
+    fn the_family_scales_as_the_shipped_weights_are_shaped() {
+        let shape = |c: Config| -> (Vec<usize>, Vec<usize>) {
+            (
+                c.stages.iter().map(|s| s.repeats).collect(),
+                c.stages.iter().map(|s| s.output).collect(),
+            )
+        };
+        assert_eq!(
+            shape(Config::lite0()),
+            (
+                vec![1, 2, 2, 3, 3, 4, 1],
+                vec![16, 24, 40, 80, 112, 192, 320]
+            )
+        );
+        assert_eq!(
+            shape(Config::lite(1.0, 1.1)),
+            (
+                vec![1, 3, 3, 4, 4, 5, 1],
+                vec![16, 24, 40, 80, 112, 192, 320]
+            )
+        );
+        assert_eq!(
+            shape(Config::lite(1.1, 1.2)),
+            (
+                vec![1, 3, 3, 4, 4, 5, 1],
+                vec![16, 24, 48, 88, 120, 208, 352]
+            )
+        );
+        assert_eq!(Config::lite(1.1, 1.2).stages[0].input, 32);
     }
 }

@@ -22,6 +22,47 @@ pub struct ClassName {
 
 /// The shipped files, relative to the repository root.
 pub const WEIGHTS: &str = "providers/standin/efficientnet_lite0.safetensors";
+
+/// An EfficientNet-Lite whose weights ship with the stand-in.
+#[derive(Clone, Copy, Debug)]
+pub struct LiteModel {
+    /// `efficientnet-lite0`, …
+    pub name: &'static str,
+    /// The weights, relative to the repository root.
+    pub weights: &'static str,
+    /// Width and depth multipliers ([`Config::lite`]).
+    pub width: f64,
+    /// See [`LiteModel::width`].
+    pub depth: f64,
+    /// The input side the weights were trained at.
+    pub size: u32,
+}
+
+/// Lite0 (the stand-in vendor's model) and Lite1, Lite2 (surrogates a denoiser is tuned
+/// through without seeing Lite0): see `providers/standin/README.md`.
+pub const LITE_MODELS: [LiteModel; 3] = [
+    LiteModel {
+        name: "efficientnet-lite0",
+        weights: WEIGHTS,
+        width: 1.0,
+        depth: 1.0,
+        size: 224,
+    },
+    LiteModel {
+        name: "efficientnet-lite1",
+        weights: "providers/standin/efficientnet_lite1.safetensors",
+        width: 1.0,
+        depth: 1.1,
+        size: 240,
+    },
+    LiteModel {
+        name: "efficientnet-lite2",
+        weights: "providers/standin/efficientnet_lite2.safetensors",
+        width: 1.1,
+        depth: 1.2,
+        size: 260,
+    },
+];
 /// The class list shipped beside the weights (`wnid<TAB>name`, sorted by wnid).
 pub const CLASSES: &str = "providers/standin/imagenet_classes.tsv";
 
@@ -58,6 +99,10 @@ pub struct ImageNetClassifier {
     model: EfficientNetLite,
     classes: Vec<ClassName>,
     device: Device,
+    /// `imagenet-efficientnet-lite0`, …
+    name: String,
+    /// Input side.
+    size: u32,
 }
 
 impl ImageNetClassifier {
@@ -67,11 +112,35 @@ impl ImageNetClassifier {
         ImageNetClassifier::load(&root.join(WEIGHTS), &root.join(CLASSES))
     }
 
-    /// Loads weights and class names from the given files.
+    /// Loads a shipped Lite model by name (`efficientnet-lite1`, …; see [`LITE_MODELS`]).
+    pub fn load_named(name: &str) -> Result<ImageNetClassifier> {
+        let Some(lite) = LITE_MODELS.iter().find(|m| m.name == name) else {
+            return Err(Error::Weights {
+                path: PathBuf::from(name),
+                message: format!(
+                    "no such ImageNet model (shipped: {})",
+                    LITE_MODELS.map(|m| m.name).join(", ")
+                ),
+            });
+        };
+        let root = repo_root();
+        ImageNetClassifier::load_lite(lite, &root.join(lite.weights), &root.join(CLASSES))
+    }
+
+    /// Loads Lite0 weights and class names from the given files.
     pub fn load(weights: &Path, classes: &Path) -> Result<ImageNetClassifier> {
+        ImageNetClassifier::load_lite(&LITE_MODELS[0], weights, classes)
+    }
+
+    /// Loads `lite`'s architecture with weights and class names from the given files.
+    pub fn load_lite(
+        lite: &LiteModel,
+        weights: &Path,
+        classes: &Path,
+    ) -> Result<ImageNetClassifier> {
         let device = robustify_ops::device();
         let w = Weights::load(weights, &device)?;
-        let model = EfficientNetLite::new(&Config::lite0(), &w)?;
+        let model = EfficientNetLite::new(&Config::lite(lite.width, lite.depth), &w)?;
         let classes = read_classes(classes)?;
         if classes.len() != 1000 {
             return Err(Error::Weights {
@@ -83,7 +152,14 @@ impl ImageNetClassifier {
             model,
             classes,
             device,
+            name: format!("imagenet-{}", lite.name),
+            size: lite.size,
         })
+    }
+
+    /// The input side the weights were trained at (224, 240, 260).
+    pub fn input_size(&self) -> u32 {
+        self.size
     }
 
     /// The class list.
@@ -91,8 +167,8 @@ impl ImageNetClassifier {
         &self.classes
     }
 
-    /// Logits for a `[N, 3, H, W]` batch in `[0, 1]` (224×224 is what the weights were
-    /// trained at; the global pooling takes any size), normalised as [`Classifier::classify`]
+    /// Logits for a `[N, 3, H, W]` batch in `[0, 1]` ([`ImageNetClassifier::input_size`] is
+    /// what the weights were trained at; the global pooling takes any size), normalised as [`Classifier::classify`]
     /// does. Differentiable with respect to the input (the weights are frozen): the path a
     /// denoiser is tuned through.
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
@@ -106,7 +182,7 @@ impl ImageNetClassifier {
 
 impl Classifier for ImageNetClassifier {
     fn name(&self) -> &str {
-        "imagenet-efficientnet-lite0"
+        &self.name
     }
 
     fn classify(&self, images: &[Image], top_k: usize) -> Result<Vec<Vec<Scored>>> {
@@ -115,7 +191,7 @@ impl Classifier for ImageNetClassifier {
         }
         let x = batch(
             images,
-            Geometry::CenterCrop { size: 224 },
+            Geometry::CenterCrop { size: self.size },
             &Normalization::EFFICIENTNET_LITE,
             &self.device,
         )?;

@@ -47,11 +47,13 @@ pub(super) struct DenoiserArgs {
     /// image, plus --mse-weight × MSE; start it from an MSE denoiser with --init.
     #[arg(long, value_enum, default_value = "mse")]
     objective: ObjectiveArg,
-    /// The frozen classifier of --objective stab: standin-cifar10 (the shipped ResNet-20),
-    /// or another CIFAR-10 ResNet-20's weights (a surrogate: a .safetensors file or the
-    /// folder of `robustify train classifier --out`); 32×32 crops.
+    /// A frozen classifier of --objective stab (repeat it for several: the stability term
+    /// is averaged over them). CIFAR-10 (32×32 crops): standin-cifar10 (the shipped
+    /// ResNet-20) or another ResNet-20's weights (a surrogate: a .safetensors file or the
+    /// folder of `robustify train classifier --out`). Photos: efficientnet-lite0 (the
+    /// stand-in vendor's own model), efficientnet-lite1, efficientnet-lite2 (surrogates).
     #[arg(long)]
-    classifier: Option<String>,
+    classifier: Vec<String>,
     /// Weight of the MSE term under --objective stab.
     #[arg(long, default_value_t = 0.0)]
     mse_weight: f64,
@@ -92,27 +94,65 @@ pub enum ObjectiveArg {
     Stab,
 }
 
-/// The objective `--objective`, `--classifier` and `--mse-weight` ask for, and the frozen
-/// classifier it needs.
-fn stab_objective(
-    a: &DenoiserArgs,
-) -> anyhow::Result<(Objective, Option<robustify_standin::cifar::CifarClassifier>)> {
-    match (a.objective, a.classifier.as_deref()) {
-        (ObjectiveArg::Mse, None) => Ok((Objective::Mse, None)),
-        (ObjectiveArg::Mse, Some(_)) => anyhow::bail!("--classifier goes with --objective stab"),
-        (ObjectiveArg::Stab, None) => {
-            anyhow::bail!("--objective stab needs --classifier standin-cifar10")
+/// A frozen classifier the stability objective goes through.
+enum Surrogate {
+    Cifar(robustify_standin::cifar::CifarClassifier),
+    Photo(robustify_standin::imagenet::ImageNetClassifier),
+}
+
+impl Surrogate {
+    /// `name` as `--classifier` gives it, for `crop`-sided crops.
+    fn load(name: &str, crop: usize) -> anyhow::Result<Surrogate> {
+        use robustify_standin::imagenet::{ImageNetClassifier, LITE_MODELS};
+        if LITE_MODELS.iter().any(|m| m.name == name) || name.starts_with("efficientnet") {
+            // An unknown Lite name is refused there, naming the shipped ones.
+            return Ok(Surrogate::Photo(ImageNetClassifier::load_named(name)?));
         }
-        (ObjectiveArg::Stab, Some(name)) => {
-            if a.crop != 32 {
-                anyhow::bail!("--classifier {name} classifies 32×32 images: use --crop 32");
-            }
-            let model = robustify_standin::cifar::CifarClassifier::load_named(name)?;
+        if crop != 32 {
+            anyhow::bail!(
+                "--classifier {name} classifies 32×32 images: use --crop 32 (photo \
+                 classifiers: {})",
+                LITE_MODELS.map(|m| m.name).join(", ")
+            );
+        }
+        Ok(Surrogate::Cifar(
+            robustify_standin::cifar::CifarClassifier::load_named(name)?,
+        ))
+    }
+
+    /// Logits for a `[N, 3, H, W]` batch in `[0, 1]`, differentiable in the batch.
+    fn logits(&self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        match self {
+            Surrogate::Cifar(m) => m.network().forward_t(x, false),
+            Surrogate::Photo(m) => m
+                .logits(x)
+                .map_err(|e| candle_core::Error::Msg(e.to_string())),
+        }
+    }
+}
+
+/// The objective `--objective`, `--classifier` and `--mse-weight` ask for, and the frozen
+/// classifiers it needs.
+fn stab_objective(a: &DenoiserArgs) -> anyhow::Result<(Objective, Vec<Surrogate>)> {
+    match (a.objective, a.classifier.is_empty()) {
+        (ObjectiveArg::Mse, true) => Ok((Objective::Mse, Vec::new())),
+        (ObjectiveArg::Mse, false) => {
+            anyhow::bail!("--classifier goes with --objective stab")
+        }
+        (ObjectiveArg::Stab, true) => anyhow::bail!(
+            "--objective stab needs --classifier (standin-cifar10, efficientnet-lite1, …)"
+        ),
+        (ObjectiveArg::Stab, false) => {
+            let models = a
+                .classifier
+                .iter()
+                .map(|name| Surrogate::load(name, a.crop))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let objective = Objective::Stab {
-                classifier: name.into(),
+                classifier: a.classifier.join(","),
                 mse_weight: a.mse_weight,
             };
-            Ok((objective, Some(model)))
+            Ok((objective, models))
         }
     }
 }
@@ -121,7 +161,7 @@ pub(super) fn run(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
     let arch = Arch::parse(&a.arch)?;
     // The settings, the objective, its classifier and the starting weights are checked
     // before the data load (CIFAR-10's 50,000 images take most of a minute).
-    let (objective, guide) = stab_objective(&a)?;
+    let (objective, surrogates) = stab_objective(&a)?;
     let init = a
         .init
         .as_deref()
@@ -167,9 +207,10 @@ pub(super) fn run(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(TestSet::center_crops(&test, a.test_crop, a.sigma, 1)?)
     };
-    let logits = guide
-        .as_ref()
-        .map(|model| move |x: &candle_core::Tensor| model.network().forward_t(x, false));
+    let logits: Vec<_> = surrogates
+        .iter()
+        .map(|model| move |x: &candle_core::Tensor| model.logits(x))
+        .collect();
     let driver = Driver::new(a.run.max_minutes, cfg.epochs);
     let progress = train(
         &data,
@@ -188,9 +229,10 @@ pub(super) fn run(a: DenoiserArgs) -> anyhow::Result<ExitCode> {
             },
             on_epoch: &mut |e| driver.epoch(e),
             should_stop: &mut |p| driver.should_stop(p),
-            guide: logits
-                .as_ref()
-                .map(|f| f as robustify_denoiser::train::Guide<'_>),
+            guides: logits
+                .iter()
+                .map(|f| f as robustify_denoiser::train::Guide<'_>)
+                .collect(),
         },
     )?;
     let test_data = match &a.test {

@@ -6,7 +6,7 @@
 //! EfficientNet weights were trained with: for stride 2 the extra row and column go at the
 //! bottom and right).
 
-use crate::matrix::zeroed;
+use crate::matrix::{contiguous, zeroed};
 use crate::simd;
 use std::sync::Arc;
 
@@ -123,17 +123,11 @@ impl CustomOp1 for Depthwise {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("depthwise: only f32 is supported");
-        };
+        let data = contiguous(storage, layout, "depthwise")?;
         let (b, c, h, w) = layout.shape().dims4()?;
         if c != self.channels {
             candle_core::bail!("depthwise: {} channels, input has {c}", self.channels);
         }
-        let data = match layout.contiguous_offsets() {
-            Some((start, end)) => &data[start..end],
-            None => candle_core::bail!("depthwise: input must be contiguous"),
-        };
         let (k, s) = (self.kernel, self.stride);
         let (pt, _) = same_padding(h, k, s);
         let (pl, _) = same_padding(w, k, s);
@@ -177,9 +171,7 @@ impl CustomOp1 for InputGrad {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("depthwise gradient: only f32 is supported");
-        };
+        let g = contiguous(storage, layout, "depthwise gradient")?;
         let (b, c, oh, ow) = layout.shape().dims4()?;
         let (h, w) = (self.h, self.w);
         let (k, s) = (self.layer.kernel, self.layer.stride);
@@ -193,10 +185,6 @@ impl CustomOp1 for InputGrad {
                 self.layer.channels
             );
         }
-        let g = match layout.contiguous_offsets() {
-            Some((start, end)) => &data[start..end],
-            None => candle_core::bail!("depthwise gradient: input must be contiguous"),
-        };
         let mut dx = zeroed(b * c * h * w);
         dx.par_chunks_exact_mut(h * w)
             .enumerate()

@@ -48,29 +48,21 @@ fn the_input_gradient_of_a_log_probability_matches_finite_differences() {
     };
     let grads = f(x.as_tensor()).backward().unwrap();
     let g = grads.get(&x).unwrap();
-    let norm = g
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .sqrt();
-    assert!(norm.is_finite() && norm > 0.0, "gradient norm {norm}");
-    // Along the gradient itself (a wrong gradient would not match there: along a random
-    // direction in 27,648 dimensions the true slope is ~1% of |∇|, too small to tell), and
-    // along the gradient mixed with random directions.
-    let unit = |t: &Tensor| -> Tensor {
-        let n = t
-            .sqr()
+    let l2 = |t: &Tensor| -> f32 {
+        t.sqr()
             .unwrap()
             .sum_all()
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
-            .sqrt();
-        (t / f64::from(n)).unwrap()
+            .sqrt()
     };
+    let norm = l2(g);
+    assert!(norm.is_finite() && norm > 0.0, "gradient norm {norm}");
+    // Along the gradient itself (a wrong gradient would not match there: along a random
+    // direction in 27,648 dimensions the true slope is ~1% of |∇|, too small to tell), and
+    // along the gradient mixed with random directions.
+    let unit = |t: &Tensor| -> Tensor { (t / f64::from(l2(t))).unwrap() };
     let ghat = unit(g);
     for (i, mix) in [0.0, 0.5, 1.0].into_iter().enumerate() {
         let r = unit(&Tensor::randn(0f32, 1.0, x.dims(), &Device::Cpu).unwrap());

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use robustify_bench::{Case, Options, dncnn_case_names};
+use robustify_bench::{Case, Options, torch_case_names};
 
 use crate::render;
 use crate::render::outln;
@@ -35,11 +35,15 @@ pub struct Args {
     replicas: bool,
 }
 
-/// The PyTorch figures, keyed by case name, if `python3` has torch.
-fn torch_baseline(quick: bool) -> Option<std::collections::HashMap<String, f64>> {
+/// The PyTorch figures, keyed by case name, if `python3` has torch: the cases whose name
+/// contains `only` (all without it).
+fn torch_baseline(
+    quick: bool,
+    only: Option<&str>,
+) -> Option<std::collections::HashMap<String, f64>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_torch.py");
     let out = std::process::Command::new("python3")
-        .args([script, if quick { "1" } else { "0" }])
+        .args([script, if quick { "1" } else { "0" }, only.unwrap_or("")])
         .output()
         .ok()?;
     if !out.status.success() {
@@ -64,11 +68,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         candle: !args.no_candle,
         only: args.only.clone(),
     };
-    // PyTorch times the DnCNN cases only: skip it when none is asked for.
-    let torch = if args.no_torch || dncnn_case_names(&options).is_empty() {
+    // PyTorch times the DnCNN cases and the Lite0 input-gradient step (the cases `--only`
+    // selects; nothing when none of them is asked for).
+    let torch = if args.no_torch || torch_case_names(&options).is_empty() {
         None
     } else {
-        torch_baseline(args.quick)
+        torch_baseline(args.quick, args.only.as_deref())
     };
     let cases: Vec<Case> = robustify_bench::run(&options)?
         .into_iter()

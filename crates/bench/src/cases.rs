@@ -89,6 +89,23 @@ pub fn dncnn_case_names(options: &Options) -> Vec<String> {
         .collect()
 }
 
+/// The names of the cases `options` selects that PyTorch also times
+/// (`scripts/bench_torch.py`): DnCNN's, and the Lite0 input-gradient step.
+pub fn torch_case_names(options: &Options) -> Vec<String> {
+    let mut names = dncnn_case_names(options);
+    let lite = lite_input_grad(options);
+    if options.wanted(&lite) {
+        names.push(lite);
+    }
+    names
+}
+
+/// The Lite0 input-gradient case's name (batch 2 quick, 8 full).
+fn lite_input_grad(options: &Options) -> String {
+    let b = if options.quick { 2 } else { 8 };
+    format!("standin imagenet efficientnet-lite0 224x224-b{b} input-grad step")
+}
+
 fn dncnn((b, hw): (usize, usize), what: &str) -> String {
     format!("dncnn17x64-{hw}x{hw}-b{b} {what}")
 }
@@ -258,7 +275,7 @@ fn standin_cases(options: &Options) -> Result<Vec<Case>> {
     }
     // What tuning a photo denoiser through the stand-in costs per image: logits, a
     // cross-entropy, and its gradient down to the pixels (the weights frozen).
-    let name = format!("standin imagenet efficientnet-lite0 224x224-b{b} input-grad step");
+    let name = lite_input_grad(options);
     if options.wanted(&name) {
         let imagenet = robustify_standin::imagenet::ImageNetClassifier::load_default()?;
         let x = candle_core::Var::rand(0f32, 1.0, (b, 3, 224, 224), &dev)?;

@@ -24,7 +24,7 @@ mod cases;
 mod replicas;
 mod timing;
 
-pub use cases::{Case, Options, dncnn_case_names, run};
+pub use cases::{Case, Options, dncnn_case_names, run, torch_case_names};
 pub use replicas::{ReplicaFigures, ReplicaOptions, run_replicas, windows};
 pub use timing::{both, timed};
 

@@ -354,16 +354,31 @@ impl Conv {
         Ok(g)
     }
 
-    /// The input and kernel gradients for the output gradient `dy` (contiguous).
-    fn grads(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// The input and kernel gradients for the output gradient `dy` (contiguous), each only
+    /// where autograd can use it: a frozen classifier's kernels (plain tensors) need none,
+    /// and neither does a network's input image.
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_, c, h, wd) = x.dims4()?;
-        let dx = dy.apply_op2_no_bwd(
-            w,
-            &ConvInputGrad {
-                g: self.geometry(c, h, wd)?,
-            },
-        )?;
-        let dw = x.apply_op2_no_bwd(dy, &ConvWeightGrad { conv: *self })?;
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(
+                w,
+                &ConvInputGrad {
+                    g: self.geometry(c, h, wd)?,
+                },
+            )?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(dy, &ConvWeightGrad { conv: *self })?)
+        } else {
+            None
+        };
         Ok((dx, dw))
     }
 }
@@ -553,7 +568,7 @@ fn fused_grads(
     w: &Tensor,
     y: &Tensor,
     dy: &Tensor,
-) -> Result<(Tensor, Tensor, Tensor)> {
+) -> Result<(Option<Tensor>, Option<Tensor>, Tensor)> {
     let dy = match act {
         Activation::None => dy.contiguous()?,
         _ => dy.contiguous()?.apply_op2_no_bwd(y, &ActGrad { act })?,
@@ -595,7 +610,7 @@ impl CustomOp2 for ConvAct {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = fused_grads(&self.conv, self.act, x, w, y, dy)?;
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, dw))
     }
 }
 
@@ -626,13 +641,17 @@ impl CustomOp3 for ConvAct {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _bias: &Tensor,
+        bias: &Tensor,
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, dy) = fused_grads(&self.conv, self.act, x, w, y, dy)?;
-        let db = dy.sum((0, 2, 3))?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        let db = if bias.track_op() {
+            Some(dy.sum((0, 2, 3))?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
     }
 }
 

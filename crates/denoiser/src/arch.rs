@@ -150,11 +150,8 @@ pub struct Conv {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = if x.device().is_cpu() {
-            robustify_ops::conv2d(x, &self.weight, self.padding, self.stride)?
-        } else {
-            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
-        };
+        // Our kernel on the CPU, candle's elsewhere (robustify_ops dispatches).
+        let y = robustify_ops::conv2d(x, &self.weight, self.padding, self.stride)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),

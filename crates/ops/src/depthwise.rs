@@ -10,7 +10,7 @@ use crate::matrix::{contiguous, zeroed};
 use crate::simd;
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Depthwise convolution weights with the bias already folded in from BatchNorm.
@@ -101,21 +101,17 @@ impl CustomOp1 for Depthwise {
     }
 
     /// `dx`: the output gradient, stopped where ReLU6 was flat, spread back through every
-    /// tap ([`InputGrad`]).
+    /// tap ([`InputGrad`], one pass: the mask is applied as the gradient is read).
     fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let g = if self.relu6 {
-            let live = y.gt(0f32)?.mul(&y.lt(6f32)?)?.to_dtype(dy.dtype())?;
-            (dy * live)?
-        } else {
-            dy.clone()
-        };
         let (_, _, h, w) = x.dims4()?;
         let grad = InputGrad {
             layer: self.clone(),
             h,
             w,
         };
-        Ok(Some(g.contiguous()?.apply_op1_no_bwd(&grad)?))
+        Ok(Some(
+            dy.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &grad)?,
+        ))
     }
 
     fn cpu_fwd(
@@ -153,47 +149,62 @@ impl CustomOp1 for Depthwise {
 }
 
 /// The input gradient of a [`Depthwise`] layer with input `h × w`: applied to the output
-/// gradient `g` (after the activation's mask), `dx[iy][ix] = Σ g[oy][ox] · w[ky][kx]` over
-/// the taps with `s·oy + ky = iy + pt` and `s·ox + kx = ix + pl`.
+/// gradient `g` and the layer's output `y` (for ReLU6's mask: `g` counts where `0 < y < 6`),
+/// `dx[iy][ix] = Σ g[oy][ox] · w[ky][kx]` over the taps with `s·oy + ky = iy + pt` and
+/// `s·ox + kx = ix + pl`.
 struct InputGrad {
     layer: Depthwise,
     h: usize,
     w: usize,
 }
 
-impl CustomOp1 for InputGrad {
+impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
         "depthwise-conv2d-same-input-grad"
     }
 
     fn cpu_fwd(
         &self,
-        storage: &CpuStorage,
-        layout: &Layout,
+        g_storage: &CpuStorage,
+        g_layout: &Layout,
+        y_storage: &CpuStorage,
+        y_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = contiguous(storage, layout, "depthwise gradient")?;
-        let (b, c, oh, ow) = layout.shape().dims4()?;
+        let g = contiguous(g_storage, g_layout, "depthwise gradient")?;
+        let y = contiguous(y_storage, y_layout, "depthwise output")?;
+        let (b, c, oh, ow) = g_layout.shape().dims4()?;
         let (h, w) = (self.h, self.w);
         let (k, s) = (self.layer.kernel, self.layer.stride);
         let (pt, _) = same_padding(h, k, s);
         let (pl, _) = same_padding(w, k, s);
         let geometry = Plane { h, w, k, s, pt, pl };
-        if c != self.layer.channels || geometry.out() != (oh, ow) {
+        if c != self.layer.channels
+            || geometry.out() != (oh, ow)
+            || y_layout.shape() != g_layout.shape()
+        {
             candle_core::bail!(
-                "depthwise gradient: {:?} does not fit {} channels of {h}×{w}",
-                layout.shape(),
+                "depthwise gradient: {:?} (output {:?}) does not fit {} channels of {h}×{w}",
+                g_layout.shape(),
+                y_layout.shape(),
                 self.layer.channels
             );
         }
+        let relu6 = self.layer.relu6;
         let mut dx = zeroed(b * c * h * w);
-        dx.par_chunks_exact_mut(h * w)
-            .enumerate()
-            .for_each(|(plane, dx_plane)| {
+        dx.par_chunks_exact_mut(h * w).enumerate().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |buffers, (plane, dx_plane)| {
                 let ch = plane % c;
                 let wk = &self.layer.weight[ch * k * k..(ch + 1) * k * k];
                 let g_plane = &g[plane * oh * ow..(plane + 1) * oh * ow];
-                geometry.spread(g_plane, wk, dx_plane);
-            });
+                let y_plane = &y[plane * oh * ow..(plane + 1) * oh * ow];
+                let mask = relu6.then_some(y_plane);
+                simd::run(
+                    #[inline(always)]
+                    || geometry.spread(g_plane, mask, wk, buffers, dx_plane),
+                );
+            },
+        );
         Ok((CpuStorage::F32(dx), Shape::from((b, c, h, w))))
     }
 }
@@ -215,31 +226,69 @@ impl Plane {
         (self.h.div_ceil(self.s), self.w.div_ceil(self.s))
     }
 
-    /// `dx += g ⊛ᵀ wk` for one plane: each tap adds `w[ky][kx] · g[oy][ox]` to the input
-    /// pixel it read, `(s·oy + ky − pt, s·ox + kx − pl)`, where that pixel is not padding.
-    fn spread(&self, g: &[f32], wk: &[f32], dx: &mut [f32]) {
+    /// `dx = g ⊛ᵀ wk` for one plane, the transpose of [`Plane::run`]: each tap adds
+    /// `w[ky][kx] · g[oy][ox]` to the input pixel it read, `(s·oy + ky − pt, s·ox + kx −
+    /// pl)`. With `mask` (the layer's output under ReLU6), `g` counts only where the output
+    /// was strictly between 0 and 6.
+    ///
+    /// `g` is laid out `wp` wide (the extra columns zero), and each tap is one
+    /// multiply-add over the whole plane into the phase plane it read from, at the offset
+    /// it read at; the phase planes are then dealt back into `dx`. Contiguous loops for
+    /// every stride, as in the forward pass; padding pixels collect junk that is never read.
+    #[inline(always)]
+    fn spread(
+        &self,
+        g: &[f32],
+        mask: Option<&[f32]>,
+        wk: &[f32],
+        (phases, g_wide): &mut (Vec<f32>, Vec<f32>),
+        dx: &mut [f32],
+    ) {
         let Plane {
-            h, w, k, s, pt, pl, ..
+            w, k, s, pt, pl, ..
         } = *self;
         let (oh, ow) = self.out();
+        let (hp, wp) = self.phase_dims();
+        let n = oh * wp;
+        g_wide.clear();
+        g_wide.resize(n, 0.0);
+        for (oy, wide) in g_wide.chunks_exact_mut(wp).enumerate() {
+            let row = &g[oy * ow..(oy + 1) * ow];
+            match mask {
+                None => wide[..ow].copy_from_slice(row),
+                Some(y) => {
+                    let y = &y[oy * ow..(oy + 1) * ow];
+                    for ((d, &v), &yv) in wide.iter_mut().zip(row).zip(y) {
+                        *d = if yv > 0.0 && yv < 6.0 { v } else { 0.0 };
+                    }
+                }
+            }
+        }
+        let plane = (hp + 1) * wp;
+        phases.clear();
+        phases.resize(s * s * plane, 0.0);
         for ky in 0..k {
             for kx in 0..k {
                 let wv = wk[ky * k + kx];
-                // Output columns whose tap kx lands inside the row: ix = s·ox + kx − pl.
-                let ox0 = pl.saturating_sub(kx).div_ceil(s);
-                let ox1 = ow.min((w + pl).saturating_sub(kx).div_ceil(s));
-                if ox0 >= ox1 {
-                    continue;
+                let ph = &mut phases[((ky % s) * s + kx % s) * plane..][..plane];
+                let to = &mut ph[(ky / s) * wp + kx / s..][..n];
+                for (d, &v) in to.iter_mut().zip(g_wide.iter()) {
+                    *d += wv * v;
                 }
-                for oy in 0..oh {
-                    let Some(iy) = (s * oy + ky).checked_sub(pt).filter(|&iy| iy < h) else {
-                        continue;
-                    };
-                    let g_row = &g[oy * ow..(oy + 1) * ow];
-                    let dx_row = &mut dx[iy * w..(iy + 1) * w];
-                    for ox in ox0..ox1 {
-                        dx_row[s * ox + kx - pl] += wv * g_row[ox];
-                    }
+            }
+        }
+        for (iy, row) in dx.chunks_exact_mut(w).enumerate() {
+            let y = iy + pt;
+            let (py, r) = (y % s, y / s);
+            if r >= hp {
+                continue;
+            }
+            for px in 0..s {
+                let ix0 = (px + s - pl % s) % s;
+                let src = &phases[(py * s + px) * plane + r * wp..][..wp];
+                let to = row.iter_mut().skip(ix0).step_by(s);
+                for (d, &v) in to.zip(&src[((ix0 + pl) / s).min(wp)..]) {
+                    *d = v;
                 }
             }
         }

@@ -110,25 +110,6 @@ struct Row {
     path: String,
 }
 
-/// The classifiers the card says the denoiser was tuned through (`tuned_through`, or the
-/// training objective's `classifier` in cards written before that field).
-fn tuned_through(card: &robustify_denoiser::Card) -> Vec<String> {
-    let listed = card.extra.get("tuned_through").and_then(|v| v.as_array());
-    if let Some(list) = listed {
-        return list
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect();
-    }
-    card.extra
-        .get("training")
-        .and_then(|t| t.get("objective"))
-        .and_then(|o| o.get("classifier"))
-        .and_then(|c| c.as_str())
-        .map(|c| c.split(',').map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
 /// A number `denoisers score` wrote into the card.
 fn score_of(card: &robustify_denoiser::Card, key: &str) -> Option<f64> {
     card.extra.get("score")?.get(key)?.as_f64()
@@ -146,7 +127,7 @@ pub fn denoisers(args: DenoisersArgs) -> anyhow::Result<ExitCode> {
                 .or_else(|| c.extra.get("test_psnr").and_then(|v| v.as_f64())),
             accuracy_noisy: score_of(&c, "accuracy_noisy"),
             accuracy_denoised: score_of(&c, "accuracy_denoised"),
-            tuned_through: tuned_through(&c),
+            tuned_through: c.tuned_through(),
             name: c.name,
             arch: c.arch.name(),
             sigma: c.sigma,

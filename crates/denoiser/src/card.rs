@@ -41,6 +41,26 @@ impl Card {
         })
     }
 
+    /// The classifiers a stability-objective denoiser was tuned through: the card's
+    /// `tuned_through`, or its training objective's `classifier` in cards written before
+    /// that field. Empty for a denoiser trained on MSE alone.
+    pub fn tuned_through(&self) -> Vec<String> {
+        let listed = self.extra.get("tuned_through").and_then(|v| v.as_array());
+        if let Some(list) = listed {
+            return list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+        }
+        self.extra
+            .get("training")
+            .and_then(|t| t.get("objective"))
+            .and_then(|o| o.get("classifier"))
+            .and_then(|c| c.as_str())
+            .map(|c| c.split(',').map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
     /// Writes the card as pretty JSON.
     pub fn write(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(|e| Error::Model {

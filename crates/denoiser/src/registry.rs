@@ -85,8 +85,81 @@ pub fn data_for_size(max_side: usize) -> &'static str {
 }
 
 /// The shipped denoiser for `data` (`cifar10` or `photo`) trained at the σ nearest to
-/// `sigma`, if any is within 10% of it.
+/// `sigma`, if any is within 10% of it; of those at that σ, one tuned through classifiers
+/// (the stability objective) before one trained on MSE alone, then by name.
 pub fn best_for(data: &str, sigma: f64) -> Result<Option<PathBuf>> {
-    let matching = list()?.into_iter().filter(|(c, _)| c.data == data);
-    Ok(nearest_sigma(matching, sigma, |(c, _)| c.sigma).map(|(_, dir)| dir))
+    Ok(best_in(list()?, data, sigma))
+}
+
+/// [`best_for`]'s rule over the cards `cards` (sorted by name, as [`list_in`] gives them).
+pub fn best_in(cards: Vec<(Card, PathBuf)>, data: &str, sigma: f64) -> Option<PathBuf> {
+    let matching: Vec<_> = cards.into_iter().filter(|(c, _)| c.data == data).collect();
+    let nearest = nearest_sigma(matching.iter(), sigma, |(c, _)| c.sigma)?
+        .0
+        .sigma;
+    let at_nearest = matching.into_iter().filter(|(c, _)| c.sigma == nearest);
+    // `min_by_key` keeps the first of equals: the name order of `cards`.
+    at_nearest
+        .min_by_key(|(c, _)| c.tuned_through().is_empty())
+        .map(|(_, dir)| dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(name: &str, sigma: f64, data: &str, tuned: &[&str]) -> (Card, PathBuf) {
+        let json = serde_json::json!({
+            "name": name,
+            "arch": {"kind": "unet", "widths": [32], "convs": 2},
+            "sigma": sigma,
+            "data": data,
+            "tuned_through": tuned,
+        });
+        let card: Card = serde_json::from_value(json).expect("a card");
+        (card, PathBuf::from(name))
+    }
+
+    fn pick(cards: &[(Card, PathBuf)], data: &str, sigma: f64) -> Option<String> {
+        best_in(cards.to_vec(), data, sigma).map(|p| p.display().to_string())
+    }
+
+    #[test]
+    fn a_stab_denoiser_wins_at_its_sigma_and_only_there() {
+        let cards = vec![
+            card("a-mse-0.12", 0.12, "photo", &[]),
+            card("a-mse-0.25", 0.25, "photo", &[]),
+            card("b-stab-0.25", 0.25, "photo", &["lite1"]),
+            card("c-mse-0.25", 0.25, "cifar10", &[]),
+        ];
+        // At 0.25 the tuned one, although an MSE one sorts first by name.
+        assert_eq!(pick(&cards, "photo", 0.25).as_deref(), Some("b-stab-0.25"));
+        assert_eq!(pick(&cards, "photo", 0.26).as_deref(), Some("b-stab-0.25"));
+        // A tuned denoiser at a farther σ never beats a nearer MSE one.
+        assert_eq!(pick(&cards, "photo", 0.12).as_deref(), Some("a-mse-0.12"));
+        // The data kind is respected; nothing within 10% is nothing.
+        assert_eq!(pick(&cards, "cifar10", 0.25).as_deref(), Some("c-mse-0.25"));
+        assert_eq!(pick(&cards, "photo", 0.5), None);
+        assert_eq!(pick(&cards, "photo", 0.18), None);
+    }
+
+    #[test]
+    fn among_equals_the_name_order_decides() {
+        let cards = vec![
+            card("a-stab", 0.25, "photo", &["x"]),
+            card("b-stab", 0.25, "photo", &["y"]),
+        ];
+        assert_eq!(pick(&cards, "photo", 0.25).as_deref(), Some("a-stab"));
+    }
+
+    #[test]
+    fn cards_before_the_field_name_their_classifier_in_the_objective() {
+        let json = serde_json::json!({
+            "name": "old", "arch": {"kind": "unet", "widths": [32], "convs": 2},
+            "sigma": 0.25, "data": "cifar10",
+            "training": {"objective": {"classifier": "standin-cifar10"}},
+        });
+        let card: Card = serde_json::from_value(json).expect("a card");
+        assert_eq!(card.tuned_through(), vec!["standin-cifar10".to_owned()]);
+    }
 }

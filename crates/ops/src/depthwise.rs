@@ -244,9 +244,7 @@ impl Plane {
         (phases, g_wide): &mut (Vec<f32>, Vec<f32>),
         dx: &mut [f32],
     ) {
-        let Plane {
-            w, k, s, pt, pl, ..
-        } = *self;
+        let Plane { w, k, s, .. } = *self;
         let (oh, ow) = self.out();
         let (hp, wp) = self.phase_dims();
         let n = oh * wp;
@@ -278,20 +276,34 @@ impl Plane {
             }
         }
         for (iy, row) in dx.chunks_exact_mut(w).enumerate() {
-            let y = iy + pt;
-            let (py, r) = (y % s, y / s);
-            if r >= hp {
-                continue;
-            }
             for px in 0..s {
-                let ix0 = (px + s - pl % s) % s;
-                let src = &phases[(py * s + px) * plane + r * wp..][..wp];
-                let to = row.iter_mut().skip(ix0).step_by(s);
-                for (d, &v) in to.zip(&src[((ix0 + pl) / s).min(wp)..]) {
+                let Some((ix0, span)) = self.phase_row(iy, px) else {
+                    continue;
+                };
+                for (d, &v) in row.iter_mut().skip(ix0).step_by(s).zip(&phases[span]) {
                     *d = v;
                 }
             }
         }
+    }
+
+    /// Where input row `iy`'s columns `ix0, ix0 + s, …` (`ix0` the first with `ix + pl ≡
+    /// px (mod s)`) lie in the phase planes of [`Plane::run`] and [`Plane::spread`]: the
+    /// first column and the span of the phases' buffer holding them, in order (the span
+    /// may run past the row's last such column). `None` for a row outside the planes.
+    #[inline(always)]
+    fn phase_row(&self, iy: usize, px: usize) -> Option<(usize, std::ops::Range<usize>)> {
+        let Plane { s, pt, pl, .. } = *self;
+        let (hp, wp) = self.phase_dims();
+        let plane = (hp + 1) * wp;
+        let y = iy + pt;
+        let (py, r) = (y % s, y / s);
+        if r >= hp {
+            return None;
+        }
+        let ix0 = (px + s - pl % s) % s;
+        let row = (py * s + px) * plane + r * wp;
+        Some((ix0, row + ((ix0 + pl) / s).min(wp)..row + wp))
     }
 
     /// Rows and columns of each phase plane: the output's, plus the taps' reach `(k−1)/s`.
@@ -319,9 +331,7 @@ impl Plane {
         (phases, acc): &mut (Vec<f32>, Vec<f32>),
         out: &mut [f32],
     ) {
-        let Plane {
-            w, k, s, pt, pl, ..
-        } = *self;
+        let Plane { w, k, s, .. } = *self;
         let (oh, ow) = self.out();
         let (hp, wp) = self.phase_dims();
         // One spare row per phase: the junk columns of the last row read a little past it.
@@ -329,17 +339,11 @@ impl Plane {
         phases.clear();
         phases.resize(s * s * plane, 0.0);
         for (iy, row) in input.chunks_exact(w).enumerate() {
-            let y = iy + pt;
-            let (py, r) = (y % s, y / s);
-            if r >= hp {
-                continue;
-            }
             for px in 0..s {
-                // The input columns ix with ix + pl ≡ px (mod s), from the first.
-                let ix0 = (px + s - pl % s) % s;
-                let dst = &mut phases[(py * s + px) * plane + r * wp..][..wp];
-                let from = row.iter().skip(ix0).step_by(s);
-                for (d, &v) in dst[((ix0 + pl) / s).min(wp)..].iter_mut().zip(from) {
+                let Some((ix0, span)) = self.phase_row(iy, px) else {
+                    continue;
+                };
+                for (d, &v) in phases[span].iter_mut().zip(row.iter().skip(ix0).step_by(s)) {
                     *d = v;
                 }
             }

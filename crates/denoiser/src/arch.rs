@@ -183,8 +183,8 @@ impl Layer {
             Activation::None
         };
         // Folded for inference, or without BatchNorm: conv, bias and ReLU in one pass over
-        // the output (and one back in training).
-        if (self.folded || self.bn.is_none()) && x.device().is_cpu() {
+        // the output (and one back in training); off the CPU the ops use candle's own.
+        if self.folded || self.bn.is_none() {
             return match &c.bias {
                 Some(bias) => {
                     robustify_ops::conv2d_bias_act(x, &c.weight, bias, c.padding, c.stride, act)

@@ -8,9 +8,9 @@
 
 use crate::matrix::{contiguous, zeroed};
 use crate::simd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Depthwise convolution weights with the bias already folded in from BatchNorm.
@@ -25,6 +25,9 @@ pub struct Depthwise {
     /// `[channels]`.
     bias: Arc<[f32]>,
     relu6: bool,
+    /// The weights as `[C, 1, k, k]` and `[1, C, 1, 1]` tensors on the last device
+    /// [`Depthwise::forward_candle`] ran on (uploaded once, not at every call).
+    on_device: Arc<Mutex<Option<(Device, Tensor, Tensor)>>>,
 }
 
 /// TF "SAME" padding: `(before, after)` for one spatial axis.
@@ -59,6 +62,7 @@ impl Depthwise {
             weight: weight.flatten_all()?.to_vec1::<f32>()?.into(),
             bias: bias.to_vec1::<f32>()?.into(),
             relu6,
+            on_device: Arc::default(),
         })
     }
 
@@ -84,14 +88,31 @@ impl Depthwise {
         let (pt, pb) = same_padding(h, k, s);
         let (pl, pr) = same_padding(w, k, s);
         let x = x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
-        let weight = Tensor::from_slice(&self.weight, (c, 1, k, k), x.device())?;
-        let bias = Tensor::from_slice(&self.bias, (1, c, 1, 1), x.device())?;
+        let (weight, bias) = self.weights_on(x.device())?;
         let y = x.conv2d(&weight, 0, s, 1, c)?.broadcast_add(&bias)?;
         if self.relu6 {
             y.clamp(0f32, 6f32)
         } else {
             Ok(y)
         }
+    }
+}
+
+impl Depthwise {
+    /// The weight and bias tensors on `device`, from the cache when it holds that device's.
+    fn weights_on(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        // A poisoned lock only means another thread panicked mid-upload: upload again.
+        let mut slot = self.on_device.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((on, w, b)) = slot.as_ref() {
+            if on.same_device(device) {
+                return Ok((w.clone(), b.clone()));
+            }
+        }
+        let (c, k) = (self.channels, self.kernel);
+        let w = Tensor::from_slice(&self.weight, (c, 1, k, k), device)?;
+        let b = Tensor::from_slice(&self.bias, (1, c, 1, 1), device)?;
+        *slot = Some((device.clone(), w.clone(), b.clone()));
+        Ok((w, b))
     }
 }
 
@@ -398,6 +419,9 @@ mod tests {
             let layer = Depthwise::new(&wt, &b, s, false).unwrap();
             let ours = layer.forward(&x).unwrap();
             let want = layer.forward_candle(&x).unwrap();
+            // The second call takes the weights already on the device.
+            let again = layer.clone().forward_candle(&x).unwrap();
+            assert_eq!(max_abs(&want, &again), 0.0);
             assert_eq!(ours.dims(), want.dims(), "{c} {h} {w} {k} {s}");
             let diff = max_abs(&ours, &want);
             assert!(diff < 1e-4, "{c} {h} {w} {k} {s}: {diff}");

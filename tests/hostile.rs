@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Standin, command, fixture, robustify, run, temp_dir};
+use crate::util::{Standin, certify_args, command, fixture, robustify, run, temp_dir};
 
 const KEY: &str = "SECRET-KEY-42-do-not-print";
 const AWS_ID: &str = "AKIDSECRETID987654";
@@ -302,24 +302,16 @@ fn retries_say_why_they_wait() {
         "3",
     ]);
     let dir = temp_dir("hostile-retries");
-    let mut cmd = command([
-        "certify",
-        "--no-denoiser",
+    let mut cmd = command(certify_args(
         &cifar_image(),
-        "--provider",
         "google",
-        "--endpoint",
         &standin.url,
-        "--sigma",
-        "0.25",
-        "--n0",
         "2",
-        "--n",
         "30",
-        "--log",
-        dir.join("q.jsonl").to_str().unwrap(),
-    ]);
-    cmd.env("GOOGLE_API_KEY", KEY).env("NO_COLOR", "1");
+    ));
+    cmd.args(["--log", dir.join("q.jsonl").to_str().unwrap()])
+        .env("GOOGLE_API_KEY", KEY)
+        .env("NO_COLOR", "1");
     let out = run(cmd);
     out.ok();
     let err = out.stderr();

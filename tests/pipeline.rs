@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 
-use crate::util::{Standin, command, fixture, run, spawn_listening, temp_dir};
+use crate::util::{Standin, certify_args, command, fixture, run, spawn_listening, temp_dir};
 
 const VENDOR_KEY: &str = "vendor-key-pipeline";
 const CLIENT_KEY: &str = "client-key-pipeline";
@@ -68,25 +68,8 @@ fn cli_and_proxy_write_byte_identical_certificates() {
     let name = image.display().to_string();
     for (mode, extra) in [("fixed", ""), ("sequential", "&target_radius=0.1")] {
         // The CLI, its answers logged apart so nothing is reused.
-        let mut cli = command([
-            "certify",
-            "--no-denoiser",
-            &name,
-            "--provider",
-            "google",
-            "--endpoint",
-            &standin.url,
-            "--sigma",
-            "0.25",
-            "--n0",
-            "4",
-            "--n",
-            "28",
-            "--seed",
-            "5",
-            "--json",
-        ]);
-        cli.arg("--log")
+        let mut cli = command(certify_args(&name, "google", &standin.url, "4", "28"));
+        cli.args(["--seed", "5", "--json", "--log"])
             .arg(dir.join(format!("cli-{mode}.jsonl")))
             .env("GOOGLE_API_KEY", VENDOR_KEY);
         if mode == "sequential" {

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::{Standin, command, fixture, run, temp_dir};
+use crate::util::{self, Standin, command, fixture, run, temp_dir};
 
 const KEY: &str = "SECRET-KEY-42-do-not-print";
 
@@ -21,27 +21,11 @@ fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// [`util::certify_args`] of the ship image, seed 5, as JSON.
 fn certify_args(provider: &str, endpoint: &str, n0: &str, n: &str) -> Vec<String> {
-    [
-        "certify",
-        "--no-denoiser",
-        &image(),
-        "--provider",
-        provider,
-        "--endpoint",
-        endpoint,
-        "--sigma",
-        "0.25",
-        "--n0",
-        n0,
-        "--n",
-        n,
-        "--seed",
-        "5",
-        "--json",
-    ]
-    .map(String::from)
-    .to_vec()
+    let mut args = util::certify_args(&image(), provider, endpoint, n0, n);
+    args.extend(["--seed", "5", "--json"].map(String::from));
+    args
 }
 
 #[test]

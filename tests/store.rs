@@ -1,7 +1,7 @@
 //! The answer store: a paid answer is paid once — reused by the next run that asks for the
 //! same draw, kept through `kill -9`.
 
-use crate::util::{Standin, command, fixture, run, temp_dir};
+use crate::util::{Standin, certify_args, command, fixture, run, temp_dir};
 
 const KEY: &str = "store-test-key";
 
@@ -12,23 +12,9 @@ fn certify(
     extra: &[&str],
 ) -> std::process::Command {
     let image = fixture("cifar10/ship/0000.jpg").display().to_string();
-    let mut cmd = command([
-        "certify",
-        "--no-denoiser",
-        &image,
-        "--provider",
-        "google",
-        "--endpoint",
-        &standin.url,
-        "--sigma",
-        "0.25",
-        "--n0",
-        "4",
-        "--n",
-        n,
-        "--json",
-    ]);
-    cmd.args(extra)
+    let mut cmd = command(certify_args(&image, "google", &standin.url, "4", n));
+    cmd.arg("--json")
+        .args(extra)
         .env("GOOGLE_API_KEY", KEY)
         .env("ROBUSTIFY_STORE", store);
     cmd

@@ -87,6 +87,29 @@ where
     cmd
 }
 
+/// `certify --no-denoiser IMAGE --provider PROVIDER --endpoint ENDPOINT --sigma 0.25 --n0
+/// N0 --n N`: the certification the vendor tests send to a stand-in on loopback (callers
+/// add flags and the key's variable).
+pub fn certify_args(image: &str, provider: &str, endpoint: &str, n0: &str, n: &str) -> Vec<String> {
+    [
+        "certify",
+        "--no-denoiser",
+        image,
+        "--provider",
+        provider,
+        "--endpoint",
+        endpoint,
+        "--sigma",
+        "0.25",
+        "--n0",
+        n0,
+        "--n",
+        n,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Runs `robustify ARGS…` in the repository root.
 pub fn robustify<I, S>(args: I) -> Run
 where

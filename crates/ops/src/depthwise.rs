@@ -103,10 +103,10 @@ impl Depthwise {
     fn weights_on(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
         // A poisoned lock only means another thread panicked mid-upload: upload again.
         let mut slot = self.on_device.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((on, w, b)) = slot.as_ref() {
-            if on.same_device(device) {
-                return Ok((w.clone(), b.clone()));
-            }
+        if let Some((on, w, b)) = slot.as_ref()
+            && on.same_device(device)
+        {
+            return Ok((w.clone(), b.clone()));
         }
         let (c, k) = (self.channels, self.kernel);
         let w = Tensor::from_slice(&self.weight, (c, 1, k, k), device)?;

@@ -194,7 +194,7 @@ impl Activation {
     /// `dx = dy ⊙ act′` given the activation's output `y`: where `y` is on the flat part
     /// (0 for ReLU; 0 or 6 for ReLU6) the gradient stops.
     #[inline(always)]
-    fn grad(self, dy: &[f32], y: &[f32], dx: &mut [f32]) {
+    pub(crate) fn grad(self, dy: &[f32], y: &[f32], dx: &mut [f32]) {
         let pass = |v: f32| match self {
             Activation::None => true,
             Activation::Relu => v > 0.0,

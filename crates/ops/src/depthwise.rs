@@ -6,6 +6,7 @@
 //! EfficientNet weights were trained with: for stride 2 the extra row and column go at the
 //! bottom and right).
 
+use crate::conv::Activation;
 use crate::matrix::{contiguous, zeroed};
 use crate::simd;
 use std::sync::{Arc, Mutex};
@@ -96,9 +97,7 @@ impl Depthwise {
             Ok(y)
         }
     }
-}
 
-impl Depthwise {
     /// The weight and bias tensors on `device`, from the cache when it holds that device's.
     fn weights_on(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
         // A poisoned lock only means another thread panicked mid-upload: upload again.
@@ -210,7 +209,11 @@ impl CustomOp2 for InputGrad {
                 self.layer.channels
             );
         }
-        let relu6 = self.layer.relu6;
+        let act = if self.layer.relu6 {
+            Activation::Relu6
+        } else {
+            Activation::None
+        };
         let mut dx = zeroed(b * c * h * w);
         dx.par_chunks_exact_mut(h * w).enumerate().for_each_init(
             || (Vec::new(), Vec::new()),
@@ -219,10 +222,9 @@ impl CustomOp2 for InputGrad {
                 let wk = &self.layer.weight[ch * k * k..(ch + 1) * k * k];
                 let g_plane = &g[plane * oh * ow..(plane + 1) * oh * ow];
                 let y_plane = &y[plane * oh * ow..(plane + 1) * oh * ow];
-                let mask = relu6.then_some(y_plane);
                 simd::run(
                     #[inline(always)]
-                    || geometry.spread(g_plane, mask, wk, buffers, dx_plane),
+                    || geometry.spread(g_plane, y_plane, act, wk, buffers, dx_plane),
                 );
             },
         );
@@ -249,8 +251,8 @@ impl Plane {
 
     /// `dx = g ⊛ᵀ wk` for one plane, the transpose of [`Plane::run`]: each tap adds
     /// `w[ky][kx] · g[oy][ox]` to the input pixel it read, `(s·oy + ky − pt, s·ox + kx −
-    /// pl)`. With `mask` (the layer's output under ReLU6), `g` counts only where the output
-    /// was strictly between 0 and 6.
+    /// pl)`. `g` counts only where `act` passes it at the layer's output `y` (for ReLU6:
+    /// strictly between 0 and 6; [`Activation::grad`]).
     ///
     /// `g` is laid out `wp` wide (the extra columns zero), and each tap is one
     /// multiply-add over the whole plane into the phase plane it read from, at the offset
@@ -260,30 +262,23 @@ impl Plane {
     fn spread(
         &self,
         g: &[f32],
-        mask: Option<&[f32]>,
+        y: &[f32],
+        act: Activation,
         wk: &[f32],
         (phases, g_wide): &mut (Vec<f32>, Vec<f32>),
         dx: &mut [f32],
     ) {
         let Plane { w, k, s, .. } = *self;
         let (oh, ow) = self.out();
-        let (hp, wp) = self.phase_dims();
+        let (_, wp) = self.phase_dims();
         let n = oh * wp;
         g_wide.clear();
         g_wide.resize(n, 0.0);
         for (oy, wide) in g_wide.chunks_exact_mut(wp).enumerate() {
-            let row = &g[oy * ow..(oy + 1) * ow];
-            match mask {
-                None => wide[..ow].copy_from_slice(row),
-                Some(y) => {
-                    let y = &y[oy * ow..(oy + 1) * ow];
-                    for ((d, &v), &yv) in wide.iter_mut().zip(row).zip(y) {
-                        *d = if yv > 0.0 && yv < 6.0 { v } else { 0.0 };
-                    }
-                }
-            }
+            let row = oy * ow..(oy + 1) * ow;
+            act.grad(&g[row.clone()], &y[row], &mut wide[..ow]);
         }
-        let plane = (hp + 1) * wp;
+        let plane = self.phase_len();
         phases.clear();
         phases.resize(s * s * plane, 0.0);
         for ky in 0..k {
@@ -316,7 +311,7 @@ impl Plane {
     fn phase_row(&self, iy: usize, px: usize) -> Option<(usize, std::ops::Range<usize>)> {
         let Plane { s, pt, pl, .. } = *self;
         let (hp, wp) = self.phase_dims();
-        let plane = (hp + 1) * wp;
+        let plane = self.phase_len();
         let y = iy + pt;
         let (py, r) = (y % s, y / s);
         if r >= hp {
@@ -325,6 +320,13 @@ impl Plane {
         let ix0 = (px + s - pl % s) % s;
         let row = (py * s + px) * plane + r * wp;
         Some((ix0, row + ((ix0 + pl) / s).min(wp)..row + wp))
+    }
+
+    /// Floats of each phase plane in the phases' buffer: its rows and one spare, which the
+    /// junk columns of the last row read (or write) a little into.
+    fn phase_len(&self) -> usize {
+        let (hp, wp) = self.phase_dims();
+        (hp + 1) * wp
     }
 
     /// Rows and columns of each phase plane: the output's, plus the taps' reach `(k−1)/s`.
@@ -354,9 +356,8 @@ impl Plane {
     ) {
         let Plane { w, k, s, .. } = *self;
         let (oh, ow) = self.out();
-        let (hp, wp) = self.phase_dims();
-        // One spare row per phase: the junk columns of the last row read a little past it.
-        let plane = (hp + 1) * wp;
+        let (_, wp) = self.phase_dims();
+        let plane = self.phase_len();
         phases.clear();
         phases.resize(s * s * plane, 0.0);
         for (iy, row) in input.chunks_exact(w).enumerate() {

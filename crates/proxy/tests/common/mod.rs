@@ -18,8 +18,16 @@ pub async fn listen() -> (tokio::net::TcpListener, String) {
     (l, url)
 }
 
-/// An identity denoiser for σ = 0.25 (a U-Net whose last conv is zero), in a fresh folder.
+/// An identity denoiser for σ = 0.25 (a U-Net whose last conv is zero), in a folder of this
+/// test process.
 pub fn identity_denoiser() -> std::path::PathBuf {
+    // Written once per test process: tests run in parallel threads, and one rewriting the
+    // files while another's proxy reads them made that proxy fail to load the denoiser.
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(write_identity_denoiser).clone()
+}
+
+fn write_identity_denoiser() -> std::path::PathBuf {
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
     use robustify_denoiser::{Arch, Card, Net};

@@ -139,8 +139,15 @@ pub fn denoisers(args: DenoisersArgs) -> anyhow::Result<ExitCode> {
         render::print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // The name column fits the longest name (a fixed width broke the table's columns).
+    let width = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
     outln!(
-        "{:<24} {:<14} {:>5} {:<8} {:>10}  {:<32} tuned through",
+        "{:<width$} {:<14} {:>5} {:<8} {:>10}  {:<32} tuned through",
         "name",
         "arch",
         "σ",
@@ -160,7 +167,7 @@ pub fn denoisers(args: DenoisersArgs) -> anyhow::Result<ExitCode> {
             r.tuned_through.join(", ")
         };
         outln!(
-            "{:<24} {:<14} {:>5} {:<8} {:>10}  {acc:<32} {tuned}",
+            "{:<width$} {:<14} {:>5} {:<8} {:>10}  {acc:<32} {tuned}",
             r.name,
             r.arch,
             r.sigma,

@@ -296,6 +296,29 @@ fn fixture_psnr(card: &robustify_denoiser::Card, dir: &Path) -> (f64, f64) {
     test.psnr(50, |x| den.denoise_tensor(x)).unwrap()
 }
 
+/// The table's columns line up whatever the names' lengths (a fixed-width name column
+/// pushed every later column of `cifar10-unet-stab-s1-0.25`'s row one place right).
+#[test]
+fn denoisers_list_lines_up_its_columns() {
+    let out = robustify(["denoisers", "list"]).ok();
+    let second_column = |line: &str| {
+        let name_end = line.find(' ').unwrap_or(line.len());
+        name_end + line[name_end..].find(|c: char| c != ' ').unwrap_or(0)
+    };
+    let mut lines = out.lines();
+    let header = second_column(lines.next().unwrap());
+    let longest = robustify_denoiser::registry::list()
+        .unwrap()
+        .iter()
+        .map(|(card, _)| card.name.len())
+        .max()
+        .unwrap();
+    assert!(header > longest, "{out}");
+    for line in lines {
+        assert_eq!(second_column(line), header, "{out}");
+    }
+}
+
 #[test]
 fn shipped_denoisers_keep_their_psnr_on_the_fixtures() {
     let shipped = robustify_denoiser::registry::list().unwrap();

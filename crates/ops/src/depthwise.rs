@@ -91,10 +91,15 @@ impl Depthwise {
         let x = x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
         let (weight, bias) = self.weights_on(x.device())?;
         let y = x.conv2d(&weight, 0, s, 1, c)?.broadcast_add(&bias)?;
+        self.act().apply_tensor(&y)
+    }
+
+    /// The activation after the convolution: ReLU6 or none.
+    fn act(&self) -> Activation {
         if self.relu6 {
-            y.clamp(0f32, 6f32)
+            Activation::Relu6
         } else {
-            Ok(y)
+            Activation::None
         }
     }
 
@@ -157,10 +162,10 @@ impl CustomOp1 for Depthwise {
                 let ch = plane % c;
                 let input = &data[plane * h * w..(plane + 1) * h * w];
                 let wk = &self.weight[ch * k * k..(ch + 1) * k * k];
-                let (bias, relu6) = (self.bias[ch], self.relu6);
+                let (bias, act) = (self.bias[ch], self.act());
                 simd::run(
                     #[inline(always)]
-                    || geometry.run(input, wk, bias, relu6, buffers, out_plane),
+                    || geometry.run(input, wk, bias, act, buffers, out_plane),
                 );
             },
         );
@@ -209,11 +214,7 @@ impl CustomOp2 for InputGrad {
                 self.layer.channels
             );
         }
-        let act = if self.layer.relu6 {
-            Activation::Relu6
-        } else {
-            Activation::None
-        };
+        let act = self.layer.act();
         let mut dx = zeroed(b * c * h * w);
         dx.par_chunks_exact_mut(h * w).enumerate().for_each_init(
             || (Vec::new(), Vec::new()),
@@ -350,7 +351,7 @@ impl Plane {
         input: &[f32],
         wk: &[f32],
         bias: f32,
-        relu6: bool,
+        act: Activation,
         (phases, acc): &mut (Vec<f32>, Vec<f32>),
         out: &mut [f32],
     ) {
@@ -385,12 +386,8 @@ impl Plane {
         }
         for (orow, arow) in out.chunks_exact_mut(ow).zip(acc.chunks_exact(wp)) {
             orow.copy_from_slice(&arow[..ow]);
-            if relu6 {
-                for v in orow.iter_mut() {
-                    *v = v.clamp(0.0, 6.0);
-                }
-            }
         }
+        act.apply(out, oh, ow, ow);
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 
+use robustify_providers::Redactor;
 use tracing_subscriber::EnvFilter;
 
 /// Targets that are never logged: they print credentials by design.
@@ -19,7 +20,7 @@ pub fn init() {
             filter = filter.add_directive(d);
         }
     }
-    let secrets = Secrets::from_env();
+    let secrets = Redactor::from_env();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(move || Scrubbing {
@@ -30,50 +31,9 @@ pub fn init() {
         .init();
 }
 
-/// The credential values in the environment, longest first (so that a value containing
-/// another is replaced whole).
-#[derive(Clone, Default)]
-pub struct Secrets(std::sync::Arc<Vec<String>>);
-
-impl Secrets {
-    /// The values of every variable any built-in provider reads its credentials from.
-    pub fn from_env() -> Secrets {
-        let mut vars: Vec<String> = robustify_providers::ProviderDef::builtins()
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|d| d.auth_env)
-            .collect();
-        vars.extend(["AWS_SESSION_TOKEN".to_string()]);
-        Secrets::new(vars.iter().filter_map(|v| std::env::var(v).ok()))
-    }
-
-    /// These values (blank and very short ones, which would garble logs, are skipped).
-    pub fn new(values: impl IntoIterator<Item = String>) -> Secrets {
-        let mut v: Vec<String> = values
-            .into_iter()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| s.len() >= 4)
-            .collect();
-        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        v.dedup();
-        Secrets(std::sync::Arc::new(v))
-    }
-
-    /// `text` with every secret replaced by `***`.
-    pub fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for s in self.0.iter() {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "***");
-            }
-        }
-        out
-    }
-}
-
 /// A writer that scrubs each write (the formatter writes one event per write).
 struct Scrubbing {
-    secrets: Secrets,
+    secrets: Redactor,
     out: std::io::Stderr,
 }
 
@@ -86,16 +46,5 @@ impl Write for Scrubbing {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scrubs_every_secret_longest_first() {
-        let s = Secrets::new(["abcd".to_string(), "abcdefgh".into(), "x".into()]);
-        assert_eq!(s.scrub("k=abcdefgh;j=abcd;x"), "k=***;j=***;x");
     }
 }

@@ -50,7 +50,10 @@ fn main() -> ExitCode {
         // `robustify … | head`: the reader has what it wanted.
         Err(err) if err.chain().any(|e| e.is::<render::OutputClosed>()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{} {err:#}", crate::render::label("error"));
+            // Whatever an error quotes (a vendor's echo of the request), no credential
+            // from the environment is printed.
+            let text = robustify_providers::Redactor::from_env().scrub(&format!("{err:#}"));
+            eprintln!("{} {text}", crate::render::label("error"));
             ExitCode::from(2)
         }
     }

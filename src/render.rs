@@ -1,5 +1,6 @@
 //! Rendering helpers shared by subcommands: JSON for programs, aligned text for people.
 
+pub use robustify_providers::redact::printable;
 use robustify_smoothing::table::AccuracyRow;
 
 /// Prints `value` as one line of JSON.
@@ -89,8 +90,10 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// A label in at most `width` characters: its start, then `…`.
+/// A label in at most `width` characters: its start, then `…`; control characters
+/// escaped (a vendor's label never reaches the terminal raw).
 pub fn fit_start(text: &str, width: usize) -> String {
+    let text = &*printable(text);
     if text.chars().count() <= width {
         return text.to_owned();
     }
@@ -101,6 +104,7 @@ pub fn fit_start(text: &str, width: usize) -> String {
 /// `text` in at most `width` characters: kept whole if it fits, else its end after `…`
 /// (paths: the file name matters most).
 pub fn fit(text: &str, width: usize) -> String {
+    let text = &*printable(text);
     let n = text.chars().count();
     if n <= width {
         return text.to_owned();

@@ -320,3 +320,36 @@ fn retries_say_why_they_wait() {
         "{err}"
     );
 }
+
+#[test]
+fn strict_jpeg_decoding_refuses_no_real_photo() {
+    // The strict check (every scan whole) must not cost a user a real photo: every JPEG of
+    // the shared ImageNet samples (1,000, one per class, cameras of every kind) decodes.
+    let Some(dir) = crate::util::shared_data("imagenet-samples") else {
+        return;
+    };
+    let limits = robustify_smoothing::DecodeLimits::default();
+    let mut checked = 0;
+    let mut refused = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    for path in paths {
+        let bytes = std::fs::read(&path).unwrap();
+        if !bytes.starts_with(&[0xFF, 0xD8]) {
+            continue;
+        }
+        checked += 1;
+        if let Err(e) = robustify_smoothing::Image::decode(&bytes, &limits) {
+            refused.push(format!("{}: {e}", path.display()));
+        }
+    }
+    assert!(checked >= 900, "{checked} JPEGs");
+    assert!(
+        refused.is_empty(),
+        "{} refused: {refused:#?}",
+        refused.len()
+    );
+}

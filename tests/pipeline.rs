@@ -82,7 +82,7 @@ fn cli_and_proxy_write_byte_identical_certificates() {
         std::fs::write(
             &config,
             format!(
-                "[[providers]]\nname = \"google\"\nendpoint = \"{}\"\ndenoisers = []\n\n\
+                "store = \"memory\"\n[[providers]]\nname = \"google\"\nendpoint = \"{}\"\ndenoisers = []\n\n\
                  [[clients]]\nname = \"team\"\nkey_sha256 = \"{}\"\nbudget_usd = 5.0\n",
                 standin.url,
                 robustify_proxy::hash_key(CLIENT_KEY)

@@ -60,7 +60,9 @@ fn google_format_end_to_end_logs_every_answer_and_never_prints_the_key() {
         .collect();
     draws.sort_unstable();
     assert_eq!(draws, (0..32).collect::<Vec<_>>());
-    assert!(entries.iter().all(|e| e["provider"] == "google"
+    // Keyed by the endpoint too: answers of another endpoint are never reused for this one.
+    let key = format!("google@{}", standin.url);
+    assert!(entries.iter().all(|e| e["provider"] == key.as_str()
         && e["sigma"] == 0.25
         && e["seed"] == 5
         && e["image"].as_str().unwrap().len() == 64));

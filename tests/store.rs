@@ -145,3 +145,23 @@ fn kill_9_loses_no_stored_answer_and_the_rerun_pays_only_the_rest() {
     assert_eq!(v["queries"], 304);
     assert_eq!(images_served(&standin), served + (304 - reused));
 }
+
+#[test]
+fn answers_from_one_endpoint_are_never_reused_for_another() {
+    // Two vendors at two addresses: the same provider name, the same draws.
+    let a = Standin::start(&["--model", "cifar10", "--key", KEY]);
+    let b = Standin::start(&["--model", "cifar10", "--key", KEY]);
+    let store = temp_dir("store-endpoints").join("answers.sqlite");
+    let first = run(certify(&a, &store, "12", &["--seed", "2"])).json();
+    assert_eq!(first["reused"], 0);
+    assert_eq!(images_served(&a), 16);
+    // B is asked and paid for every draw: A's answers say nothing about B.
+    let other = run(certify(&b, &store, "12", &["--seed", "2"])).json();
+    assert_eq!(other["reused"], 0, "{other}");
+    assert!(other["cost_usd"].as_f64().unwrap() > 0.0, "{other}");
+    assert_eq!(images_served(&b), 16);
+    // A again: its own answers, free.
+    let again = run(certify(&a, &store, "12", &["--seed", "2"])).json();
+    assert_eq!(again["reused"], 16, "{again}");
+    assert_eq!(images_served(&a), 16);
+}

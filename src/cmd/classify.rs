@@ -86,7 +86,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for r in &results {
             text += &format!("{}\n", r.image);
             for l in &r.labels {
-                text += &format!("  {:>6.3}  {}\n", l.score, l.label);
+                text += &format!(
+                    "  {:>6.3}  {}\n",
+                    l.score,
+                    crate::render::printable(&l.label)
+                );
             }
         }
         render::print_text(&text)?;

@@ -99,8 +99,8 @@ fn row(r: &CertificateRecord) -> anyhow::Result<()> {
     };
     outln!(
         "{:<36} {:<24} {:>10} {:>9.4}",
-        r.image,
-        label,
+        crate::render::printable(&r.image),
+        crate::render::printable(&label),
         r.p_value.map_or("-".into(), |p| format!("{p:.3e}")),
         r.cost_usd
     )

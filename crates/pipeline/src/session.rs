@@ -38,6 +38,8 @@ pub struct Session {
     rule: LabelRule,
     denoiser: Option<Arc<Denoiser>>,
     notices: Vec<Notice>,
+    /// The provider as answers are keyed ([`ProviderDef::answer_key`]).
+    answer_key: String,
 }
 
 impl Session {
@@ -121,6 +123,7 @@ impl Session {
             notices.extend(unfit(d, sigma, &def.images));
         }
         Ok(Session {
+            answer_key: def.answer_key(config.endpoint.as_deref()),
             def,
             provider,
             http,
@@ -152,7 +155,7 @@ impl Session {
     ) -> Denoised<ProviderClassifier> {
         let context = draw_context(
             image_sha256,
-            &self.def.name,
+            &self.answer_key,
             self.denoiser_name(),
             sigma,
             seed,
@@ -178,7 +181,7 @@ impl Session {
         if let Some(store) = &self.store {
             c = c.with_store(
                 store.clone() as Arc<dyn AnswerBackend>,
-                draw_context(image_sha256, &self.def.name, "none", 0.0, 0),
+                draw_context(image_sha256, &self.answer_key, "none", 0.0, 0),
             );
         }
         let labels = c

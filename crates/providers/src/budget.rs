@@ -23,6 +23,8 @@ pub struct BudgetLimits {
 struct State {
     spent: u64,
     reserved: u64,
+    /// Why nothing more may be reserved ([`Ledger::close`]).
+    closed: Option<String>,
 }
 
 /// What one unit of a ledger is.
@@ -149,9 +151,28 @@ impl Ledger {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Refuses every later reservation with `why` (a proxy client that hung up: no new
+    /// draw is sent for it); reservations already made still settle.
+    pub fn close(&self, why: &str) {
+        let mut s = self.lock();
+        if s.closed.is_none() {
+            s.closed = Some(why.to_owned());
+        }
+    }
+
+    /// Whether [`Ledger::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
     /// Reserves `units` units, or says which limit they would break.
     pub fn reserve(&self, units: u64) -> Result<Reservation<'_>> {
         let mut s = self.lock();
+        if let Some(why) = &s.closed {
+            return Err(Error::BudgetExhausted {
+                message: why.clone(),
+            });
+        }
         // Checked: a hostile count is refused, never wrapped past the limit (nor, without
         // a limit, into the counters).
         let Some(committed) = s
@@ -267,6 +288,18 @@ mod tests {
             source: "test".into(),
             verified: true,
         }
+    }
+
+    #[test]
+    fn a_closed_ledger_refuses_new_holds_and_settles_old_ones() {
+        let l = Ledger::new(pricing(1.5), BudgetLimits::default());
+        let held = l.reserve(4).unwrap();
+        l.close("the client went away");
+        assert!(l.is_closed());
+        let e = l.reserve(1).unwrap_err().to_string();
+        assert!(e.contains("the client went away"), "{e}");
+        held.settle(3);
+        assert_eq!(l.spent_units(), 3);
     }
 
     #[test]

@@ -68,6 +68,14 @@ pub struct Limits {
     /// `timeout_s`, at least 60].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_s: Option<f64>,
+    /// Largest response body read from the vendor, in bytes: a longer one (or one whose
+    /// declared length is longer) is cut off and counts as a billed failure.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Labels kept per answer (the vendor's first ones); the rest are dropped with a
+    /// warning. Labels are also cut to [`MAX_LABEL_CHARS`] characters.
+    #[serde(default = "default_max_answer_labels")]
+    pub max_answer_labels: u32,
     /// Where the figures come from, and when they were read.
     pub source: String,
     /// False when the figures could not be checked against the vendor's page.
@@ -90,6 +98,17 @@ fn default_retries() -> u32 {
 fn default_max_labels() -> u32 {
     10
 }
+
+fn default_max_response_bytes() -> u64 {
+    4 << 20
+}
+
+fn default_max_answer_labels() -> u32 {
+    100
+}
+
+/// Characters kept of one label; a longer label is cut (and the cut said in a warning).
+pub const MAX_LABEL_CHARS: usize = 200;
 
 /// Adapter settings beyond the endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -269,6 +288,11 @@ impl ProviderDef {
         {
             return Err(err("limits.max_request_s must be > 0".into()));
         }
+        if l.max_response_bytes == 0 || l.max_answer_labels == 0 {
+            return Err(err(
+                "limits.max_response_bytes and max_answer_labels must be ≥ 1".into(),
+            ));
+        }
         if def.adapter == Adapter::Generic {
             let Some(g) = &def.generic else {
                 return Err(err("adapter \"generic\" needs a [generic] table".into()));
@@ -326,6 +350,47 @@ impl ProviderDef {
     /// Names of the built-in providers (lower case).
     pub fn builtin_names() -> Vec<&'static str> {
         BUILTIN.iter().map(|(name, _)| *name).collect()
+    }
+
+    /// The provider as the answer store and the query log key it: its name, then
+    /// `@ENDPOINT` when the endpoint is not the built-in definition's of that name, and
+    /// `#MODEL` when the model is not (a custom definition always names its endpoint).
+    /// Answers from one endpoint or model are never reused for another.
+    ///
+    /// ```
+    /// # use robustify_providers::ProviderDef;
+    /// let google = ProviderDef::load("google")?;
+    /// assert_eq!(google.answer_key(None), "google");
+    /// assert_eq!(google.answer_key(Some("https://vision.googleapis.com/")), "google");
+    /// assert_eq!(
+    ///     google.answer_key(Some("http://127.0.0.1:8731")),
+    ///     "google@http://127.0.0.1:8731"
+    /// );
+    /// # Ok::<(), robustify_providers::Error>(())
+    /// ```
+    pub fn answer_key(&self, endpoint: Option<&str>) -> String {
+        let endpoint = endpoint.unwrap_or(&self.endpoint).trim_end_matches('/');
+        let builtin = BUILTIN
+            .iter()
+            .any(|(name, _)| *name == self.name)
+            .then(|| ProviderDef::load(&self.name).ok())
+            .flatten();
+        let mut key = self.name.clone();
+        let default_endpoint = builtin
+            .as_ref()
+            .is_some_and(|b| b.endpoint.trim_end_matches('/') == endpoint);
+        if !default_endpoint && self.adapter != Adapter::StandinLocal {
+            key.push('@');
+            key.push_str(endpoint);
+        }
+        let default_model = builtin.as_ref().map_or(self.options.model.is_none(), |b| {
+            b.options.model == self.options.model
+        });
+        if !default_model && let Some(m) = &self.options.model {
+            key.push('#');
+            key.push_str(m);
+        }
+        key
     }
 
     /// All built-in definitions.

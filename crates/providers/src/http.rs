@@ -17,8 +17,9 @@ use robustify_smoothing::Image;
 use crate::adapters::{Failure, Wire, wire_for};
 use crate::budget::{BudgetLimits, Ledger};
 use crate::credentials::Credentials;
-use crate::definition::{Limits, ProviderDef};
-use crate::provider::{BoxFuture, Delivered, Provider, Receipt};
+use crate::definition::{Limits, MAX_LABEL_CHARS, ProviderDef};
+use crate::provider::{Answer, BoxFuture, Delivered, Provider, Receipt};
+use crate::redact::{Redactor, vendor_text};
 use crate::traffic::Traffic;
 use crate::{Error, Result};
 
@@ -134,6 +135,58 @@ pub struct HttpProvider {
     client: reqwest::Client,
     traffic: Arc<Traffic>,
     ledger: Arc<Ledger>,
+    /// This provider's credential values, scrubbed from every message it makes.
+    redactor: Redactor,
+    /// Where the credentials may go: the endpoint's scheme, host and port.
+    origin: String,
+}
+
+/// Characters of a vendor's own words kept in an error message.
+const VENDOR_TEXT_CHARS: usize = 300;
+
+/// Why a response body was not read whole.
+enum BodyError {
+    /// Longer than the cap (declared or streamed).
+    TooLong(String),
+    /// The connection failed while reading.
+    Read(reqwest::Error),
+}
+
+/// Reads `resp`'s body, refusing a declared or streamed length above `cap` bytes (an
+/// endless body costs at most `cap` bytes of memory).
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: u64,
+) -> std::result::Result<Vec<u8>, BodyError> {
+    if let Some(declared) = resp.content_length()
+        && declared > cap
+    {
+        return Err(BodyError::TooLong(format!(
+            "the response declares {declared} bytes, over the {cap}-byte limit \
+             (limits.max_response_bytes); not read"
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            return Err(BodyError::TooLong(format!(
+                "the response is longer than the {cap}-byte limit \
+                 (limits.max_response_bytes); cut off"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `scheme://host:port` of a URL, for comparing where a request goes.
+fn origin_of(url: &reqwest::Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 /// What a request's attempt came to, before retry decisions.
@@ -169,12 +222,19 @@ impl HttpProvider {
     ) -> Result<HttpProvider> {
         let endpoint = endpoint.unwrap_or(&def.endpoint);
         check_endpoint(&def.name, endpoint)?;
+        let origin = reqwest::Url::parse(endpoint)
+            .map(|u| origin_of(&u))
+            .unwrap_or_default();
+        let redactor = Redactor::new(creds.all().map(|s| s.expose().to_owned()));
         let wire = wire_for(def, endpoint, creds)?;
         // One process-wide TLS provider (ring); installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .user_agent(concat!("robustify/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
+            // A redirect would carry the credential headers (and on 307/308 the images) to
+            // a host nobody configured: a 3xx is answered as an error naming the target.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Provider {
                 provider: def.name.clone(),
@@ -187,6 +247,8 @@ impl HttpProvider {
             client,
             traffic,
             ledger,
+            redactor,
+            origin,
         })
     }
 
@@ -203,7 +265,80 @@ impl HttpProvider {
     fn error(&self, message: String) -> Error {
         Error::Provider {
             provider: self.name.clone(),
-            message,
+            message: self.redactor.scrub(&message),
+        }
+    }
+
+    /// A failure's message as it may be shown: the vendor's words cut short, escaped and
+    /// scrubbed of every credential.
+    fn sanitise(&self, failure: Failure) -> Failure {
+        let clean = |m: String| vendor_text(&self.redactor.scrub(&m), VENDOR_TEXT_CHARS);
+        match failure {
+            Failure::Throttled {
+                retry_after,
+                message,
+            } => Failure::Throttled {
+                retry_after,
+                message: clean(message),
+            },
+            Failure::Transient {
+                retry_after,
+                message,
+            } => Failure::Transient {
+                retry_after,
+                message: clean(message),
+            },
+            Failure::Fatal { status, message } => Failure::Fatal {
+                status,
+                message: clean(message),
+            },
+        }
+    }
+
+    /// An answer within the bounds: at most `max_answer_labels` labels of at most
+    /// [`MAX_LABEL_CHARS`] characters each (a warning says what was cut).
+    fn bounded(&self, mut answer: Answer) -> Answer {
+        let keep = self.limits.max_answer_labels as usize;
+        let mut cut = 0;
+        if answer.labels.len() > keep {
+            cut = answer.labels.len() - keep;
+            answer.labels.truncate(keep);
+        }
+        let mut shortened = 0;
+        for l in &mut answer.labels {
+            if l.label.chars().count() > MAX_LABEL_CHARS {
+                l.label = l.label.chars().take(MAX_LABEL_CHARS).collect();
+                shortened += 1;
+            }
+        }
+        if cut > 0 || shortened > 0 {
+            tracing::warn!(
+                "{}: an answer had {cut} labels over the {keep} kept (limits.max_answer_labels) \
+                 and {shortened} labels longer than {MAX_LABEL_CHARS} characters: cut",
+                self.name
+            );
+        }
+        answer
+    }
+
+    /// The failure for a 3xx answer: robustify never follows one.
+    fn redirected(&self, status: u16, headers: &reqwest::header::HeaderMap) -> Failure {
+        let target = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|loc| match reqwest::Url::parse(loc) {
+                Ok(u) => format!("{}{}", origin_of(&u), u.path()),
+                Err(_) => loc.split(['?', '#']).next().unwrap_or("").to_owned(),
+            })
+            .unwrap_or_else(|| "(no Location)".into());
+        Failure::Fatal {
+            status: Some(status),
+            message: format!(
+                "the vendor redirected the request ({status}) to {target}; robustify does not \
+                 follow redirects, so that the credentials go only to {} (if the new address is \
+                 the vendor's, give it as the endpoint)",
+                self.origin
+            ),
         }
     }
 
@@ -219,12 +354,12 @@ impl HttpProvider {
         }
         let start = Instant::now();
         let timeout = self.traffic.policy().timeout;
+        let cap = self.limits.max_response_bytes;
         let sent = tokio::time::timeout(timeout, async {
             let resp = builder.send().await?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, headers, body))
+            Ok::<_, reqwest::Error>((status, headers, read_capped(resp, cap).await))
         })
         .await;
         let latency = start.elapsed();
@@ -241,7 +376,7 @@ impl HttpProvider {
             .stats()
             .latency_us
             .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
-        Ok(match sent {
+        let (attempt, status, billed) = match sent {
             // No answer in time: the vendor may have done (and billed) the work.
             Err(_) => (
                 Attempt::Failed(Failure::Transient {
@@ -249,7 +384,6 @@ impl HttpProvider {
                     message: format!("no answer within {:.1} s", timeout.as_secs_f64()),
                 }),
                 0,
-                latency,
                 true,
             ),
             // Nothing listens there: retrying for a minute would not help.
@@ -266,7 +400,6 @@ impl HttpProvider {
                     ),
                 }),
                 0,
-                latency,
                 false,
             ),
             Ok(Err(e)) => (
@@ -275,21 +408,71 @@ impl HttpProvider {
                     message: format!("request failed: {}", e.without_url()),
                 }),
                 0,
-                latency,
                 false,
             ),
-            Ok(Ok((status, headers, body))) => {
-                let parsed = match self.wire.parse(pngs.len(), status, &headers, &body) {
-                    Ok(per_image) if per_image.len() == pngs.len() => Attempt::Answered(per_image),
-                    Ok(per_image) => Attempt::Failed(Failure::Transient {
-                        retry_after: None,
-                        message: format!("{} answers for {} images", per_image.len(), pngs.len()),
-                    }),
-                    Err(f) => Attempt::Failed(f),
+            Ok(Ok((status, headers, _))) if (300..400).contains(&status) => (
+                Attempt::Failed(self.redirected(status, &headers)),
+                status,
+                false,
+            ),
+            // A success whose body could not be read whole: the vendor did (and billed)
+            // the work; another status bills nothing.
+            Ok(Ok((status, _, Err(e)))) => {
+                let message = match e {
+                    BodyError::TooLong(m) => m,
+                    BodyError::Read(e) => {
+                        format!("the response broke off: {}", e.without_url())
+                    }
                 };
-                (parsed, status, latency, false)
+                (
+                    Attempt::Failed(Failure::Transient {
+                        retry_after: None,
+                        message: format!("HTTP {status}: {message}"),
+                    }),
+                    status,
+                    (200..300).contains(&status),
+                )
             }
-        })
+            Ok(Ok((status, headers, Ok(body)))) => {
+                let success = (200..300).contains(&status);
+                match self.wire.parse(pngs.len(), status, &headers, &body) {
+                    Ok(per_image) if per_image.len() == pngs.len() => (
+                        Attempt::Answered(
+                            per_image
+                                .into_iter()
+                                .map(|r| r.map(|a| self.bounded(a)))
+                                .collect(),
+                        ),
+                        status,
+                        false,
+                    ),
+                    // A 200 the adapter cannot read was still billed by the vendor.
+                    Ok(per_image) => (
+                        Attempt::Failed(Failure::Transient {
+                            retry_after: None,
+                            message: format!(
+                                "{} answers for {} images",
+                                per_image.len(),
+                                pngs.len()
+                            ),
+                        }),
+                        status,
+                        success,
+                    ),
+                    Err(f) => (Attempt::Failed(f), status, success),
+                }
+            }
+        };
+        let attempt = match attempt {
+            Attempt::Failed(f) => Attempt::Failed(self.sanitise(f)),
+            Attempt::Answered(per_image) => Attempt::Answered(
+                per_image
+                    .into_iter()
+                    .map(|r| r.map_err(|f| self.sanitise(f)))
+                    .collect(),
+            ),
+        };
+        Ok((attempt, status, latency, billed))
     }
 
     /// Sends one request's images, retrying what is worth it; one result per image.

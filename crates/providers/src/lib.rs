@@ -39,6 +39,7 @@ mod error;
 pub mod http;
 pub mod provider;
 pub mod querylog;
+pub mod redact;
 pub mod replay;
 pub mod store;
 pub mod traffic;
@@ -53,5 +54,6 @@ pub use provider::{
     Answer, Delivered, LabelRule, Provider, ProviderClassifier, Receipt, ScoredLabel,
 };
 pub use querylog::{DrawContext, LoadReport, LogEntry, QueryLog, ReuseReport};
+pub use redact::Redactor;
 pub use store::{AnswerBackend, AnswerStore, Charge};
 pub use traffic::{RetryPolicy, Traffic};

@@ -67,7 +67,13 @@ impl QueryFilter {
     fn keeps(&self, c: &crate::querylog::DrawContext) -> bool {
         self.sigma
             .is_none_or(|s| (s - c.sigma).abs() <= 1e-12 * s.abs().max(1.0))
-            && self.provider.as_deref().is_none_or(|p| p == c.provider)
+            && self.provider.as_deref().is_none_or(|p| {
+                // A provider's name takes its answers from every endpoint (`name@…`).
+                p == c.provider
+                    || c.provider
+                        .strip_prefix(p)
+                        .is_some_and(|rest| rest.starts_with(['@', '#']))
+            })
             && self.denoiser.as_deref().is_none_or(|d| d == c.denoiser)
             && self.seed.is_none_or(|s| s == c.seed)
     }

@@ -4,7 +4,8 @@
 //! # Query logs (one per provider, JSON Lines), reused after a restart.
 //! log_dir = "robustify-proxy-logs"
 //! # The answer store (SQLite): every paid answer kept and reused for the same draw of
-//! # the same client; it survives restarts. Without it answers live in memory only.
+//! # the same client; it survives restarts. A config with budgets needs one (or
+//! # store = "memory", which forgets every spend at a restart: said, never assumed).
 //! store = "robustify-proxy.sqlite"
 //! # Replicas behind a load balancer share one Redis instead (rate limits, budgets,
 //! # answers): store = "redis://127.0.0.1:6379/"; hold_lease_s = 60
@@ -235,6 +236,17 @@ fn default_lease() -> f64 {
     60.0
 }
 
+/// The `store` value that keeps spends in memory only (forgotten at a restart).
+pub const MEMORY_STORE: &str = "memory";
+
+/// Whether `name` may name a client: 1 to 64 of `[A-Za-z0-9._@-]`.
+fn valid_client_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+}
+
 /// Hex SHA-256 of a key, as stored in the config.
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -256,7 +268,28 @@ impl Config {
             path: origin.to_path_buf(),
             message,
         };
-        let config: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        let memory_only = config.store.as_deref() == Some(Path::new(MEMORY_STORE));
+        if memory_only {
+            config.store = None;
+        }
+        if config.store.is_none() && !memory_only {
+            let budgeted = config.providers.iter().any(|p| p.budget_usd.is_some())
+                || config.clients.iter().any(|c| {
+                    c.budget_usd.is_some()
+                        || c.budget_usd_per_day.is_some()
+                        || c.budget_usd_per_month.is_some()
+                });
+            if budgeted {
+                return Err(err(
+                    "budgets are set but no store is: spends kept in memory only start again \
+                     from $0 at every restart. Set store = \"robustify-proxy.sqlite\" (a SQLite \
+                     file, kept across restarts) or store = \"redis://…\" (replicas), or \
+                     store = \"memory\" to accept budgets that reset on restart"
+                        .into(),
+                ));
+            }
+        }
         if config.providers.is_empty() {
             return Err(err("at least one [[providers]] entry is needed".into()));
         }
@@ -319,7 +352,26 @@ impl Config {
                 return Err(err(format!("provider {:?}: burst must be ≥ 1", p.name)));
             }
         }
+        let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashSet::new();
         for c in &config.clients {
+            if !valid_client_name(&c.name) {
+                return Err(err(format!(
+                    "client name {:?}: names are 1 to 64 letters, digits, '.', '_', '-' or '@' \
+                     (they appear in logs and /metrics)",
+                    c.name
+                )));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(err(format!("client name {:?} is used twice", c.name)));
+            }
+            if !hashes.insert(c.key_sha256.to_ascii_lowercase()) {
+                return Err(err(format!(
+                    "client {:?}: its key_sha256 is another client's too (one key, one client: \
+                     the later entry would silently win)",
+                    c.name
+                )));
+            }
             for (what, b) in [
                 ("budget_usd", c.budget_usd),
                 ("budget_usd_per_day", c.budget_usd_per_day),
@@ -355,7 +407,7 @@ mod tests {
     #[test]
     fn parses_and_rejects_plain_keys() {
         let ok = format!(
-            "[[providers]]\nname = \"google\"\n[[clients]]\nname = \"a\"\nkey_sha256 = \"{}\"\nbudget_usd = 1.5\n",
+            "store = \"memory\"\n[[providers]]\nname = \"google\"\n[[clients]]\nname = \"a\"\nkey_sha256 = \"{}\"\nbudget_usd = 1.5\n",
             hash_key("k")
         );
         let c = Config::parse(&ok, Path::new("x.toml")).unwrap();
@@ -391,6 +443,65 @@ mod tests {
         }
         let bad_budget = ok.replace("1.5", "-1.0");
         assert!(Config::parse(&bad_budget, Path::new("x.toml")).is_err());
+    }
+
+    fn client(name: &str, key: &str) -> String {
+        format!(
+            "[[clients]]\nname = {name:?}\nkey_sha256 = \"{}\"\n",
+            hash_key(key)
+        )
+    }
+
+    #[test]
+    fn refuses_ambiguous_or_injecting_clients() {
+        let head = "[[providers]]\nname = \"google\"\n";
+        let parse = |text: String| Config::parse(&text, Path::new("x.toml"));
+        assert!(parse(format!("{head}{}{}", client("a", "k1"), client("b", "k2"))).is_ok());
+        for (clients, why) in [
+            (client("", "k1"), "client name \"\""),
+            (
+                client("a\"} 1\nfake_metric{x=\"", "k1"),
+                "names are 1 to 64",
+            ),
+            (client(&"x".repeat(65), "k1"), "names are 1 to 64"),
+            (client("a", "k1") + &client("a", "k2"), "used twice"),
+            (client("a", "k1") + &client("b", "k1"), "another client's"),
+        ] {
+            let e = parse(format!("{head}{clients}")).unwrap_err().to_string();
+            assert!(e.contains(why), "{clients}: {e}");
+        }
+        // The same hash in capitals is the same key.
+        let upper = client("b", "k1").replace(&hash_key("k1"), &hash_key("k1").to_uppercase());
+        let e = parse(format!("{head}{}{upper}", client("a", "k1"))).unwrap_err();
+        assert!(e.to_string().contains("another client's"), "{e}");
+    }
+
+    #[test]
+    fn budgets_need_a_store_or_an_explicit_memory_one() {
+        let body = format!(
+            "[[providers]]\nname = \"google\"\n{}budget_usd = 1.0\n",
+            client("a", "k")
+        );
+        let e = Config::parse(&body, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store = \"memory\""), "{e}");
+        let c = Config::parse(&format!("store = \"memory\"\n{body}"), Path::new("x.toml")).unwrap();
+        assert!(c.store.is_none());
+        let c = Config::parse(
+            &format!("store = \"s.sqlite\"\n{body}"),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.store.as_deref(), Some(Path::new("s.sqlite")));
+        // A provider's cap is a budget too; no budget at all needs no store.
+        let capped = format!(
+            "[[providers]]\nname = \"google\"\nbudget_usd = 5.0\n{}",
+            client("a", "k")
+        );
+        assert!(Config::parse(&capped, Path::new("x.toml")).is_err());
+        let free = format!("[[providers]]\nname = \"google\"\n{}", client("a", "k"));
+        assert!(Config::parse(&free, Path::new("x.toml")).is_ok());
     }
 
     #[test]

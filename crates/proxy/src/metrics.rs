@@ -38,7 +38,7 @@ pub(crate) async fn metrics(
         state
             .providers
             .iter()
-            .map(|s| (format!("provider=\"{}\"", s.def.name), f(s)))
+            .map(|s| (format!("provider=\"{}\"", label_value(&s.def.name)), f(s)))
             .collect()
     };
     let t = |s: &Served| s.http.traffic().stats().snapshot();
@@ -87,7 +87,12 @@ pub(crate) async fn metrics(
     let clients: Vec<(String, f64)> = state
         .clients
         .iter()
-        .map(|c| (format!("client=\"{}\"", c.name), c.wallet.spent_usd()))
+        .map(|c| {
+            (
+                format!("client=\"{}\"", label_value(&c.name)),
+                c.wallet.spent_usd(),
+            )
+        })
         .collect();
     family(
         "robustify_client_spend_usd_total",
@@ -156,4 +161,32 @@ pub(crate) async fn metrics(
         }
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped as the text
+/// format asks (the config already refuses such names; this keeps /metrics parseable
+/// whatever a name holds).
+fn label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod label_tests {
+    #[test]
+    fn label_values_cannot_break_out_of_their_quotes() {
+        assert_eq!(super::label_value("team-a"), "team-a");
+        assert_eq!(
+            super::label_value("a\"} 1\nfake{x=\"\\"),
+            "a\\\"} 1\\nfake{x=\\\"\\\\"
+        );
+    }
 }

@@ -27,6 +27,9 @@ pub(crate) struct Served {
     pub(crate) denoisers: Vec<Arc<Denoiser>>,
     /// The cap over all clients, as configured.
     pub(crate) budget_usd: Option<f64>,
+    /// The provider as answers are keyed ([`robustify_providers::ProviderDef::answer_key`]: its endpoint
+    /// included when it is not the definition's).
+    pub(crate) answer_key: String,
 }
 
 impl Served {
@@ -247,6 +250,7 @@ impl ProxyState {
             };
             let denoisers = load_denoisers(entry, &def.images)?;
             providers.push(Served {
+                answer_key: def.answer_key(entry.endpoint.as_deref()),
                 def,
                 http: Arc::new(http),
                 log,

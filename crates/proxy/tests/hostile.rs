@@ -18,6 +18,7 @@ fn config(vendor_url: &str, extra_top: &str, extra_provider: &str, extra_tail: &
     format!(
         r#"
 operator_key_sha256 = "{op}"
+store = "memory"
 {extra_top}
 
 [[providers]]
@@ -359,4 +360,49 @@ async fn a_request_as_large_as_the_whole_memory_pool_still_runs() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
+}
+
+async fn spent(url: &str, key: &str) -> f64 {
+    let v: Value = reqwest::Client::new()
+        .get(format!("{url}/v1/spend"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["spent_usd"].as_f64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_is_charged_what_the_vendor_billed_and_no_more_is_sent() {
+    // Every vendor answer takes 400 ms; the client gives up after 150 ms, while the
+    // selection draws (n0 = 4, one request) are with the vendor.
+    let (vendor, vendor_url, _v) = vendor(FaultConfig {
+        latency_ms: 400,
+        ..FaultConfig::default()
+    })
+    .await;
+    let (_, url, _p) = proxy(&config(&vendor_url, "", "", "")).await;
+    let abandoned = reqwest::Client::new()
+        .post(format!("{url}/v1/certify?sigma=0.25&n0=4&n=60&seed=9"))
+        .bearer_auth("key-a")
+        .timeout(Duration::from_millis(150))
+        .body(png())
+        .send()
+        .await;
+    assert!(abandoned.is_err(), "the request was meant to time out");
+    // The vendor answers the request in flight, and is asked nothing after it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let billed = vendor.stats().snapshot()["images"].as_u64().unwrap();
+    assert_eq!(billed, 4, "draws sent after the client left");
+    // The client pays exactly that ($0.0015 an image).
+    let charged = spent(&url, "key-a").await;
+    assert!((charged - 4.0 * 0.0015).abs() < 1e-9, "charged ${charged}");
+    let m = metrics(&url).await;
+    assert!(
+        (metric(&m, "robustify_client_spend_usd_total{client=\"a\"}") - 0.006).abs() < 1e-9,
+        "{m}"
+    );
 }

@@ -20,6 +20,7 @@ async fn keyed_clients_budgets_rates_and_metrics() {
         &format!(
             r#"
 operator_key_sha256 = "{}"
+store = "memory"
 
 [[providers]]
 name = "google"

@@ -141,7 +141,7 @@ impl Image {
         };
         let r = reader()?;
         if r.format() == Some(image::ImageFormat::Jpeg) {
-            jpeg_complete(bytes)?;
+            crate::jpeg::check(bytes)?;
         }
         let (w, h) = r
             .into_dimensions()
@@ -243,57 +243,6 @@ impl Image {
             )
             .map_err(|e| Error::Decode(format!("PNG encoding failed: {e}")))?;
         Ok(out)
-    }
-}
-
-/// Checks that a JPEG's segments run from SOI to EOI: a file cut short (a failed upload,
-/// the first 700 bytes of a photo) decodes "successfully" in lenient decoders, grey below
-/// the cut, and would be certified and billed as that grey picture. Segments are walked by
-/// their lengths (so thumbnails inside APP1 do not count), entropy-coded data up to the
-/// next marker; bytes after EOI (a motion photo's video) are allowed.
-fn jpeg_complete(bytes: &[u8]) -> Result<()> {
-    let cut = |what: &str| Err(Error::Decode(format!("truncated or corrupt JPEG: {what}")));
-    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
-        return cut("no start-of-image marker");
-    }
-    let mut i = 2;
-    loop {
-        // Fill bytes (0xFF) may precede a marker.
-        while i < bytes.len() && bytes[i] == 0xFF && bytes.get(i + 1) == Some(&0xFF) {
-            i += 1;
-        }
-        let (Some(&0xFF), Some(&marker)) = (bytes.get(i), bytes.get(i + 1)) else {
-            return cut(&format!("no end-of-image marker ({} bytes)", bytes.len()));
-        };
-        i += 2;
-        match marker {
-            0xD9 => return Ok(()),
-            // Markers without a length: TEM and the restart markers.
-            0x01 | 0xD0..=0xD7 => continue,
-            _ => {}
-        }
-        let (Some(&hi), Some(&lo)) = (bytes.get(i), bytes.get(i + 1)) else {
-            return cut(&format!("segment 0x{marker:02X} cut at byte {i}"));
-        };
-        let len = usize::from(u16::from_be_bytes([hi, lo]));
-        if len < 2 || i + len > bytes.len() {
-            return cut(&format!("segment 0x{marker:02X} cut at byte {i}"));
-        }
-        i += len;
-        if marker == 0xDA {
-            // Entropy-coded data: up to the next marker that is not a stuffed 0xFF00 or a
-            // restart marker.
-            loop {
-                match (bytes.get(i), bytes.get(i + 1)) {
-                    (Some(&0xFF), Some(&(0x00 | 0xD0..=0xD7))) => i += 2,
-                    (Some(&0xFF), Some(_)) => break,
-                    (Some(_), _) => i += 1,
-                    (None, _) => {
-                        return cut(&format!("image data cut at byte {}", bytes.len()));
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -423,6 +372,47 @@ mod tests {
         trailed.extend_from_slice(b"\0\0ftypmp42 some video");
         assert!(Image::decode(&trailed, &limits).is_ok());
         assert_eq!(Image::dimensions(&jpeg).unwrap(), (64, 48));
+    }
+
+    /// `jpeg` cut after `keep` bytes, with an end-of-image marker put back.
+    fn cut_with_eoi(jpeg: &[u8], keep: usize) -> Vec<u8> {
+        let mut out = jpeg[..keep].to_vec();
+        out.extend_from_slice(&[0xFF, 0xD9]);
+        out
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/../../{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn scans_cut_short_are_refused_even_with_an_end_marker() {
+        let limits = DecodeLimits::default();
+        // A baseline photo: the first half, then FF D9.
+        let photo = fixture("examples/images/goldfish.jpg");
+        assert!(Image::decode(&photo, &limits).is_ok());
+        let refusal = |bytes: &[u8]| match Image::decode(bytes, &limits) {
+            Ok(i) => panic!("a cut JPEG was accepted as {}x{}", i.width(), i.height()),
+            Err(e) => e.to_string(),
+        };
+        for keep in [photo.len() / 2, photo.len() - 100, 1000] {
+            let err = refusal(&cut_with_eoi(&photo, keep));
+            assert!(err.contains("truncated or corrupt JPEG"), "{keep}: {err}");
+        }
+        // A progressive JPEG (10 scans) cut after its second scan began, then FF D9.
+        let progressive = fixture("tests/fixtures/progressive.jpg");
+        assert!(Image::decode(&progressive, &limits).is_ok());
+        let sos: Vec<usize> = (0..progressive.len() - 1)
+            .filter(|&i| progressive[i] == 0xFF && progressive[i + 1] == 0xDA)
+            .collect();
+        assert_eq!(sos.len(), 10);
+        for keep in [sos[1] + 40, sos[2] - 1, sos[5]] {
+            let err = refusal(&cut_with_eoi(&progressive, keep));
+            assert!(
+                err.contains("truncated or corrupt JPEG"),
+                "cut at {keep}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod classifier;
 pub mod counts;
 mod error;
 pub mod image;
+mod jpeg;
 pub mod memory;
 pub mod noise;
 pub mod params;
@@ -49,7 +50,7 @@ pub use error::{Error, Result};
 pub use image::{DecodeLimits, Image};
 pub use memory::MemoryBudget;
 pub use noise::NoiseSampler;
-pub use params::{Alpha, CertifyParams, MAX_DRAWS, PredictParams, Sigma};
+pub use params::{Alpha, CertifyParams, MAX_DRAWS, MIN_SIGMA, PredictParams, Sigma};
 pub use sequential::{
     Decision, SequenceKind, SequentialCertificate, SequentialForecast, SequentialParams,
     certify_sequential, certify_sequential_labels, forecast,

@@ -8,16 +8,30 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// Noise level σ of the smoothing distribution N(0, σ²I), in `[0, 1]` pixel units:
-/// `0 < σ ≤ 1` (the images themselves span 1; more noise than that carries no image).
+/// [`MIN_SIGMA`] `≤ σ ≤ 1` (the images themselves span 1; more noise than that carries no
+/// image).
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
 #[serde(try_from = "f64", into = "f64")]
 pub struct Sigma(f64);
 
+/// The smallest σ accepted: half an 8-bit step (1/510 ≈ 0.00196) rounded up. Below it
+/// the noise is mostly rounded away when a copy is encoded for a vendor, and the radius
+/// (at most a few σ) is too small to mean anything; such a run would be paid for nothing.
+pub const MIN_SIGMA: f64 = 0.002;
+
 impl Sigma {
-    /// Checks `0 < σ ≤ 1`.
+    /// Checks [`MIN_SIGMA`] `≤ σ ≤ 1`.
     pub fn new(value: f64) -> Result<Sigma> {
-        if value > 0.0 && value <= 1.0 {
+        if (MIN_SIGMA..=1.0).contains(&value) {
             Ok(Sigma(value))
+        } else if value > 0.0 && value < MIN_SIGMA {
+            Err(Error::InvalidParameter {
+                name: "sigma",
+                reason: format!(
+                    "{value} is below {MIN_SIGMA}, half an 8-bit step: the noise would mostly \
+                     be rounded away before the classifier sees it"
+                ),
+            })
         } else {
             Err(Error::InvalidParameter {
                 name: "sigma",
@@ -45,20 +59,29 @@ impl From<Sigma> for f64 {
     }
 }
 
-/// Failure probability α of a certificate; strictly between 0 and 1.
+/// Failure probability α of a certificate: `0 < α < 0.5` (a certificate allowed to be
+/// wrong half the time or more says nothing; the usual value is 0.001).
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
 #[serde(try_from = "f64", into = "f64")]
 pub struct Alpha(f64);
 
 impl Alpha {
-    /// Checks `0 < α < 1`.
+    /// Checks `0 < α < 0.5`.
     pub fn new(value: f64) -> Result<Alpha> {
-        if value > 0.0 && value < 1.0 {
+        if value > 0.0 && value < 0.5 {
             Ok(Alpha(value))
+        } else if (0.5..1.0).contains(&value) {
+            Err(Error::InvalidParameter {
+                name: "alpha",
+                reason: format!(
+                    "{value} would let a certificate be wrong with probability {value}: it must \
+                     be below 0.5 (the usual value is 0.001)"
+                ),
+            })
         } else {
             Err(Error::InvalidParameter {
                 name: "alpha",
-                reason: format!("must lie strictly between 0 and 1, got {value}"),
+                reason: format!("must lie strictly between 0 and 0.5, got {value}"),
             })
         }
     }
@@ -228,6 +251,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn meaningless_certificates_are_refused() {
+        // σ = 5e-324 was accepted and paid for; α near 1 certified at radius 1.45.
+        for s in [5e-324, 1e-9, 0.001, 0.0019] {
+            let e = Sigma::new(s).unwrap_err().to_string();
+            assert!(e.contains("half an 8-bit step"), "{s}: {e}");
+        }
+        assert!(Sigma::new(MIN_SIGMA).is_ok());
+        for a in [0.5, 0.9, 0.99999999] {
+            let e = Alpha::new(a).unwrap_err().to_string();
+            assert!(e.contains("below 0.5"), "{a}: {e}");
+        }
+        assert!(Alpha::new(0.499).is_ok() && Alpha::new(0.001).is_ok());
+        // A target radius that max_draws can never reach, even if all of them agree.
+        let e = crate::SequentialParams::new(0.25, 10, 100, 0.001, Some(1.0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot be reached") && e.contains("draws are needed"),
+            "{e}"
+        );
+        assert!(crate::SequentialParams::new(0.25, 10, 100, 0.001, Some(0.3)).is_ok());
+    }
+
+    #[test]
     fn invalid_values_cannot_be_built() {
         for s in [0.0, -0.25, f64::NAN, f64::INFINITY, 1e300, 1.0001] {
             assert!(Sigma::new(s).is_err(), "{s}");
@@ -282,9 +329,12 @@ mod tests {
                 }
                 Err(_) => proptest::prop_assert!(n0 == 0 || n == 0 || exact > u128::from(MAX_DRAWS)),
             }
+            // r = 0.1 at σ = 0.25 needs 17 draws agreeing: fewer can never reach it.
+            let reach = crate::stats::min_draws_for_radius(Sigma::new(0.25).unwrap(), Alpha::new(0.001).unwrap(), 0.1).unwrap();
+            proptest::prop_assert_eq!(reach, 17);
             match crate::SequentialParams::new(0.25, n0, n, 0.001, Some(0.1)) {
                 Ok(p) => proptest::prop_assert_eq!(u128::from(p.draws()), exact),
-                Err(_) => proptest::prop_assert!(n0 == 0 || n == 0 || exact > u128::from(MAX_DRAWS)),
+                Err(_) => proptest::prop_assert!(n0 == 0 || n < reach || exact > u128::from(MAX_DRAWS)),
             }
         }
     }

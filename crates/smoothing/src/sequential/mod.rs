@@ -112,11 +112,32 @@ impl SequentialParams {
         {
             return Err(bad("target_radius", "must be finite and ≥ 0"));
         }
+        let (sigma, alpha) = (Sigma::new(sigma)?, Alpha::new(alpha)?);
+        if let Some(r) = target_radius {
+            // Even if every one of the max_draws agreed, a fixed-n certificate would reach
+            // at most this; a sequential one, whose bound is wider, reaches less. Paying
+            // for draws that can never decide is refused up front.
+            let best = crate::stats::max_certifiable_radius(sigma, alpha, max_draws).unwrap_or(0.0);
+            if r > best {
+                let needed = crate::stats::min_draws_for_radius(sigma, alpha, r);
+                return Err(Error::InvalidParameter {
+                    name: "target_radius",
+                    reason: format!(
+                        "{r} cannot be reached with at most {max_draws} draws at σ = {}: even \
+                         if all of them agreed the radius would be {best:.4}{}",
+                        sigma.get(),
+                        needed.map_or(String::new(), |n| format!(
+                            " (at least {n} draws are needed)"
+                        ))
+                    ),
+                });
+            }
+        }
         Ok(SequentialParams {
-            sigma: Sigma::new(sigma)?,
+            sigma,
             n0,
             max_draws,
-            alpha: Alpha::new(alpha)?,
+            alpha,
             target_radius,
             kind: SequenceKind::default(),
             batch_size: 32,

@@ -13,6 +13,8 @@ pub struct Curve {
     pub label: String,
     /// `(radius, certified accuracy)` points, radius increasing.
     pub points: Vec<(f64, f64)>,
+    /// Drawn wide and pale, under the others (an envelope over them).
+    pub wide: bool,
 }
 
 const COLORS: [RGBColor; 6] = [
@@ -100,13 +102,16 @@ pub fn certified_accuracy_png(title: &str, curves: &[Curve]) -> anyhow::Result<V
             .draw()
             .map_err(|e| err(&e))?;
         for (c, &color) in curves.iter().zip(&colours) {
+            let style = if c.wide {
+                color.mix(0.45).stroke_width(7)
+            } else {
+                color.stroke_width(2)
+            };
             chart
-                .draw_series(LineSeries::new(steps(&c.points), color.stroke_width(2)))
+                .draw_series(LineSeries::new(steps(&c.points), style))
                 .map_err(|e| err(&e))?
                 .label(c.label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         }
         chart
             .configure_series_labels()
@@ -133,6 +138,7 @@ mod tests {
         Curve {
             label: label.into(),
             points: points.to_vec(),
+            wide: false,
         }
     }
 

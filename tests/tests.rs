@@ -8,6 +8,7 @@ mod util;
 mod certify;
 mod classify;
 mod denoise;
+mod envelope;
 mod errors;
 mod estimate;
 mod firsthour;

@@ -7,6 +7,7 @@ mod bench;
 mod certify;
 mod classify;
 mod denoise;
+mod envelope;
 mod estimate;
 mod eval;
 mod noise;
@@ -34,6 +35,9 @@ pub enum Command {
     Replay(replay::Args),
     /// Certify every K-th image of a folder: certified accuracy by radius (TSV, JSON, PNG).
     Eval(eval::Args),
+    /// The paper's headline table from eval runs at several σ: at each radius the best
+    /// certified accuracy over them (the outer envelope), which σ gave it, and one plot.
+    Envelope(envelope::Args),
     /// Cost dry run: queries, dollars, minimum time and reachable radius of a certification.
     Estimate(estimate::Args),
     /// Write a noisy copy of an image and its denoised version (PNG), with their PSNR.
@@ -68,6 +72,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Denoise(args) => denoise::denoise(args),
         Command::Denoisers(args) => denoise::denoisers(args),
         Command::Eval(args) => eval::run(args),
+        Command::Envelope(args) => envelope::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Noise(args) => noise::run(args),
         Command::Providers(args) => providers::run(args),

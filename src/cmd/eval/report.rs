@@ -23,6 +23,7 @@ pub(super) fn curve_of(dir: &Path) -> anyhow::Result<Curve> {
             .iter()
             .map(|r| (r.radius, r.certified_accuracy))
             .collect(),
+        wide: false,
     })
 }
 

@@ -1,0 +1,95 @@
+//! `robustify envelope`: the paper's table from eval runs at several σ.
+
+use std::path::Path;
+
+use crate::util::{robustify, temp_dir};
+
+/// An eval output folder at `sigma` whose images `0..radii.len()` were certified at these
+/// radii (`None`: wrong or abstained).
+fn fake_run(dir: &Path, sigma: f64, radii: &[Option<f64>]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let summary = serde_json::json!({
+        "label": format!("stand-in · σ={sigma}"), "provider": "standin", "denoiser": "none",
+        "sigma": sigma, "n0": 10, "n": 100, "alpha": 0.001, "skip": 1, "truth": "folder",
+        "seed": 0, "images": radii.len(), "clean_accuracy": 1.0, "abstained": 0.0,
+        "failed": 0, "mean_queries": 111.0, "mean_seconds": 1.0, "cost_usd": 0.0, "table": []
+    });
+    std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+    let mut tsv = String::from("idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds\n");
+    for (i, r) in radii.iter().enumerate() {
+        let (radius, correct) = r.map_or((0.0, 0), |r| (r, 1));
+        tsv += &format!("{i}\timg{i}.png\tcat\tcat\t{radius:.4}\t{correct}\t111\t1.0\n");
+    }
+    std::fs::write(dir.join("certify.tsv"), tsv).unwrap();
+}
+
+#[test]
+fn the_envelope_takes_the_best_sigma_at_each_radius() {
+    let root = temp_dir("envelope");
+    // σ = 0.25: 3 of 4 right, radii up to 0.6. σ = 1.0: 2 of 4 right, radii 1.2 and 1.6.
+    fake_run(
+        &root.join("s025"),
+        0.25,
+        &[Some(0.3), Some(0.6), Some(0.1), None],
+    );
+    fake_run(&root.join("s100"), 1.0, &[Some(1.2), None, Some(1.6), None]);
+    let out = root.join("env");
+    let v = robustify([
+        "envelope",
+        root.join("s025").to_str().unwrap(),
+        root.join("s100").to_str().unwrap(),
+        "--radii",
+        "0,0.25,0.5,1,1.5,2",
+        "--title",
+        "test row",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ])
+    .json();
+    let best: Vec<f64> = v["envelope"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["certified_accuracy"].as_f64().unwrap())
+        .collect();
+    assert_eq!(best, [0.75, 0.5, 0.5, 0.5, 0.25, 0.0]);
+    let sigma: Vec<Option<f64>> = v["envelope"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["sigma"].as_f64())
+        .collect();
+    // At r = 0.25 both give 50%: the smaller σ is named.
+    assert_eq!(
+        sigma,
+        [
+            Some(0.25),
+            Some(0.25),
+            Some(1.0),
+            Some(1.0),
+            Some(1.0),
+            None
+        ]
+    );
+    for f in ["envelope.json", "envelope.tsv", "envelope.png"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let tsv = std::fs::read_to_string(out.join("envelope.tsv")).unwrap();
+    assert!(
+        tsv.contains("envelope\t0.7500\t0.5000\t0.5000\t0.5000\t0.2500\t0.0000"),
+        "{tsv}"
+    );
+
+    // Runs over different images are refused.
+    fake_run(&root.join("other"), 0.5, &[Some(0.3), Some(0.6)]);
+    let err = robustify([
+        "envelope",
+        root.join("s025").to_str().unwrap(),
+        root.join("other").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .fails();
+    assert!(err.contains("not over the same images"), "{err}");
+}

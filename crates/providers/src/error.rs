@@ -136,6 +136,19 @@ impl Error {
         }
         false
     }
+
+    /// Whether `err`, or any error in its chain of sources, is [`Error::Store`] (the
+    /// answer store cannot be read or written: retry later).
+    pub fn is_store_in(err: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if let Some(Error::Store { .. }) = e.downcast_ref::<Error>() {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -327,6 +327,10 @@ impl ProviderClassifier {
         if missing.is_empty() {
             return Ok(out.into_iter().flatten().collect());
         }
+        // Nothing new is bought while paid answers cannot be kept.
+        if let Some((store, _)) = &self.store {
+            store.ready().await?;
+        }
         // One vendor request's worth at a time, all in flight together: each chunk's
         // answers are kept (store, log) as soon as they arrive, so a process killed while
         // the others are still out loses only those in flight.

@@ -78,6 +78,24 @@ pub trait AnswerBackend: Send + Sync {
         entries: &'a [LogEntry],
         charge: Option<&'a Charge>,
     ) -> BoxFuture<'a, Result<()>>;
+    /// Whether new paid work may start: an error while paid answers wait to be written
+    /// (the store is locked or failing), so that nothing more is bought that could not be
+    /// kept.
+    fn ready(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Runs blocking SQLite work without stalling the async workers: on a multi-threaded
+/// runtime the worker hands its other tasks away first (a locked file can hold a call for
+/// the whole busy timeout); elsewhere it runs as is.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// A boxed future (the backends' methods are async and object-safe).
@@ -89,7 +107,7 @@ impl AnswerBackend for AnswerStore {
         context: &'a DrawContext,
         draws: Range<u64>,
     ) -> BoxFuture<'a, Result<Vec<Option<Answer>>>> {
-        Box::pin(async move { AnswerStore::lookup(self, context, draws) })
+        Box::pin(async move { blocking(|| AnswerStore::lookup(self, context, draws)) })
     }
 
     fn insert<'a>(
@@ -97,7 +115,11 @@ impl AnswerBackend for AnswerStore {
         entries: &'a [LogEntry],
         charge: Option<&'a Charge>,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { AnswerStore::insert(self, entries, charge) })
+        Box::pin(async move { blocking(|| AnswerStore::insert(self, entries, charge)) })
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { blocking(|| self.flush()) })
     }
 }
 
@@ -111,6 +133,18 @@ pub struct AnswerStore {
     /// Answers this process found stored, and stored anew.
     reused: AtomicU64,
     stored: AtomicU64,
+    /// Paid answers (and their charges) that could not be written yet (a locked or failing
+    /// file), in arrival order: written first by the next write that succeeds.
+    pending: Mutex<Vec<(Vec<LogEntry>, Option<Charge>)>>,
+}
+
+impl Drop for AnswerStore {
+    /// A last try at the answers waiting in memory; what still cannot be written is said.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!("{e}: they are lost with this process (the vendor billed them)");
+        }
+    }
 }
 
 /// `i64` columns hold `u64` values by their bits (SQLite integers are signed).
@@ -146,7 +180,50 @@ impl AnswerStore {
             fresh: false,
             reused: AtomicU64::new(0),
             stored: AtomicU64::new(0),
+            pending: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Waits at most `timeout` for another process's lock before a write fails (default
+    /// 10 s; the write is then kept in memory and retried, see [`AnswerStore::insert`]).
+    pub fn with_busy_timeout(self, timeout: std::time::Duration) -> Result<AnswerStore> {
+        self.conn().busy_timeout(timeout).map_err(|e| self.err(e))?;
+        Ok(self)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<(Vec<LogEntry>, Option<Charge>)>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Paid answers waiting in memory for the file to be writable.
+    pub fn waiting(&self) -> usize {
+        self.pending().iter().map(|(e, _)| e.len()).sum()
+    }
+
+    /// Writes the answers waiting in memory, if any: an error (and no new paid work, see
+    /// [`AnswerBackend::ready`]) while the file still cannot be written.
+    pub fn flush(&self) -> Result<()> {
+        let mut pending = self.pending();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match self.write(&pending) {
+            Ok(()) => {
+                tracing::warn!(
+                    "{}: {} paid answers kept in memory while it could not be written are \
+                     now stored",
+                    self.path.display(),
+                    pending.iter().map(|(e, _)| e.len()).sum::<usize>()
+                );
+                pending.clear();
+                Ok(())
+            }
+            Err(e) => Err(self.err(format!(
+                "cannot be written ({e}); {} paid answers wait in memory, and no new paid \
+                 work starts until they are stored",
+                pending.iter().map(|(e, _)| e.len()).sum::<usize>()
+            ))),
+        }
     }
 
     /// This store for a run that pays again: lookups find nothing, and every answer it
@@ -230,11 +307,31 @@ impl AnswerStore {
     /// Stores `entries`, and what they cost, in one transaction (committed and on disk
     /// when this returns). Error answers are not stored: they are never votes. A draw
     /// already stored keeps its first answer.
+    ///
+    /// A file that cannot be written (another process holds its lock past the busy
+    /// timeout, a full disk) loses nothing: the answers and their charge stay in memory,
+    /// are counted as received, and are written first by the next write that succeeds;
+    /// meanwhile [`AnswerStore::flush`] fails, which stops new paid work.
     pub fn insert(&self, entries: &[LogEntry], charge: Option<&Charge>) -> Result<()> {
         let charge = charge.filter(|c| c.usd.is_finite() && c.usd > 0.0);
         if entries.is_empty() && charge.is_none() {
             return Ok(());
         }
+        let mut pending = self.pending();
+        pending.push((entries.to_vec(), charge.cloned()));
+        match self.write(&pending) {
+            Ok(()) => pending.clear(),
+            Err(e) => tracing::warn!(
+                "{}: {e}; {} paid answers kept in memory until it can be written",
+                self.path.display(),
+                pending.iter().map(|(e, _)| e.len()).sum::<usize>()
+            ),
+        }
+        Ok(())
+    }
+
+    /// Writes `batches` in one transaction.
+    fn write(&self, batches: &[(Vec<LogEntry>, Option<Charge>)]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let mut stored = 0;
@@ -248,7 +345,7 @@ impl AnswerStore {
                      (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 })
                 .map_err(|e| self.err(e))?;
-            for e in entries.iter().filter(|e| e.is_vote()) {
+            for e in batches.iter().flat_map(|(e, _)| e).filter(|e| e.is_vote()) {
                 let labels = serde_json::to_string(&e.labels).map_err(|x| self.err(x))?;
                 stored += stmt
                     .execute(params![
@@ -269,7 +366,7 @@ impl AnswerStore {
                     .map_err(|x| self.err(x))?;
             }
         }
-        if let Some(c) = charge {
+        for c in batches.iter().filter_map(|(_, c)| c.as_ref()) {
             tx.execute(
                 "INSERT INTO charges VALUES (?1, ?2, ?3, ?4)",
                 params![

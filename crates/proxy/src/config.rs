@@ -61,6 +61,11 @@ pub struct Config {
     /// `redis://…`: the Redis replicas share (rate limits, budgets, answers).
     #[serde(default)]
     pub store: Option<PathBuf>,
+    /// With a SQLite store: seconds a write waits for another process's lock before the
+    /// paid answers it carries are kept in memory instead (and retried; no new paid work
+    /// starts meanwhile, and `/readyz` answers 503).
+    #[serde(default = "default_busy")]
+    pub store_busy_timeout_s: f64,
     /// With a Redis store: the prefix of every key (one per deployment).
     #[serde(default = "default_prefix")]
     pub redis_prefix: String,
@@ -89,6 +94,10 @@ pub struct Config {
     pub providers: Vec<ProviderEntry>,
     /// Clients allowed.
     pub clients: Vec<ClientEntry>,
+}
+
+fn default_busy() -> f64 {
+    10.0
 }
 
 fn default_body() -> usize {
@@ -305,6 +314,7 @@ impl Config {
         seconds("timeouts.header_s", config.timeouts.header_s)?;
         seconds("timeouts.body_s", config.timeouts.body_s)?;
         seconds("hold_lease_s", config.hold_lease_s)?;
+        seconds("store_busy_timeout_s", config.store_busy_timeout_s)?;
         let l = &config.limits;
         if l.max_n == 0 || l.max_n > robustify_smoothing::MAX_DRAWS {
             return Err(err(format!(

@@ -143,6 +143,10 @@ async fn read_body(request: Request, query: Params) -> Result<(Bytes, Params), A
 fn provider_error(e: robustify_smoothing::Error) -> ApiError {
     if robustify_providers::Error::is_budget_in(&e) {
         ApiError::ProviderBudget(e.to_string())
+    } else if robustify_providers::Error::is_store_in(&e) {
+        // The answer store cannot be written: what was paid is kept in memory and charged;
+        // nothing more is bought until it can (503: try again later).
+        ApiError::Busy(e.to_string())
     } else {
         ApiError::ProviderFailed(e.to_string())
     }

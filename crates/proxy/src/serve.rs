@@ -28,10 +28,41 @@ pub fn router(state: Arc<ProxyState>) -> Router {
         .route("/v1/spend", get(spend::spend))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// `GET /readyz`: whether the proxy can take paid work now — its answer store writable
+/// (SQLite: no paid answers waiting in memory for a locked or failing file; Redis:
+/// answering within 2 s). 200 `ready`, else 503 with the reason. `/healthz` only says
+/// that the process answers.
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<Arc<ProxyState>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let problem = if let Some(store) = &state.store {
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("the store check failed: {e}")),
+        }
+    } else if let Some(shared) = &state.shared {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), shared.redis.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("redis: {e}")),
+            Err(_) => Some("redis: no answer within 2 s".into()),
+        }
+    } else {
+        None
+    };
+    match problem {
+        None => "ready".into_response(),
+        Some(why) => ApiError::Busy(format!("not ready: {why}")).into_response(),
+    }
 }
 
 /// Serves on `listener` until `shutdown` resolves, then waits for requests in flight and

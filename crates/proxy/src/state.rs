@@ -193,7 +193,10 @@ impl ProxyState {
         shared: Option<Shared>,
     ) -> Result<Arc<ProxyState>> {
         let store = match (&config.store, &shared) {
-            (Some(path), None) => Some(Arc::new(AnswerStore::open(path)?)),
+            (Some(path), None) => Some(Arc::new(
+                AnswerStore::open(path)?
+                    .with_busy_timeout(Duration::from_secs_f64(config.store_busy_timeout_s))?,
+            )),
             _ => None,
         };
         let mut providers = Vec::new();

@@ -148,3 +148,87 @@ budget_usd_per_day = 0.05
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_store_loses_no_paid_answer_and_readyz_says_so() {
+    let (vendor, vendor_url, _stop_vendor) = common::vendor(Default::default()).await;
+    let dir = std::env::temp_dir().join(format!("robustify-locked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = dir.join("proxy.sqlite");
+    let config = Config::parse(
+        &format!(
+            r#"
+store = "{}"
+store_busy_timeout_s = 0.5
+
+[[providers]]
+name = "google"
+endpoint = "{vendor_url}"
+denoisers = []
+
+[[clients]]
+name = "a"
+key_sha256 = "{}"
+budget_usd = 1.0
+"#,
+            db.display(),
+            hash_key("key-a"),
+        ),
+        Path::new("test.toml"),
+    )
+    .unwrap();
+    let (url, stop) = start(&config).await;
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http.get(format!("{url}{path}")).send().await.unwrap();
+            r.status().as_u16()
+        }
+    };
+    assert_eq!(get("/readyz").await, 200);
+
+    // Another process holds the write lock.
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let started = std::time::Instant::now();
+    let (status, v) = certify(&url, "key-a", 7).await;
+    // The selection draws (4) were paid and kept in memory; the estimation draws were not
+    // bought: 503, try again later.
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be written"),
+        "{v}"
+    );
+    assert_eq!(vendor.stats().snapshot()["images"], 4);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The process still answers at once; it says it is not ready.
+    let t = std::time::Instant::now();
+    assert_eq!(get("/healthz").await, 200);
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(get("/readyz").await, 503);
+    let charged = spend(&url, "key-a").await["spent_usd"].as_f64().unwrap();
+    assert!((charged - 4.0 * 0.0015).abs() < 1e-9, "{charged}");
+
+    // The lock goes: ready again, and the waiting answers and their charge are written.
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    assert_eq!(get("/readyz").await, 200);
+    drop(stop);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A restart remembers the $0.006 (it was forgotten before) and reuses the 4 answers.
+    let (url, _stop) = start(&config).await;
+    let after = spend(&url, "key-a").await["spent_usd"].as_f64().unwrap();
+    assert!((after - 0.006).abs() < 1e-9, "{after}");
+    let (status, v) = certify(&url, "key-a", 7).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["reused"], 4, "{v}");
+}

@@ -186,7 +186,8 @@ async fn scenario(options: &ReplicaOptions, redis_url: &str) -> Result<ReplicaFi
             "store = \"{redis_url}\"\nredis_prefix = \"{prefix}\"\nhold_lease_s = 10\n\n\
              [[providers]]\nname = \"google\"\nendpoint = \"{vendor_url}\"\ndenoisers = []\n\
              requests_per_second = {}\nburst = 1\n\n\
-             [[clients]]\nname = \"team\"\nkey_sha256 = \"{}\"\nbudget_usd = {}\n\n\
+             [[clients]]\nname = \"team\"\nkey_sha256 = \"{}\"\nbudget_usd = {}\n\
+             max_concurrent_requests = 10000\n\n\
              [[clients]]\nname = \"rich\"\nkey_sha256 = \"{}\"\n",
             options.vendor_rps,
             hash_key("key-team"),

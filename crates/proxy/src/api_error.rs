@@ -23,6 +23,8 @@ pub enum ApiError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The client has its most requests in flight already (429).
+    TooManyInFlight(String),
     /// Parameters or body the proxy will not take (400).
     BadRequest {
         /// Machine-readable code (`bad_params`, `bad_image`, `no_denoiser`, …).
@@ -68,7 +70,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Operator { enabled: true } => StatusCode::UNAUTHORIZED,
             ApiError::Operator { enabled: false } | ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyInFlight(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -87,6 +91,7 @@ impl ApiError {
             ApiError::Operator { enabled: true } => "operator_key_needed",
             ApiError::Operator { enabled: false } | ApiError::NotFound => "not_found",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManyInFlight(_) => "too_many_in_flight",
             ApiError::BadRequest { code, .. } => code,
             ApiError::TooLarge(_) => "too_large",
             ApiError::BodyTimeout(_) => "body_timeout",
@@ -112,6 +117,7 @@ impl ApiError {
             | ApiError::TooLarge(message)
             | ApiError::ProviderBudget(message)
             | ApiError::ProviderFailed(message)
+            | ApiError::TooManyInFlight(message)
             | ApiError::Busy(message) => message.clone(),
             ApiError::BodyTimeout(s) => format!("the request body did not arrive within {s} s"),
             ApiError::BudgetExhausted {

@@ -41,6 +41,7 @@
 //! budget_usd_per_day = 2.0           # each UTC day
 //! budget_usd_per_month = 10.0        # each UTC calendar month
 //! requests_per_minute = 60
+//! max_concurrent_requests = 8        # in flight at once; more get 429
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -235,6 +236,14 @@ pub struct ClientEntry {
     /// Most requests a minute.
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
+    /// Most requests of this client in flight at once (bodies being read included); more
+    /// are answered 429 at once.
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent_requests: u32,
+}
+
+fn default_concurrent() -> u32 {
+    8
 }
 
 fn default_prefix() -> String {
@@ -396,6 +405,12 @@ impl Config {
             if c.key_sha256.len() != 64 || hex::decode(&c.key_sha256).is_err() {
                 return Err(err(format!(
                     "client {:?}: key_sha256 must be 64 hex digits (`robustify serve --hash-key KEY` prints it)",
+                    c.name
+                )));
+            }
+            if !(1..=10_000).contains(&c.max_concurrent_requests) {
+                return Err(err(format!(
+                    "client {:?}: max_concurrent_requests must be in [1, 10000]",
                     c.name
                 )));
             }

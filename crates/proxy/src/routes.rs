@@ -162,7 +162,25 @@ async fn handle(
 ) -> Result<(CertificateRecord, String), ApiError> {
     let client = state.client(headers)?;
     check_rate(client)?;
+    // One client cannot hold more than its share of connections open.
+    let _slot = client.in_flight.clone().try_acquire_owned().map_err(|_| {
+        ApiError::TooManyInFlight(format!(
+            "client {} has {} requests in flight already (max_concurrent_requests)",
+            client.name, client.max_in_flight
+        ))
+    })?;
     let Query(query) = query.map_err(|e| ApiError::bad("bad_params", e.body_text()))?;
+    // The body's bytes come out of the same memory pool as the certifications: its
+    // declared length (or the largest body allowed, when it declares none) is held before
+    // a byte of it is read.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(state.max_body as u64)
+        .min(state.max_body as u64);
+    let body_mb = declared.div_ceil(MB).max(1);
+    let _body_memory = memory_permit(state, body_mb).await?;
     let (body, p) = read_request(request, query, state.body_timeout()).await?;
     let served = served(state, p.provider.as_deref())?;
     let plan = plan(&p, route, state.limits.max_n)?;
@@ -187,7 +205,10 @@ async fn handle(
     watch.watch(allowance.clone());
     let worst = served.def.pricing.cost_usd(units, false);
     let hold = crate::hold::hold(state, client, served, worst).await?;
-    let _memory = memory_permit(state, megabytes).await?;
+    // The body's share counts towards the request's (the decoded image and its draws are
+    // by far the larger part): only the rest is waited for.
+    let whole = megabytes.min(u64::from(state.memory_mb));
+    let _memory = memory_permit(state, whole.saturating_sub(body_mb)).await?;
     let image =
         Image::decode(&body, &state.request_memory().decode_limits()).map_err(|e| match e {
             robustify_smoothing::Error::TooLarge(m) => ApiError::TooLarge(m),

@@ -105,6 +105,9 @@ pub(crate) struct Client {
     pub(crate) budget_usd_per_day: Option<f64>,
     pub(crate) budget_usd_per_month: Option<f64>,
     pub(crate) limiter: Option<DefaultDirectRateLimiter>,
+    /// Requests of this client in flight at once (its connections beyond are refused).
+    pub(crate) in_flight: Arc<Semaphore>,
+    pub(crate) max_in_flight: u32,
 }
 
 /// Everything the handlers share.
@@ -276,6 +279,8 @@ impl ProxyState {
                         .requests_per_minute
                         .and_then(NonZeroU32::new)
                         .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm).allow_burst(rpm))),
+                    in_flight: Arc::new(Semaphore::new(c.max_concurrent_requests as usize)),
+                    max_in_flight: c.max_concurrent_requests,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -224,6 +224,7 @@ mod tests {
             budget_usd_per_day: Some(0.25),
             budget_usd_per_month: None,
             requests_per_minute: None,
+            max_concurrent_requests: 8,
         }
     }
 

@@ -406,3 +406,59 @@ async fn a_client_that_hangs_up_is_charged_what_the_vendor_billed_and_no_more_is
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_come_out_of_the_memory_pool_and_one_client_has_few_connections() {
+    let (vendor, vendor_url, _v) = vendor(FaultConfig::default()).await;
+    // About 28 MB for everything in flight; client b may have 3 requests at once.
+    let tail = "max_concurrent_requests = 3\n\n[limits]\nmax_request_memory_bytes = 30_000_000\n\
+                max_memory_bytes = 30_000_000\n\n[timeouts]\nbody_s = 2";
+    let (_, url, _p) = proxy(&config(&vendor_url, "", "", tail)).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    // Three bodies that promise 9.9 MB each and send 1 KB: each holds 10 MB of the pool
+    // before it is read; the third does not fit and waits for its share.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(
+            format!(
+                "POST /v1/certify?sigma=0.25&n0=1&n=1 HTTP/1.1\r\nHost: x\r\nAuthorization: \
+                 Bearer key-b\r\nContent-Length: 9900000\r\n\r\n{}",
+                "x".repeat(1024)
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = metrics(&url).await;
+    let pool = metric(&m, "robustify_request_memory_bytes");
+    assert!(
+        (20.0 * 1048576.0..=30_000_000.0).contains(&pool),
+        "{pool} bytes held"
+    );
+    // A fourth request of the same client is refused at once.
+    let started = Instant::now();
+    let (status, v) = post(
+        &format!("{url}/v1/certify?sigma=0.25&n0=1&n=1"),
+        "key-b",
+        png(),
+    )
+    .await;
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(v["error"]["code"], "too_many_in_flight", "{v}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The stalled bodies end with 408 (the one that waited for memory: 503 if its wait
+    // ran out first, else 408 once it had its share).
+    for mut c in held {
+        let (answer, _) = until_closed(&mut c).await;
+        let status = answer.get(9..12).unwrap_or("");
+        assert!(status == "408" || status == "503", "{answer}");
+    }
+    assert_eq!(vendor.stats().snapshot()["images"], 0);
+    // The pool is whole again.
+    let m = metrics(&url).await;
+    assert_eq!(metric(&m, "robustify_request_memory_bytes"), 0.0, "{m}");
+}

@@ -31,6 +31,7 @@ denoisers = ["{}"]
 name = "a"
 key_sha256 = "{}"
 budget_usd = 0.30
+max_concurrent_requests = 64
 
 [[clients]]
 name = "slow"

@@ -35,6 +35,9 @@ pub fn router(state: Arc<ProxyState>) -> Router {
         .with_state(state)
 }
 
+/// Longest wait for requests in flight at shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `GET /readyz`: whether the proxy can take paid work now — its answer store writable
 /// (SQLite: no paid answers waiting in memory for a locked or failing file; Redis:
 /// answering within 2 s). 200 `ready`, else 503 with the reason. `/healthz` only says
@@ -109,7 +112,17 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Requests in flight finish (every vendor and store call has its own timeout); a
+    // shutdown never waits past this, whatever still hangs.
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still open {} s after the shutdown began were cut off",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
     for s in syncing {
         s.abort();
     }

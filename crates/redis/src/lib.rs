@@ -30,7 +30,7 @@ mod gcra;
 mod ledger;
 pub mod server;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use answers::{ChargedAnswers, SharedAnswers};
 pub use gcra::SharedRate;
@@ -48,18 +48,28 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A connection to the shared Redis (multiplexed: clone it freely), and the prefix every
-/// key of this deployment starts with.
+/// key of this deployment starts with. It reconnects by itself after Redis restarts or the
+/// connection breaks (the command that met the break fails; the next ones go through),
+/// and no command waits longer than [`COMMAND_TIMEOUT`] for an answer.
 #[derive(Clone)]
 pub struct Redis {
-    conn: MultiplexedConnection,
+    conn: ConnectionManager,
     prefix: String,
 }
+
+/// Longest wait for one command's answer, and for a (re)connection.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Redis {
     /// Connects to `url` (`redis://host:port/db`); every key gets `prefix:` first.
     pub async fn connect(url: &str, prefix: &str) -> Result<Redis> {
         let client = redis::Client::open(url)?;
-        let conn = client.get_multiplexed_async_connection().await?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(std::time::Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Redis {
             conn,
             prefix: prefix.to_owned(),

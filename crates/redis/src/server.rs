@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 /// A running `redis-server`, killed when dropped.
 pub struct LocalServer {
     child: Child,
+    port: u16,
     /// `redis://127.0.0.1:PORT/`.
     pub url: String,
 }
@@ -31,19 +32,7 @@ impl LocalServer {
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
-        let child = match Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-        {
+        let child = match spawn(port) {
             Ok(c) => c,
             Err(e) => {
                 assert!(
@@ -58,16 +47,55 @@ impl LocalServer {
         };
         let server = LocalServer {
             child,
+            port,
             url: format!("redis://127.0.0.1:{port}/"),
         };
+        server.wait_ready();
+        Some(server)
+    }
+
+    /// Kills the server (as a crash would: no shutdown, nothing saved).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty (after [`LocalServer::kill`]).
+    ///
+    /// # Panics
+    /// When it cannot be started again.
+    pub fn restart(&mut self) {
+        self.kill();
+        #[allow(clippy::expect_used)]
+        {
+            self.child = spawn(self.port).expect("redis-server starts again");
+        }
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "redis-server did not start"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(server)
     }
+}
+
+fn spawn(port: u16) -> std::io::Result<Child> {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
 }

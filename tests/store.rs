@@ -165,3 +165,51 @@ fn answers_from_one_endpoint_are_never_reused_for_another() {
     assert_eq!(again["reused"], 16, "{again}");
     assert_eq!(images_served(&a), 16);
 }
+
+#[test]
+fn a_run_answered_from_the_store_logs_every_answer_it_used() {
+    let standin = Standin::start(&["--model", "cifar10", "--key", KEY]);
+    let dir = temp_dir("store-log-reused");
+    let store = dir.join("answers.sqlite");
+    let first = run(certify(&standin, &store, "12", &["--seed", "4"])).json();
+    assert_eq!(images_served(&standin), 16);
+    // Everything from the store: nothing paid, and still a log that replay can read.
+    let log = dir.join("again.jsonl");
+    let again = run(certify(
+        &standin,
+        &store,
+        "12",
+        &["--seed", "4", "--log", log.to_str().unwrap()],
+    ))
+    .json();
+    assert_eq!(again["reused"], 16);
+    assert_eq!(images_served(&standin), 16);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 16, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["reused"] == true && l["cost_usd"] == 0.0)
+    );
+    let replayed = crate::util::robustify([
+        "replay",
+        log.to_str().unwrap(),
+        "--sigma",
+        "0.25",
+        "--n0",
+        "4",
+        "--n",
+        "12",
+        "--seed",
+        "4",
+        "--json",
+    ])
+    .json();
+    let image = &replayed["images"][0];
+    assert_eq!(image["radius"], first["radius"], "{replayed}");
+    assert_eq!(image["label"], first["label"], "{replayed}");
+}

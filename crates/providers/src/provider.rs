@@ -269,6 +269,7 @@ impl ProviderClassifier {
                             cost_usd: delivered.receipt.cost_usd,
                             attempts: delivered.receipt.attempts,
                             unix_ms,
+                            reused: false,
                         });
                     }
                     answered.push((i, delivered.answer));
@@ -315,9 +316,37 @@ impl ProviderClassifier {
         if let Some((store, ctx)) = &self.store
             && out.iter().any(Option::is_none)
         {
-            for (slot, stored) in out.iter_mut().zip(store.lookup(ctx, draws.clone()).await?) {
-                if slot.is_none() {
-                    *slot = stored;
+            let mut from_store = Vec::new();
+            for ((slot, stored), draw) in out
+                .iter_mut()
+                .zip(store.lookup(ctx, draws.clone()).await?)
+                .zip(draws.clone())
+            {
+                if slot.is_none()
+                    && let Some(answer) = stored
+                {
+                    from_store.push((draw, answer.clone()));
+                    *slot = Some(answer);
+                }
+            }
+            // The log of this run holds every answer its certificate counts, those paid
+            // by an earlier run marked `reused`: `replay LOG` rebuilds the certificate.
+            if let Some((log, log_ctx)) = &self.log {
+                let unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                for (draw, answer) in from_store {
+                    log.append(&LogEntry {
+                        context: log_ctx.clone(),
+                        draw,
+                        labels: answer.labels,
+                        status: 200,
+                        latency_ms: 0.0,
+                        cost_usd: 0.0,
+                        attempts: 0,
+                        unix_ms,
+                        reused: true,
+                    })?;
                 }
             }
         }

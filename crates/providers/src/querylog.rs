@@ -116,6 +116,10 @@ pub struct LogEntry {
     pub attempts: u32,
     /// Wall-clock time of the answer, milliseconds since the Unix epoch.
     pub unix_ms: u64,
+    /// Not paid for by this run: found in the answer store (paid by an earlier run) and
+    /// logged so that the log alone rebuilds the certificate (`replay`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
 impl LogEntry {
@@ -554,6 +558,7 @@ mod tests {
             cost_usd: 0.0015,
             attempts: 1,
             unix_ms: 0,
+            reused: false,
         }
     }
 

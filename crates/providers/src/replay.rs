@@ -267,6 +267,7 @@ mod tests {
                 cost_usd: 0.0,
                 attempts: 1,
                 unix_ms: 0,
+                reused: false,
             })
             .unwrap();
         }

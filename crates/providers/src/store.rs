@@ -448,6 +448,7 @@ impl AnswerStore {
                 cost_usd: row.get(10).map_err(|e| self.err(e))?,
                 attempts: row.get(11).map_err(|e| self.err(e))?,
                 unix_ms: get_u64(12).map_err(|e| self.err(e))?,
+                reused: false,
             };
             let mut line = serde_json::to_vec(&entry).map_err(|e| self.err(e))?;
             line.push(b'\n');
@@ -487,6 +488,7 @@ mod tests {
             cost_usd: 0.0015,
             attempts: 1,
             unix_ms: 1_700_000_000_000,
+            reused: false,
         }
     }
 

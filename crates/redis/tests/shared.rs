@@ -143,6 +143,7 @@ async fn each_response_is_billed_with_its_answers_and_survives_a_lapse() {
         cost_usd: 0.0015,
         attempts: 1,
         unix_ms: 0,
+        reused: false,
     };
     // Two vendor responses of 16 answers at $0.0015: each billed from both holds as it
     // is stored, the holds shrinking by as much (spent + held stays what was reserved).

@@ -93,3 +93,66 @@ fn the_envelope_takes_the_best_sigma_at_each_radius() {
     .fails();
     assert!(err.contains("not over the same images"), "{err}");
 }
+
+#[test]
+fn eval_over_several_sigmas_writes_each_run_and_their_envelope() {
+    let out = temp_dir("eval-several-sigma");
+    let v = robustify([
+        "eval",
+        "tests/fixtures/cifar10",
+        "--provider",
+        "standin-cifar10-local",
+        "--sigma",
+        "0.25,0.5",
+        "--n0",
+        "4",
+        "--n",
+        "20",
+        "--skip",
+        "50",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = v.ok();
+    assert!(
+        text.contains("(envelope)") && text.contains("from σ ="),
+        "{text}"
+    );
+    for sigma in ["0.25", "0.5"] {
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("sigma-{sigma}/summary.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s["images"], 4, "{s}");
+        // Each σ got its own denoiser by the default rule.
+        assert!(s["denoiser"].as_str().unwrap().ends_with(sigma), "{s}");
+    }
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("envelope.json")).unwrap()).unwrap();
+    assert_eq!(env["radii"][1], 0.25);
+    assert_eq!(env["runs"].as_array().unwrap().len(), 2);
+    for (j, best) in env["envelope"].as_array().unwrap().iter().enumerate() {
+        let top = env["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["certified_accuracy"][j].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        assert_eq!(best["certified_accuracy"].as_f64().unwrap(), top);
+    }
+    // One denoiser for two σ is refused before anything runs.
+    let err = robustify([
+        "eval",
+        "tests/fixtures/cifar10",
+        "--provider",
+        "standin-cifar10-local",
+        "--sigma",
+        "0.25,0.5",
+        "--denoiser",
+        "cifar10-unet-0.25",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .fails();
+    assert!(err.contains("one denoiser per σ"), "{err}");
+}

@@ -353,3 +353,108 @@ fn strict_jpeg_decoding_refuses_no_real_photo() {
         refused.len()
     );
 }
+
+/// A vendor on 127.0.0.1 (one thread, bounded): answers each request with `reply(head)`,
+/// a whole HTTP response; stops after `max` requests.
+fn scripted_vendor(max: usize, reply: fn(&str) -> String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(max) {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            let head_end = loop {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(p + 4);
+                }
+            };
+            let Some(head_end) = head_end else { continue };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while buf.len() < head_end + length {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = conn.write_all(reply(&head).as_bytes());
+        }
+    });
+    url
+}
+
+fn json_response(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn labels_cannot_drive_the_terminal_and_echoed_keys_never_print() {
+    // Google's format, with a label that clears the screen, retitles the window, returns
+    // the cursor and hides text behind a NUL and a bidi override.
+    let evil = scripted_vendor(4, |_| {
+        json_response(
+            "200 OK",
+            r#"{"responses":[{"labelAnnotations":[
+                {"description":"cat\u001b[2J\u001b]0;owned\u0007\rdog\u0000\u202eevil","score":0.9}]}]}"#,
+        )
+    });
+    let image = cifar_image();
+    let mut classify = command([
+        "classify",
+        &image,
+        "--provider",
+        "google",
+        "--endpoint",
+        &evil,
+    ]);
+    classify.env("GOOGLE_API_KEY", KEY);
+    let out = run(classify).ok();
+    assert!(out.contains("cat"), "{out}");
+    for bad in ['\u{1b}', '\u{7}', '\r', '\0', '\u{202e}'] {
+        assert!(!out.contains(bad), "{bad:?} reached the terminal: {out:?}");
+    }
+    assert!(out.contains("\\u{1b}[2J"), "{out:?}");
+
+    // A vendor error that quotes the request it received, key and all.
+    let echo = scripted_vendor(4, |head| {
+        let quoted = serde_json::to_string(&format!("bad request: {head}")).unwrap();
+        json_response(
+            "400 Bad Request",
+            &format!(r#"{{"error":{{"code":400,"message":{quoted}}}}}"#),
+        )
+    });
+    let mut classify = command([
+        "classify",
+        &image,
+        "--provider",
+        "google",
+        "--endpoint",
+        &echo,
+    ]);
+    classify.env("GOOGLE_API_KEY", KEY);
+    let failed = run(classify);
+    let err = failed.stderr();
+    assert!(err.contains("x-goog-api-key"), "{err}");
+    assert!(
+        !err.contains(KEY) && !failed.stdout().contains(KEY),
+        "{err}"
+    );
+}

@@ -183,22 +183,39 @@ fn best(runs: &[Run], table: &[Vec<f64>], radii: &[f64]) -> Vec<Best> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    for &r in &args.radii {
+    write(
+        &args.runs,
+        &args.radii,
+        args.title.as_deref(),
+        &args.out,
+        args.json,
+    )
+}
+
+/// The envelope of the eval runs in `dirs` at `radii`, written into `out` and printed (as
+/// JSON with `json`).
+pub(super) fn write(
+    dirs: &[PathBuf],
+    radii: &[f64],
+    title: Option<&str>,
+    out: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    for &r in radii {
         anyhow::ensure!(
             r.is_finite() && r >= 0.0,
             "--radii: {r} is not a radius ≥ 0"
         );
     }
-    let runs = args
-        .runs
+    let runs = dirs
         .iter()
         .map(|d| read_run(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
     same_images(&runs)?;
-    let table: Vec<Vec<f64>> = runs.iter().map(|r| accuracy(r, &args.radii)).collect();
-    let envelope = best(&runs, &table, &args.radii);
+    let table: Vec<Vec<f64>> = runs.iter().map(|r| accuracy(r, radii)).collect();
+    let envelope = best(&runs, &table, radii);
     let images = runs[0].outcomes.len();
-    let title = args.title.clone().unwrap_or_else(|| "best over σ".into());
+    let title = title.unwrap_or("best over σ").to_owned();
 
     // The plot: every run's curve on a fine grid, and the envelope over them.
     let max_radius = runs
@@ -238,11 +255,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     );
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
     let doc = Envelope {
         title: title.clone(),
         images,
-        radii: args.radii.clone(),
+        radii: radii.to_vec(),
         runs: runs
             .iter()
             .zip(&table)
@@ -258,16 +275,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect(),
         envelope,
     };
-    let json_path = args.out.join("envelope.json");
+    let json_path = out.join("envelope.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")
         .with_context(|| format!("{}", json_path.display()))?;
     let text = table_text(&doc);
-    let tsv_path = args.out.join("envelope.tsv");
+    let tsv_path = out.join("envelope.tsv");
     std::fs::write(&tsv_path, tsv_text(&doc)).with_context(|| format!("{}", tsv_path.display()))?;
     let png = certified_accuracy_png(&format!("{title}: {images} images"), &curves)?;
-    let png_path = args.out.join("envelope.png");
+    let png_path = out.join("envelope.png");
     std::fs::write(&png_path, png).with_context(|| format!("{}", png_path.display()))?;
-    if args.json {
+    if json {
         crate::render::print_json(&doc)?;
     } else {
         out!("{text}")?;

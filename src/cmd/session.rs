@@ -9,7 +9,7 @@ use robustify_providers::BudgetLimits;
 use crate::render::outln;
 
 /// Provider, traffic, budget and log flags.
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct ProviderArgs {
     /// Provider name (see `robustify providers`) or definition file.
     #[arg(long, default_value = "standin-local")]

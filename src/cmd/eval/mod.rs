@@ -43,9 +43,17 @@ pub struct Args {
     dir: PathBuf,
     #[command(flatten)]
     provider: ProviderArgs,
-    /// Noise level σ.
-    #[arg(long)]
-    sigma: f64,
+    /// Noise level σ. Several, comma-separated (`0.25,0.5,1.0`): one eval per σ into
+    /// OUT/sigma-S/, then the paper's table over them in OUT (`robustify envelope`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    sigma: Vec<f64>,
+    /// With several σ: the radii of the envelope table.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,0.25,0.5,0.75,1,1.25,1.5"
+    )]
+    radii: Vec<f64>,
     /// Selection draws per image.
     #[arg(long, default_value_t = 100)]
     n0: u64,
@@ -76,7 +84,8 @@ pub struct Args {
     /// Other eval output folders whose curves go on the same plot.
     #[arg(long)]
     compare: Vec<PathBuf>,
-    /// Output folder: certify.tsv, summary.json, curve.png.
+    /// Output folder: certify.tsv, summary.json, curve.png (with several σ: a folder per σ,
+    /// and envelope.json, envelope.tsv, envelope.png).
     #[arg(long)]
     out: PathBuf,
 }
@@ -89,8 +98,51 @@ fn images_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.skip >= 1, "--skip must be ≥ 1");
-    // Checks σ, n0, n and α before any image is read.
-    CertifyParams::new(args.sigma, args.n0, args.n, args.alpha)?;
+    // Checks every σ, n0, n and α before any image is read.
+    for &sigma in &args.sigma {
+        CertifyParams::new(sigma, args.n0, args.n, args.alpha)?;
+    }
+    if let [sigma] = args.sigma[..] {
+        return run_one(&args, sigma, &args.provider, &args.out, &args.compare);
+    }
+    // Several σ: a denoiser per σ, named in order, or each σ's default.
+    let denoisers: Vec<Option<String>> = match &args.provider.denoiser {
+        None => vec![None; args.sigma.len()],
+        Some(list) => {
+            let names: Vec<Option<String>> =
+                list.split(',').map(|d| Some(d.trim().to_owned())).collect();
+            anyhow::ensure!(
+                names.len() == args.sigma.len(),
+                "--denoiser {list}: with {} values of --sigma, give one denoiser per σ \
+                 (comma-separated, in the same order), or none for each σ's default",
+                args.sigma.len()
+            );
+            names
+        }
+    };
+    let mut dirs = Vec::new();
+    for (&sigma, denoiser) in args.sigma.iter().zip(denoisers) {
+        let mut provider = args.provider.clone();
+        provider.denoiser = denoiser;
+        let out = args.out.join(format!("sigma-{sigma}"));
+        eprintln!("σ = {sigma}: {}", out.display());
+        let code = run_one(&args, sigma, &provider, &out, &[])?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+        dirs.push(out);
+    }
+    super::envelope::write(&dirs, &args.radii, None, &args.out, false)
+}
+
+/// One eval at `sigma` through `provider`'s settings into `out`.
+fn run_one(
+    args: &Args,
+    sigma: f64,
+    provider: &ProviderArgs,
+    out: &Path,
+    compare: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
     let all = images_under(&args.dir)?;
     let mut picked: Vec<(usize, PathBuf)> =
         all.into_iter().enumerate().step_by(args.skip).collect();
@@ -98,35 +150,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         picked.truncate(m);
     }
     // Curves to compare with must exist before hours are spent.
-    for dir in &args.compare {
+    for dir in compare {
         report::curve_of(dir)?;
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
-    let session = args.provider.open(args.sigma)?;
+    let session = provider.open(sigma)?;
     let batch = args.batch_size.unwrap_or_else(|| session.preferred_batch());
     let plan = Plan::new(
         &args
             .sequential
-            .request(args.sigma, args.n0, Some(args.n), args.alpha),
+            .request(sigma, args.n0, Some(args.n), args.alpha),
         batch,
     )?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
-    let tsv_path = args.out.join("certify.tsv");
+    std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
+    let tsv_path = out.join("certify.tsv");
     let sequential = plan.mode() == Mode::Sequential;
     let multi = MultiProgress::new();
     let settings = RunSettings {
         plan,
         seed: args.seed,
         clean: CleanLabel::Always,
-        memory: args.provider.config().memory(),
+        memory: provider.config().memory(),
     };
     let paths: Vec<PathBuf> = picked.iter().map(|(_, p)| p.clone()).collect();
     let mut rows = Rows::create(
         &tsv_path,
         &picked,
         args.truth.into(),
-        args.sigma,
+        sigma,
         sequential,
         &multi,
     )?;
@@ -143,11 +195,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 &denoiser
             },
-            args.sigma
+            sigma
         ),
         provider: session.def.name.clone(),
         denoiser,
-        sigma: args.sigma,
+        sigma,
         n0: args.n0,
         n: args.n,
         alpha: args.alpha,
@@ -165,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cost_usd: session.spent_usd(),
         table: Vec::new(),
     });
-    report::write(&summary, &args.out, &args.dir, &args.compare)?;
+    report::write(&summary, out, &args.dir, compare)?;
     if run.budget_hit {
         eprintln!(
             "{} the budget stopped the run: ${:.4} spent in all",

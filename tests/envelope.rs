@@ -156,3 +156,55 @@ fn eval_over_several_sigmas_writes_each_run_and_their_envelope() {
     .fails();
     assert!(err.contains("one denoiser per σ"), "{err}");
 }
+
+#[test]
+fn eval_takes_true_imagenet_labels_from_file_names_and_an_offset() {
+    // The held-out photos of `train denoiser --hold-out 5` are indices 4, 9, 14, 19.
+    let out = temp_dir("eval-imagenet-truth");
+    robustify([
+        "eval",
+        "tests/fixtures/imagenet",
+        "--no-denoiser",
+        "--sigma",
+        "0.12",
+        "--n0",
+        "4",
+        "--n",
+        "8",
+        "--skip",
+        "5",
+        "--offset",
+        "4",
+        "--truth",
+        "imagenet",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    let tsv = std::fs::read_to_string(out.join("certify.tsv")).unwrap();
+    let rows: Vec<Vec<&str>> = tsv
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let idx: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(idx, ["4", "9", "14", "19"], "{tsv}");
+    let classes = std::fs::read_to_string("providers/standin/imagenet_classes.tsv").unwrap();
+    for r in &rows {
+        // The truth is the stand-in's name for the class the file name's WordNet id is.
+        let wnid = &Path::new(r[1]).file_name().unwrap().to_str().unwrap()[..9];
+        let want = classes
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{wnid}\t")))
+            .unwrap();
+        assert_eq!(r[2], want, "{tsv}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        (s["offset"].as_u64(), s["truth"].as_str()),
+        (Some(4), Some("imagenet"))
+    );
+    // The stand-in knows most of these photos without noise.
+    assert!(s["clean_accuracy"].as_f64().unwrap() >= 0.5, "{s}");
+}

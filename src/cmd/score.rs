@@ -74,12 +74,8 @@ struct Score {
 /// The class id an image is labelled with: the WordNet id its file name starts with
 /// (`n01443537_goldfish.JPEG`), else the name of its folder.
 fn truth_of(path: &Path) -> Option<String> {
-    let stem = path.file_stem()?.to_str()?;
-    let head = stem.split('_').next().unwrap_or("");
-    if head.len() == 9 && head.starts_with('n') && head[1..].bytes().all(|b| b.is_ascii_digit()) {
-        return Some(head.to_owned());
-    }
-    Some(path.parent()?.file_name()?.to_str()?.to_owned())
+    robustify_pipeline::eval::wnid_of(path)
+        .or_else(|| Some(path.parent()?.file_name()?.to_str()?.to_owned()))
 }
 
 /// The top-1 class ids of `images`.

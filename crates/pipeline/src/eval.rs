@@ -17,6 +17,10 @@ pub enum Truth {
     Folder,
     /// The provider's own label for the clean image (the paper's API protocol).
     Clean,
+    /// The ImageNet class whose WordNet id the file name starts with
+    /// (`n01443537_goldfish.JPEG`): [`Truth::label`] gives the id, which the caller names
+    /// as its classifier names that class.
+    Imagenet,
 }
 
 impl Truth {
@@ -24,6 +28,7 @@ impl Truth {
     pub fn label(self, path: &Path, clean: Option<&str>) -> String {
         match self {
             Truth::Clean => clean.unwrap_or_default().to_owned(),
+            Truth::Imagenet => wnid_of(path).unwrap_or_default(),
             Truth::Folder => path
                 .parent()
                 .and_then(|p| p.file_name())
@@ -31,6 +36,14 @@ impl Truth {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// The WordNet id a file name starts with (`n01443537_goldfish.JPEG` → `n01443537`).
+pub fn wnid_of(path: &Path) -> Option<String> {
+    let stem = path.file_stem()?.to_str()?;
+    let head = stem.split('_').next().unwrap_or("");
+    (head.len() == 9 && head.starts_with('n') && head[1..].bytes().all(|b| b.is_ascii_digit()))
+        .then(|| head.to_owned())
 }
 
 /// Radii of the table: 0 to 4σ in steps of σ/10.
@@ -61,8 +74,11 @@ pub struct Summary {
     /// Sequential mode's target radius.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_radius: Option<f64>,
-    /// Every K-th image was certified.
+    /// Every K-th image was certified …
     pub skip: usize,
+    /// … from this index on.
+    #[serde(default)]
+    pub offset: usize,
     /// Where the reference labels came from.
     pub truth: Truth,
     /// Master seed of the noise.

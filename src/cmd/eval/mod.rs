@@ -24,6 +24,10 @@ enum TruthArg {
     Folder,
     /// The provider's own label for the clean image (the paper's API protocol).
     Clean,
+    /// The ImageNet class whose WordNet id the file name starts with
+    /// (`n01443537_goldfish.JPEG`, as in ../shared/data/imagenet-samples), by the name the
+    /// ImageNet stand-in gives it.
+    Imagenet,
 }
 
 impl From<TruthArg> for Truth {
@@ -31,6 +35,7 @@ impl From<TruthArg> for Truth {
         match t {
             TruthArg::Folder => Truth::Folder,
             TruthArg::Clean => Truth::Clean,
+            TruthArg::Imagenet => Truth::Imagenet,
         }
     }
 }
@@ -65,9 +70,13 @@ pub struct Args {
     /// Failure probability α.
     #[arg(long, default_value_t = 0.001)]
     alpha: f64,
-    /// Certify every K-th image (indices 0, K, 2K, …).
+    /// Certify every K-th image (indices O, O + K, O + 2K, … with O = --offset).
     #[arg(long, default_value_t = 1)]
     skip: usize,
+    /// The first image's index (`--skip 20 --offset 19`: the photos `train denoiser
+    /// --hold-out 20` kept out of training).
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
     /// Certify at most this many images.
     #[arg(long)]
     max_images: Option<usize>,
@@ -144,8 +153,17 @@ fn run_one(
     compare: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     let all = images_under(&args.dir)?;
-    let mut picked: Vec<(usize, PathBuf)> =
-        all.into_iter().enumerate().step_by(args.skip).collect();
+    let mut picked: Vec<(usize, PathBuf)> = all
+        .into_iter()
+        .enumerate()
+        .skip(args.offset)
+        .step_by(args.skip)
+        .collect();
+    anyhow::ensure!(
+        !picked.is_empty(),
+        "--offset {}: past the last of the folder's images",
+        args.offset
+    );
     if let Some(m) = args.max_images {
         picked.truncate(m);
     }
@@ -206,6 +224,7 @@ fn run_one(
         mode: Some(if sequential { "sequential" } else { "fixed" }.into()),
         target_radius: args.sequential.target_radius.filter(|_| sequential),
         skip: args.skip,
+        offset: args.offset,
         truth: args.truth.into(),
         seed: args.seed,
         images: 0,

@@ -18,6 +18,8 @@ pub(super) struct Rows<'a> {
     picked: &'a [(usize, PathBuf)],
     next: usize,
     truth: Truth,
+    /// With `--truth imagenet`: the stand-in's class names by WordNet id.
+    class_names: Option<std::collections::HashMap<String, String>>,
     sigma: f64,
     tsv: std::fs::File,
     sequential: bool,
@@ -51,10 +53,24 @@ impl<'a> Rows<'a> {
             ProgressStyle::with_template("images [{bar:30}] {pos}/{len} eta {eta} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        let class_names = match truth {
+            Truth::Imagenet => {
+                let path = robustify_standin::imagenet::repo_root()
+                    .join(robustify_standin::imagenet::CLASSES);
+                Some(
+                    robustify_standin::imagenet::read_classes(&path)?
+                        .into_iter()
+                        .map(|c| (c.wnid, c.name))
+                        .collect(),
+                )
+            }
+            _ => None,
+        };
         Ok(Rows {
             picked,
             next: 0,
             truth,
+            class_names,
             sigma,
             tsv,
             sequential,
@@ -91,7 +107,10 @@ impl Observer for Rows<'_> {
             }
             return Ok(());
         }
-        let truth = self.truth.label(path, r.clean_label.as_deref());
+        let mut truth = self.truth.label(path, r.clean_label.as_deref());
+        if let Some(names) = &self.class_names {
+            truth = names.get(&truth).cloned().unwrap_or_default();
+        }
         let secs = elapsed.as_secs_f64();
         let correct = self.tally.add(&r, &truth, secs).correct;
         write!(

@@ -194,7 +194,7 @@ fn eval_writes_a_table_a_summary_and_a_plot() {
     let lines: Vec<&str> = tsv.lines().collect();
     assert_eq!(
         lines[0],
-        "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds"
+        "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds\tclean"
     );
     // 200 fixture images, every 40th: indices 0, 40, 80, 120, 160.
     assert_eq!(lines.len(), 6);
@@ -205,7 +205,7 @@ fn eval_writes_a_table_a_summary_and_a_plot() {
     assert_eq!(idx, ["0", "40", "80", "120", "160"]);
     for l in &lines[1..] {
         let f: Vec<&str> = l.split('\t').collect();
-        assert_eq!(f.len(), 8);
+        assert_eq!(f.len(), 9);
         // Truth is the class folder.
         assert!(f[1].contains(&format!("/{}/", f[2])), "{l}");
         assert_eq!(f[6], "25"); // n0 + n + the clean query
@@ -449,7 +449,7 @@ fn eval_in_sequential_mode_stops_early_and_records_decisions() {
     let lines: Vec<&str> = tsv.lines().collect();
     assert_eq!(
         lines[0],
-        "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds\tdecision"
+        "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds\tdecision\tclean"
     );
     assert_eq!(lines.len(), 5, "{tsv}");
     let mut total = 0u64;

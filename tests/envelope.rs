@@ -208,3 +208,78 @@ fn eval_takes_true_imagenet_labels_from_file_names_and_an_offset() {
     // The stand-in knows most of these photos without noise.
     assert!(s["clean_accuracy"].as_f64().unwrap() >= 0.5, "{s}");
 }
+
+#[test]
+fn a_killed_eval_resumes_where_it_stopped() {
+    let out = temp_dir("eval-resume");
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "tests/fixtures/cifar10",
+            "--provider",
+            "standin-cifar10-local",
+            "--no-denoiser",
+            "--sigma",
+            "0.25",
+            "--n0",
+            "4",
+            "--n",
+            "12",
+            "--skip",
+            "50",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        robustify(args)
+    };
+    eval(&["--max-images", "2"]).ok();
+    let tsv = out.join("certify.tsv");
+    let first = std::fs::read_to_string(&tsv).unwrap();
+    assert_eq!(first.lines().count(), 3, "{first}");
+    // A kill mid-row leaves half a line: it is cut off and that image certified again.
+    std::fs::write(&tsv, format!("{first}100\t../half-a-row")).unwrap();
+    let resumed = eval(&["--continue"]);
+    resumed.ok();
+    assert!(
+        resumed.stderr().contains("2 images done, 2 to go"),
+        "{}",
+        resumed.stderr()
+    );
+    let all = std::fs::read_to_string(&tsv).unwrap();
+    assert!(all.starts_with(&first), "{all}");
+    let idx: Vec<&str> = all
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(idx, ["0", "50", "100", "150"], "{all}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["images"], 4, "{s}");
+    // The same four images certified in one go give the same table.
+    let fresh = temp_dir("eval-resume-fresh");
+    let mut args = vec![
+        "eval",
+        "tests/fixtures/cifar10",
+        "--provider",
+        "standin-cifar10-local",
+        "--no-denoiser",
+        "--sigma",
+        "0.25",
+        "--n0",
+        "4",
+        "--n",
+        "12",
+        "--skip",
+        "50",
+        "--out",
+    ];
+    args.push(fresh.to_str().unwrap());
+    robustify(args).ok();
+    let f: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fresh.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(s["table"], f["table"]);
+    assert_eq!(s["clean_accuracy"], f["clean_accuracy"]);
+}

@@ -124,6 +124,28 @@ impl Tally {
         &self.outcomes[self.outcomes.len() - 1]
     }
 
+    /// Counts an image finished by an earlier run (`eval --resume` reads it back from its
+    /// TSV row): its certified label (`None`: abstained), radius, whether that label is the
+    /// truth, whether the clean label is, its queries (the clean one included) and seconds.
+    pub fn add_done(
+        &mut self,
+        label: Option<String>,
+        radius: f64,
+        correct: bool,
+        clean_right: bool,
+        queries: u64,
+        seconds: f64,
+    ) {
+        self.clean_right += usize::from(clean_right);
+        self.queries += queries;
+        self.seconds += seconds;
+        self.outcomes.push(Outcome {
+            label,
+            radius,
+            correct,
+        });
+    }
+
     /// Certified accuracy so far at `radii`.
     pub fn table(&self, radii: &[f64]) -> Vec<AccuracyRow> {
         certified_accuracy(&self.outcomes, radii)

@@ -93,6 +93,11 @@ pub struct Args {
     /// Other eval output folders whose curves go on the same plot.
     #[arg(long)]
     compare: Vec<PathBuf>,
+    /// Go on with the eval whose certify.tsv is in --out (the same settings): the images it
+    /// finished are counted, not certified again (a killed run loses at most the image it
+    /// was on).
+    #[arg(long = "continue")]
+    continue_: bool,
     /// Output folder: certify.tsv, summary.json, curve.png (with several σ: a folder per σ,
     /// and envelope.json, envelope.tsv, envelope.png).
     #[arg(long)]
@@ -191,6 +196,21 @@ fn run_one(
         clean: CleanLabel::Always,
         memory: provider.config().memory(),
     };
+    let done = if args.continue_ {
+        rows::read_done(&tsv_path, sequential)?
+    } else {
+        Vec::new()
+    };
+    let finished: std::collections::HashSet<usize> = done.iter().map(|d| d.idx).collect();
+    picked.retain(|(i, _)| !finished.contains(i));
+    if !done.is_empty() {
+        eprintln!(
+            "resuming {}: {} images done, {} to go",
+            tsv_path.display(),
+            done.len(),
+            picked.len()
+        );
+    }
     let paths: Vec<PathBuf> = picked.iter().map(|(_, p)| p.clone()).collect();
     let mut rows = Rows::create(
         &tsv_path,
@@ -199,6 +219,7 @@ fn run_one(
         sigma,
         sequential,
         &multi,
+        &done,
     )?;
     let run = runtime.block_on(run_images(&session, &settings, &paths, &mut rows))?;
     rows.overall.finish_and_clear();

@@ -32,7 +32,8 @@ pub(super) struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
-    /// Creates `certify.tsv` at `tsv_path` with its head, and the overall bar.
+    /// Creates `certify.tsv` at `tsv_path` with its head (or, resuming, appends to it and
+    /// counts the rows `done` read back from it), and the overall bar.
     pub(super) fn create(
         tsv_path: &Path,
         picked: &'a [(usize, PathBuf)],
@@ -40,14 +41,30 @@ impl<'a> Rows<'a> {
         sigma: f64,
         sequential: bool,
         multi: &'a MultiProgress,
+        done: &[Done],
     ) -> anyhow::Result<Rows<'a>> {
-        let mut tsv =
-            std::fs::File::create(tsv_path).with_context(|| format!("{}", tsv_path.display()))?;
-        writeln!(
-            tsv,
-            "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds{}",
-            if sequential { "\tdecision" } else { "" }
-        )?;
+        let mut tally = Tally::default();
+        let tsv = if done.is_empty() {
+            let mut tsv = std::fs::File::create(tsv_path)
+                .with_context(|| format!("{}", tsv_path.display()))?;
+            writeln!(tsv, "{}", head(sequential))?;
+            tsv
+        } else {
+            for d in done {
+                tally.add_done(
+                    d.label.clone(),
+                    d.radius,
+                    d.correct,
+                    d.clean_right,
+                    d.queries,
+                    d.seconds,
+                );
+            }
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(tsv_path)
+                .with_context(|| format!("{}", tsv_path.display()))?
+        };
         let overall = multi.add(ProgressBar::new(picked.len() as u64));
         overall.set_style(
             ProgressStyle::with_template("images [{bar:30}] {pos}/{len} eta {eta} {msg}")
@@ -76,7 +93,7 @@ impl<'a> Rows<'a> {
             sequential,
             multi,
             overall,
-            tally: Tally::default(),
+            tally,
             budget_said: false,
         })
     }
@@ -123,10 +140,16 @@ impl Observer for Rows<'_> {
             r.queries + 1,
         )?;
         if self.sequential {
-            writeln!(self.tsv, "\t{}", r.decision.map_or("-", Decision::as_str))?;
-        } else {
-            writeln!(self.tsv)?;
+            write!(self.tsv, "\t{}", r.decision.map_or("-", Decision::as_str))?;
         }
+        writeln!(
+            self.tsv,
+            "\t{}",
+            r.clean_label
+                .as_deref()
+                .unwrap_or("")
+                .replace(['\t', '\n', '\r'], " ")
+        )?;
         self.tsv.flush()?;
         let table = self.tally.table(&[0.0, self.sigma]);
         self.overall.set_message(format!(
@@ -136,4 +159,71 @@ impl Observer for Rows<'_> {
         ));
         Ok(())
     }
+}
+
+/// The TSV's head line.
+fn head(sequential: bool) -> String {
+    format!(
+        "idx\tpath\ttruth\tprediction\tradius\tcorrect\tqueries\tseconds{}\tclean",
+        if sequential { "\tdecision" } else { "" }
+    )
+}
+
+/// An image an earlier run of the same eval finished, read back from its TSV row.
+pub(super) struct Done {
+    pub(super) idx: usize,
+    label: Option<String>,
+    radius: f64,
+    correct: bool,
+    clean_right: bool,
+    queries: u64,
+    seconds: f64,
+}
+
+/// The rows of an earlier run's `certify.tsv` (none when there is no file). A file with
+/// another head (another mode, or written before the `clean` column) cannot be resumed.
+/// A row cut short by a kill (the last line, without its end) is cut off the file and run
+/// again.
+pub(super) fn read_done(tsv_path: &Path, sequential: bool) -> anyhow::Result<Vec<Done>> {
+    let text = match std::fs::read_to_string(tsv_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("{}", tsv_path.display())),
+    };
+    let whole = text.rfind('\n').map_or(0, |i| i + 1);
+    if whole < text.len() {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(tsv_path)
+            .with_context(|| format!("{}", tsv_path.display()))?;
+        file.set_len(whole as u64)
+            .with_context(|| format!("{}", tsv_path.display()))?;
+    }
+    let text = &text[..whole];
+    let mut lines = text.lines();
+    let want = head(sequential);
+    let got = lines.next().unwrap_or_default();
+    anyhow::ensure!(
+        got == want,
+        "{}: cannot resume: its columns are {got:?}, this run writes {want:?} (another mode, \
+         or an older robustify); start afresh with another --out",
+        tsv_path.display()
+    );
+    let mut done = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let bad = || format!("{}:{}: malformed row", tsv_path.display(), n + 2);
+        anyhow::ensure!(f.len() == want.split('\t').count(), "{}", bad());
+        let prediction = f[3];
+        done.push(Done {
+            idx: f[0].parse().with_context(bad)?,
+            label: (prediction != "-1").then(|| prediction.to_owned()),
+            radius: f[4].parse().with_context(bad)?,
+            correct: f[5] == "1",
+            clean_right: f[f.len() - 1] == f[2],
+            queries: f[6].parse().with_context(bad)?,
+            seconds: f[7].parse().with_context(bad)?,
+        });
+    }
+    Ok(done)
 }

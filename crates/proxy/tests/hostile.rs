@@ -462,3 +462,47 @@ async fn request_bodies_come_out_of_the_memory_pool_and_one_client_has_few_conne
     let m = metrics(&url).await;
     assert_eq!(metric(&m, "robustify_request_memory_bytes"), 0.0, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_error_that_echoes_the_request_never_reaches_the_client_with_the_key() {
+    // A "vendor" that answers 400 quoting every header it received (as AWS's signature
+    // errors quote the canonical request).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let vendor_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&got).to_string();
+                let head = head.split("\r\n\r\n").next().unwrap_or("").to_owned();
+                let body = serde_json::json!({"error": {"code": 400, "message": format!("bad: {head}")}})
+                    .to_string();
+                let answer = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let (_, url, _p) = proxy(&config(&vendor_url, "", "", "")).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/certify?sigma=0.25&n0=1&n=20&denoiser=none"))
+        .bearer_auth("key-b")
+        .body(png())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("x-goog-api-key"), "{text}");
+    assert!(!text.contains(common::VENDOR_KEY), "{text}");
+}

@@ -253,7 +253,7 @@ fn forward(
     let (oh, ow) = g.out();
     let n = oh * ow;
     if let Some(plan) = g.winograd(o, Pass::Forward) {
-        let y = plan.run(x, b, &Kernel::new(wt, o, c), bias, act);
+        let y = plan.run(x, b, &Kernel::cached(wt, o, c, false), bias, act);
         return Ok((CpuStorage::F32(y), Shape::from((b, o, oh, ow))));
     }
     let rows = g.rows();
@@ -416,7 +416,13 @@ impl CustomOp2 for ConvInputGrad {
             ..g
         });
         if let Some(plan) = transposed.and_then(|t| t.winograd(g.c, Pass::Backward)) {
-            let dx = plan.run(dy, b, &Kernel::flipped(wt, o, g.c), None, Activation::None);
+            let dx = plan.run(
+                dy,
+                b,
+                &Kernel::cached(wt, o, g.c, true),
+                None,
+                Activation::None,
+            );
             return Ok((CpuStorage::F32(dx), Shape::from((b, g.c, g.h, g.w))));
         }
         let (n, rows) = (oh * ow, g.rows());

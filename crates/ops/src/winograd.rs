@@ -272,6 +272,81 @@ impl Kernel {
     }
 }
 
+/// Transformed kernels of the weights convolved lately, found again by their content:
+/// frozen weights (a denoiser or classifier at inference, a classifier the stability
+/// objective goes through) give the same `U` on every call, and computing it was ~5% of
+/// an evaluation. A hit compares the whole weight tensor, so a stale kernel is never used;
+/// the cache holds at most [`CACHE_BYTES`], least recently used out first.
+struct KernelCache {
+    entries: std::sync::Mutex<std::collections::VecDeque<CachedKernel>>,
+}
+
+struct CachedKernel {
+    flipped: bool,
+    o: usize,
+    c: usize,
+    w: Vec<f32>,
+    kernel: std::sync::Arc<Kernel>,
+}
+
+impl CachedKernel {
+    fn bytes(&self) -> usize {
+        4 * (self.w.len() + self.kernel.u.len())
+    }
+}
+
+/// Most bytes the kernel cache keeps (weights and their transforms).
+const CACHE_BYTES: usize = 64 << 20;
+
+static CACHE: KernelCache = KernelCache {
+    entries: std::sync::Mutex::new(std::collections::VecDeque::new()),
+};
+
+impl Kernel {
+    /// [`Kernel::new`] (or, `flipped`, [`Kernel::flipped`]) of `w`, from the cache when
+    /// the same weights were transformed lately.
+    pub(crate) fn cached(w: &[f32], o: usize, c: usize, flipped: bool) -> std::sync::Arc<Kernel> {
+        let hit = {
+            let mut entries = CACHE.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let at = entries
+                .iter()
+                .position(|e| e.flipped == flipped && e.o == o && e.c == c && e.w == w);
+            at.and_then(|i| entries.remove(i)).map(|e| {
+                let k = e.kernel.clone();
+                entries.push_front(e);
+                k
+            })
+        };
+        if let Some(k) = hit {
+            return k;
+        }
+        let kernel = std::sync::Arc::new(if flipped {
+            Kernel::flipped(w, o, c)
+        } else {
+            Kernel::new(w, o, c)
+        });
+        let entry = CachedKernel {
+            flipped,
+            o,
+            c,
+            w: w.to_vec(),
+            kernel: kernel.clone(),
+        };
+        if entry.bytes() <= CACHE_BYTES / 4 {
+            let mut entries = CACHE.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.push_front(entry);
+            let mut total: usize = entries.iter().map(CachedKernel::bytes).sum();
+            while total > CACHE_BYTES {
+                match entries.pop_back() {
+                    Some(e) => total -= e.bytes(),
+                    None => break,
+                }
+            }
+        }
+        kernel
+    }
+}
+
 /// One batch's tiling: `x: [B, C, H, W]` → `[B, O, H', W']` with `H' = H + 2·pad − 2`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
@@ -744,5 +819,30 @@ impl Scratch {
                 || f(s),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kernel;
+    use std::sync::Arc;
+
+    #[test]
+    fn cached_kernels_are_exact_and_follow_the_weights() {
+        let w: Vec<f32> = (0..2 * 3 * 9).map(|i| (i as f32 * 0.37).sin()).collect();
+        let a = Kernel::cached(&w, 2, 3, false);
+        assert_eq!(a.u, Kernel::new(&w, 2, 3).u);
+        // The same weights again: the same transform, not computed again.
+        let b = Kernel::cached(&w, 2, 3, false);
+        assert!(Arc::ptr_eq(&a, &b));
+        // The flipped kernel of the same weights is another entry.
+        let f = Kernel::cached(&w, 2, 3, true);
+        assert_eq!(f.u, Kernel::flipped(&w, 2, 3).u);
+        // One weight changed (a training step): a new transform, never the stale one.
+        let mut w2 = w.clone();
+        w2[17] += 1e-6;
+        let d = Kernel::cached(&w2, 2, 3, false);
+        assert!(!Arc::ptr_eq(&a, &d));
+        assert_eq!(d.u, Kernel::new(&w2, 2, 3).u);
     }
 }

@@ -482,8 +482,9 @@ async fn a_vendor_error_that_echoes_the_request_never_reaches_the_client_with_th
                 }
                 let head = String::from_utf8_lossy(&got).to_string();
                 let head = head.split("\r\n\r\n").next().unwrap_or("").to_owned();
-                let body = serde_json::json!({"error": {"code": 400, "message": format!("bad: {head}")}})
-                    .to_string();
+                let body =
+                    serde_json::json!({"error": {"code": 400, "message": format!("bad: {head}")}})
+                        .to_string();
                 let answer = format!(
                     "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
                      content-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -495,7 +496,9 @@ async fn a_vendor_error_that_echoes_the_request_never_reaches_the_client_with_th
     });
     let (_, url, _p) = proxy(&config(&vendor_url, "", "", "")).await;
     let r = reqwest::Client::new()
-        .post(format!("{url}/v1/certify?sigma=0.25&n0=1&n=20&denoiser=none"))
+        .post(format!(
+            "{url}/v1/certify?sigma=0.25&n0=1&n=20&denoiser=none"
+        ))
         .bearer_auth("key-b")
         .body(png())
         .send()

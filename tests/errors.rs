@@ -216,3 +216,25 @@ fn a_device_this_build_or_machine_lacks_is_refused() {
     }
     robustify(["--device", "cpu", "denoisers", "list"]).ok();
 }
+
+#[test]
+fn a_sigma_out_of_range_is_named_before_any_denoiser_is_looked_for() {
+    // It once answered "no shipped photo denoiser for σ = 25", listing CIFAR ones.
+    for (sigma, want) in [("25", "(0, 1]"), ("0.001", "half an 8-bit step")] {
+        let err = robustify([
+            "certify",
+            "examples/images/goldfish.jpg",
+            "--sigma",
+            sigma,
+            "--n0",
+            "2",
+            "--n",
+            "5",
+        ])
+        .fails();
+        assert!(
+            err.contains(want) && !err.contains("denoiser"),
+            "{sigma}: {err}"
+        );
+    }
+}

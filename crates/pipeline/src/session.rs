@@ -48,6 +48,8 @@ impl Session {
     /// a tokio runtime.
     pub fn open(config: &SessionConfig, sigma: f64) -> Result<Session> {
         config.validate()?;
+        // σ first: a σ out of range is that, not a missing denoiser for it.
+        robustify_smoothing::Sigma::new(sigma)?;
         let mut def = ProviderDef::load(&config.provider)?;
         if let Some(rate) = config.rate {
             def.limits.requests_per_second = rate;

@@ -13,6 +13,9 @@ DATA=../shared/data
 train() { # name, then the training's own flags
   local name=$1; shift
   local out=runs/$name
+  if [ -f "denoisers/$name/card.json" ]; then
+    echo "$name: shipped (denoisers/$name)"; return
+  fi
   if [ -f "$out/card.json" ] && grep -q "finished:" "runs/$name.log" 2>/dev/null; then
     echo "$name: finished"; return
   fi
@@ -30,4 +33,4 @@ CIFAR=(--data "$DATA/cifar10/train" --test "$DATA/cifar10/test" --test-limit 100
 
 train photo-unet-0.5 "${PHOTO[@]}" --sigma 0.5 --epochs 5 --init photo-unet-0.25
 train cifar10-unet-1.0 "${CIFAR[@]}" --sigma 1.0 --epochs 6 --init cifar10-unet-0.5
-train photo-unet-1.0 "${PHOTO[@]}" --sigma 1.0 --epochs 5 --init runs/photo-unet-0.5
+train photo-unet-1.0 "${PHOTO[@]}" --sigma 1.0 --epochs 5 --init photo-unet-0.5

@@ -113,18 +113,18 @@ pub struct Tally {
 impl Tally {
     /// Counts a finished image whose reference label is `truth`; returns its outcome.
     pub fn add(&mut self, record: &CertificateRecord, truth: &str, seconds: f64) -> &Outcome {
-        self.clean_right += usize::from(record.clean_label.as_deref().unwrap_or_default() == truth);
-        self.queries += record.queries + 1;
-        self.seconds += seconds;
-        self.outcomes.push(Outcome {
-            label: record.label.clone(),
-            radius: record.radius,
-            correct: record.label.as_deref() == Some(truth),
-        });
+        self.add_done(
+            record.label.clone(),
+            record.radius,
+            record.label.as_deref() == Some(truth),
+            record.clean_label.as_deref().unwrap_or_default() == truth,
+            record.queries + 1,
+            seconds,
+        );
         &self.outcomes[self.outcomes.len() - 1]
     }
 
-    /// Counts an image finished by an earlier run (`eval --resume` reads it back from its
+    /// Counts an image finished by an earlier run (`eval --continue` reads it back from its
     /// TSV row): its certified label (`None`: abstained), radius, whether that label is the
     /// truth, whether the clean label is, its queries (the clean one included) and seconds.
     pub fn add_done(

@@ -127,22 +127,20 @@ impl Error {
     /// Whether `err`, or any error in its chain of sources, is [`Error::BudgetExhausted`]
     /// (however many wrappers — denoiser, smoothing — lie between).
     pub fn is_budget_in(err: &(dyn std::error::Error + 'static)) -> bool {
-        let mut next = Some(err);
-        while let Some(e) = next {
-            if let Some(Error::BudgetExhausted { .. }) = e.downcast_ref::<Error>() {
-                return true;
-            }
-            next = e.source();
-        }
-        false
+        Error::any_in(err, |e| matches!(e, Error::BudgetExhausted { .. }))
     }
 
     /// Whether `err`, or any error in its chain of sources, is [`Error::Store`] (the
     /// answer store cannot be read or written: retry later).
     pub fn is_store_in(err: &(dyn std::error::Error + 'static)) -> bool {
+        Error::any_in(err, |e| matches!(e, Error::Store { .. }))
+    }
+
+    /// Whether any error of `err`'s chain of sources is one of ours that `pred` accepts.
+    fn any_in(err: &(dyn std::error::Error + 'static), pred: impl Fn(&Error) -> bool) -> bool {
         let mut next = Some(err);
         while let Some(e) = next {
-            if let Some(Error::Store { .. }) = e.downcast_ref::<Error>() {
+            if e.downcast_ref::<Error>().is_some_and(&pred) {
                 return true;
             }
             next = e.source();

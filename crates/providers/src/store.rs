@@ -138,6 +138,14 @@ pub struct AnswerStore {
     pending: Mutex<Vec<(Vec<LogEntry>, Option<Charge>)>>,
 }
 
+/// The answers waiting in memory, as [`AnswerStore::write`] takes them.
+fn borrowed(pending: &[(Vec<LogEntry>, Option<Charge>)]) -> Vec<(&[LogEntry], Option<&Charge>)> {
+    pending
+        .iter()
+        .map(|(e, c)| (e.as_slice(), c.as_ref()))
+        .collect()
+}
+
 impl Drop for AnswerStore {
     /// A last try at the answers waiting in memory; what still cannot be written is said.
     fn drop(&mut self) {
@@ -207,7 +215,7 @@ impl AnswerStore {
         if pending.is_empty() {
             return Ok(());
         }
-        match self.write(&pending) {
+        match self.write(&borrowed(&pending)) {
             Ok(()) => {
                 tracing::warn!(
                     "{}: {} paid answers kept in memory while it could not be written are \
@@ -318,20 +326,28 @@ impl AnswerStore {
             return Ok(());
         }
         let mut pending = self.pending();
-        pending.push((entries.to_vec(), charge.cloned()));
-        match self.write(&pending) {
+        // What waits goes first, in the same transaction; the answers are copied only when
+        // they must wait too.
+        let mut batches = borrowed(&pending);
+        batches.push((entries, charge));
+        let written = self.write(&batches);
+        drop(batches);
+        match written {
             Ok(()) => pending.clear(),
-            Err(e) => tracing::warn!(
-                "{}: {e}; {} paid answers kept in memory until it can be written",
-                self.path.display(),
-                pending.iter().map(|(e, _)| e.len()).sum::<usize>()
-            ),
+            Err(e) => {
+                pending.push((entries.to_vec(), charge.cloned()));
+                tracing::warn!(
+                    "{}: {e}; {} paid answers kept in memory until it can be written",
+                    self.path.display(),
+                    pending.iter().map(|(e, _)| e.len()).sum::<usize>()
+                );
+            }
         }
         Ok(())
     }
 
     /// Writes `batches` in one transaction.
-    fn write(&self, batches: &[(Vec<LogEntry>, Option<Charge>)]) -> Result<()> {
+    fn write(&self, batches: &[(&[LogEntry], Option<&Charge>)]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let mut stored = 0;
@@ -345,7 +361,7 @@ impl AnswerStore {
                      (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 })
                 .map_err(|e| self.err(e))?;
-            for e in batches.iter().flat_map(|(e, _)| e).filter(|e| e.is_vote()) {
+            for e in batches.iter().flat_map(|(e, _)| *e).filter(|e| e.is_vote()) {
                 let labels = serde_json::to_string(&e.labels).map_err(|x| self.err(x))?;
                 stored += stmt
                     .execute(params![
@@ -366,7 +382,7 @@ impl AnswerStore {
                     .map_err(|x| self.err(x))?;
             }
         }
-        for c in batches.iter().filter_map(|(_, c)| c.as_ref()) {
+        for c in batches.iter().filter_map(|(_, c)| *c) {
             tx.execute(
                 "INSERT INTO charges VALUES (?1, ?2, ?3, ?4)",
                 params![

@@ -119,16 +119,12 @@ fn eval_over_several_sigmas_writes_each_run_and_their_envelope() {
         "{text}"
     );
     for sigma in ["0.25", "0.5"] {
-        let s: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join(format!("sigma-{sigma}/summary.json"))).unwrap(),
-        )
-        .unwrap();
+        let s = read_json(&out.join(format!("sigma-{sigma}/summary.json")));
         assert_eq!(s["images"], 4, "{s}");
         // Each σ got its own denoiser by the default rule.
         assert!(s["denoiser"].as_str().unwrap().ends_with(sigma), "{s}");
     }
-    let env: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("envelope.json")).unwrap()).unwrap();
+    let env = read_json(&out.join("envelope.json"));
     assert_eq!(env["radii"][1], 0.25);
     assert_eq!(env["runs"].as_array().unwrap().len(), 2);
     for (j, best) in env["envelope"].as_array().unwrap().iter().enumerate() {
@@ -199,8 +195,7 @@ fn eval_takes_true_imagenet_labels_from_file_names_and_an_offset() {
             .unwrap();
         assert_eq!(r[2], want, "{tsv}");
     }
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let s = read_json(&out.join("summary.json"));
     assert_eq!(
         (s["offset"].as_u64(), s["truth"].as_str()),
         (Some(4), Some("imagenet"))
@@ -209,56 +204,8 @@ fn eval_takes_true_imagenet_labels_from_file_names_and_an_offset() {
     assert!(s["clean_accuracy"].as_f64().unwrap() >= 0.5, "{s}");
 }
 
-#[test]
-fn a_killed_eval_resumes_where_it_stopped() {
-    let out = temp_dir("eval-resume");
-    let eval = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "tests/fixtures/cifar10",
-            "--provider",
-            "standin-cifar10-local",
-            "--no-denoiser",
-            "--sigma",
-            "0.25",
-            "--n0",
-            "4",
-            "--n",
-            "12",
-            "--skip",
-            "50",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        robustify(args)
-    };
-    eval(&["--max-images", "2"]).ok();
-    let tsv = out.join("certify.tsv");
-    let first = std::fs::read_to_string(&tsv).unwrap();
-    assert_eq!(first.lines().count(), 3, "{first}");
-    // A kill mid-row leaves half a line: it is cut off and that image certified again.
-    std::fs::write(&tsv, format!("{first}100\t../half-a-row")).unwrap();
-    let resumed = eval(&["--continue"]);
-    resumed.ok();
-    assert!(
-        resumed.stderr().contains("2 images done, 2 to go"),
-        "{}",
-        resumed.stderr()
-    );
-    let all = std::fs::read_to_string(&tsv).unwrap();
-    assert!(all.starts_with(&first), "{all}");
-    let idx: Vec<&str> = all
-        .lines()
-        .skip(1)
-        .map(|l| l.split('\t').next().unwrap())
-        .collect();
-    assert_eq!(idx, ["0", "50", "100", "150"], "{all}");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(s["images"], 4, "{s}");
-    // The same four images certified in one go give the same table.
-    let fresh = temp_dir("eval-resume-fresh");
+/// `eval` of every 50th CIFAR-10 fixture image without a denoiser into `out`, plus `extra`.
+fn cifar_eval(out: &Path, extra: &[&str]) -> crate::util::Run {
     let mut args = vec![
         "eval",
         "tests/fixtures/cifar10",
@@ -274,12 +221,46 @@ fn a_killed_eval_resumes_where_it_stopped() {
         "--skip",
         "50",
         "--out",
+        out.to_str().unwrap(),
     ];
-    args.push(fresh.to_str().unwrap());
-    robustify(args).ok();
-    let f: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fresh.join("summary.json")).unwrap())
-            .unwrap();
+    args.extend_from_slice(extra);
+    robustify(args)
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_killed_eval_resumes_where_it_stopped() {
+    let out = temp_dir("eval-resume");
+    cifar_eval(&out, &["--max-images", "2"]).ok();
+    let tsv = out.join("certify.tsv");
+    let first = std::fs::read_to_string(&tsv).unwrap();
+    assert_eq!(first.lines().count(), 3, "{first}");
+    // A kill mid-row leaves half a line: it is cut off and that image certified again.
+    std::fs::write(&tsv, format!("{first}100\t../half-a-row")).unwrap();
+    let resumed = cifar_eval(&out, &["--continue"]);
+    resumed.ok();
+    assert!(
+        resumed.stderr().contains("2 images done, 2 to go"),
+        "{}",
+        resumed.stderr()
+    );
+    let all = std::fs::read_to_string(&tsv).unwrap();
+    assert!(all.starts_with(&first), "{all}");
+    let idx: Vec<&str> = all
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(idx, ["0", "50", "100", "150"], "{all}");
+    let s = read_json(&out.join("summary.json"));
+    assert_eq!(s["images"], 4, "{s}");
+    // The same four images certified in one go give the same table.
+    let fresh = temp_dir("eval-resume-fresh");
+    cifar_eval(&fresh, &[]).ok();
+    let f = read_json(&fresh.join("summary.json"));
     assert_eq!(s["table"], f["table"]);
     assert_eq!(s["clean_accuracy"], f["clean_accuracy"]);
 }

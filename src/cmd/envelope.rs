@@ -15,6 +15,9 @@ use serde::Serialize;
 use crate::plot::{Curve, certified_accuracy_png};
 use crate::render::{out, outln};
 
+/// The radii of the paper's headline tables (with 0, the clean certified accuracy).
+pub(super) const PAPER_RADII: &str = "0,0.25,0.5,0.75,1,1.25,1.5";
+
 /// Arguments of `robustify envelope`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,7 +29,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "0,0.25,0.5,0.75,1,1.25,1.5"
+        default_value = PAPER_RADII
     )]
     radii: Vec<f64>,
     /// The row's name in the table and the plot (e.g. "query access").

@@ -362,19 +362,6 @@ async fn a_request_as_large_as_the_whole_memory_pool_still_runs() {
     assert_eq!(status, 200, "{v}");
 }
 
-async fn spent(url: &str, key: &str) -> f64 {
-    let v: Value = reqwest::Client::new()
-        .get(format!("{url}/v1/spend"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["spent_usd"].as_f64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_is_charged_what_the_vendor_billed_and_no_more_is_sent() {
     // Every vendor answer takes 1.5 s; the client gives up after 0.7 s, while the
@@ -398,7 +385,9 @@ async fn a_client_that_hangs_up_is_charged_what_the_vendor_billed_and_no_more_is
     let billed = vendor.stats().snapshot()["images"].as_u64().unwrap();
     assert_eq!(billed, 4, "draws sent after the client left");
     // The client pays exactly that ($0.0015 an image).
-    let charged = spent(&url, "key-a").await;
+    let charged = common::spend(&url, "key-a").await["spent_usd"]
+        .as_f64()
+        .unwrap();
     assert!((charged - 4.0 * 0.0015).abs() < 1e-9, "charged ${charged}");
     let m = metrics(&url).await;
     assert!(

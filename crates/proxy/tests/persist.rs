@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{VENDOR_KEY, listen, png};
+use common::{VENDOR_KEY, listen, png, spend};
 use robustify_proxy::{Config, ProxyState, hash_key, serve};
 use serde_json::Value;
 
@@ -37,17 +37,6 @@ async fn certify(url: &str, key: &str, seed: u64) -> (u16, Value) {
         .await
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
-}
-
-async fn spend(url: &str, key: &str) -> Value {
-    let r = reqwest::Client::new()
-        .get(format!("{url}/v1/spend"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

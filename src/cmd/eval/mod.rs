@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "0,0.25,0.5,0.75,1,1.25,1.5"
+        default_value = super::envelope::PAPER_RADII
     )]
     radii: Vec<f64>,
     /// Selection draws per image.

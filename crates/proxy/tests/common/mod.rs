@@ -104,3 +104,15 @@ pub async fn proxy(config: &str) -> (Arc<ProxyState>, String, tokio::sync::onesh
     let _ = rustls::crypto::ring::default_provider().install_default();
     (state, url, stop)
 }
+
+/// `GET /v1/spend` with `key` (a client's or the operator's): the JSON, after a 200.
+pub async fn spend(url: &str, key: &str) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .get(format!("{url}/v1/spend"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}

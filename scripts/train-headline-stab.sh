@@ -4,26 +4,8 @@
 # EfficientNet-Lite1 + Lite2; CIFAR-10: the seed-1 ResNet-20), full access through the
 # stand-in vendor's own model (Lite0; the CIFAR-10 stand-in). Resumable like the other.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN=runs/robustify-train
-[ -x "$BIN" ] || cp target/release/robustify "$BIN"
-DATA=../shared/data
-
-train() { # name, then the training's own flags
-  local name=$1; shift
-  local out=runs/$name
-  if [ -f "denoisers/$name/card.json" ]; then
-    echo "$name: shipped (denoisers/$name)"; return
-  fi
-  if [ -f "$out/card.json" ] && grep -q "finished:" "runs/$name.log" 2>/dev/null; then
-    echo "$name: finished"; return
-  fi
-  local resume=()
-  [ -f "$out/progress.json" ] && resume=(--resume)
-  echo "$name: training (log runs/$name.log)"
-  nice -n 19 "$BIN" train denoiser "$@" --out "$out" --save-every 300 "${resume[@]}" \
-    >>"runs/$name.log" 2>&1 || { echo "$name: failed (runs/$name.log)"; return 1; }
-}
+source "$(dirname "$0")/train-lib.sh"
+SAVE_EVERY=300
 
 PHOTO=(--data "$DATA/imagenet-samples" --hold-out 20 --test-crop 224 --test-limit 50
        --arch unet-32-x2 --crop 224 --crops-per-image 1 --batch-size 8 --lr 1e-4

@@ -5,26 +5,7 @@
 # skipped). Runs niced, from a copy of the release binary (runs/robustify-train), so that
 # a rebuild does not replace the program under it. Logs: runs/<name>.log.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN=runs/robustify-train
-[ -x "$BIN" ] || cp target/release/robustify "$BIN"
-DATA=../shared/data
-
-train() { # name, then the training's own flags
-  local name=$1; shift
-  local out=runs/$name
-  if [ -f "denoisers/$name/card.json" ]; then
-    echo "$name: shipped (denoisers/$name)"; return
-  fi
-  if [ -f "$out/card.json" ] && grep -q "finished:" "runs/$name.log" 2>/dev/null; then
-    echo "$name: finished"; return
-  fi
-  local resume=()
-  [ -f "$out/progress.json" ] && resume=(--resume)
-  echo "$name: training (log runs/$name.log)"
-  nice -n 19 "$BIN" train denoiser "$@" --out "$out" --save-every 240 "${resume[@]}" \
-    >>"runs/$name.log" 2>&1 || { echo "$name: failed (runs/$name.log)"; return 1; }
-}
+source "$(dirname "$0")/train-lib.sh"
 
 PHOTO=(--data "$DATA/imagenet-samples" --hold-out 20 --test-crop 128 --arch unet-32-x2
        --crop 64 --crops-per-image 16 --batch-size 32 --lr 1e-3)
